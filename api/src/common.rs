@@ -1,0 +1,134 @@
+//! Types shared by FluxUp's custom resources.
+
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A reference to an object in the same namespace as the referring object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct LocalObjectReference {
+    /// Name of the referenced object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A reference to a namespaced object, possibly in another namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct NamespacedObjectReference {
+    /// Name of the referenced object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the referenced object. Defaults as documented on the referring field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+impl NamespacedObjectReference {
+    /// The namespace to use, falling back to `default_namespace` when the reference names none.
+    pub fn namespace_or<'a>(&'a self, default_namespace: &'a str) -> &'a str {
+        self.namespace.as_deref().unwrap_or(default_namespace)
+    }
+}
+
+/// A reference to one key of a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key inside the Secret. Default: `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// How far FluxUp may move a version on its own, and which updates count as available.
+///
+/// `none` means updates are shown but only applied when a person approves them.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoUpdate {
+    /// Never upgrade automatically; every update waits for approval.
+    #[default]
+    None,
+    /// Patch updates (1.2.3 → 1.2.4) may be applied automatically.
+    Patch,
+    /// Minor and patch updates (1.2.3 → 1.3.0) may be applied automatically.
+    Minor,
+    /// Any update, major included (1.2.3 → 2.0.0), may be applied automatically.
+    Major,
+}
+
+/// The size of a version jump, as Renovate names it.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateType {
+    /// Same version, new image digest.
+    Digest,
+    /// 1.2.3 → 1.2.4
+    Patch,
+    /// 1.2.3 → 1.3.0
+    Minor,
+    /// 1.2.3 → 2.0.0
+    Major,
+}
+
+/// One container image at one version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ImageVersion {
+    /// Image repository as written in the Helm values, e.g. `ghcr.io/example/app`.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Image tag, without any digest, e.g. `1.21.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Image digest pinned next to the tag (`1.21.5@sha256:…`), e.g. `sha256:4f1c…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// A set of versions of one app: its chart, the app version the chart ships, and its images.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSet {
+    /// Helm chart version, e.g. `12.4.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// Application version the chart declares (`appVersion` in Chart.yaml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// Container images set through the HelmRelease's values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageVersion>,
+}
+
+/// Where one version is written in Git. Both parts are optional: FluxUp finds the file that holds
+/// the object in the path of the app's Kustomization, and knows the usual field of each version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct GitLocation {
+    /// Path of the YAML file, relative to the root of the Git repository,
+    /// e.g. `apps/my-app/helmrelease.yaml`. Default: the file that defines the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub file: Option<String>,
+    /// Dotted path of the field inside the object, e.g. `spec.values.image.tag`.
+    /// Default: `spec.chart.spec.version` for a HelmRepository chart, `spec.ref.tag` of the
+    /// OCIRepository for a `chartRef` chart, and `<values path>.tag` for an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub field: Option<String>,
+}
+
+/// Condition types and reasons FluxUp writes. Conditions are a list-map keyed on `type`.
+pub mod condition {
+    /// The app is resolved and healthy, or the request finished successfully.
+    pub const READY: &str = "Ready";
+    /// A newer version than the current one is allowed by the app's policy.
+    pub const UPDATE_AVAILABLE: &str = "UpdateAvailable";
+    /// An operation on the request finished, successfully or not.
+    pub const COMPLETE: &str = "Complete";
+}

@@ -1,0 +1,383 @@
+//! `ManagedApp`: one Flux HelmRelease that FluxUp watches for updates and upgrades safely.
+
+use crate::common::{
+    AutoUpdate, Condition, GitLocation, ImageVersion, LocalObjectReference,
+    NamespacedObjectReference, SecretKeyReference, Time, UpdateType, VersionSet,
+};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What FluxUp manages for one app: the HelmRelease and the Kustomization that applies it, the
+/// volumes to snapshot before an upgrade, the version policy, the health check, and where in Git
+/// the versions live.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "fluxup.dev",
+    version = "v1alpha1",
+    kind = "ManagedApp",
+    namespaced,
+    status = "ManagedAppStatus",
+    shortname = "mapp",
+    shortname = "mapps",
+    category = "fluxup",
+    printcolumn(
+        name = "Current",
+        type_ = "string",
+        json_path = ".status.currentVersion.chart",
+        description = "Chart version running now"
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "string",
+        json_path = ".status.availableUpdate.chart",
+        description = "Newest chart version the policy allows"
+    ),
+    printcolumn(
+        name = "Update",
+        type_ = "string",
+        json_path = ".status.availableUpdate.updateType",
+        description = "Size of the available update"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "What the app is doing"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAppSpec {
+    /// The Flux HelmRelease this app is. Its namespace defaults to the ManagedApp's.
+    pub helm_release_ref: NamespacedObjectReference,
+
+    /// The Flux Kustomization that applies the HelmRelease; FluxUp suspends it during an upgrade
+    /// so Flux cannot roll out before the snapshots are ready. Its namespace defaults to
+    /// `flux-system`.
+    pub kustomization_ref: NamespacedObjectReference,
+
+    /// PersistentVolumeClaims to snapshot before each upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshots: Option<VolumeSnapshotPolicy>,
+
+    /// Which updates count as available, and how far FluxUp may go on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_policy: Option<VersionPolicy>,
+
+    /// How FluxUp decides an upgrade worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+
+    /// Git settings for commits of this app. Default: the repository and branch of the
+    /// Kustomization's GitRepository, with FluxUp's configured credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSettings>,
+
+    /// When an upgrade fails, roll back data and Git to the pre-upgrade snapshot automatically.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_rollback: bool,
+}
+
+/// Snapshots taken before an upgrade, and how long they are kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.enabled || (has(self.pvcs) && size(self.pvcs) > 0)").message("volumeSnapshots.pvcs must list at least one PersistentVolumeClaim when snapshots are enabled"))]
+pub struct VolumeSnapshotPolicy {
+    /// Take snapshots before each upgrade. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// VolumeSnapshotClass to snapshot with. Default: the cluster's default class for the
+    /// volumes' CSI driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class_name: Option<String>,
+
+    /// The PersistentVolumeClaims to snapshot, in the ManagedApp's namespace.
+    #[serde(default)]
+    pub pvcs: Vec<LocalObjectReference>,
+
+    /// Scale the workloads that mount these PVCs to zero while the snapshots are taken, so each
+    /// is a copy of a stopped app. Set to false only for apps that tolerate live snapshots.
+    /// Default: true.
+    #[serde(default = "default_true")]
+    pub stop_workloads: bool,
+
+    /// How many pre-upgrade snapshots to keep, and for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_policy: Option<RetentionPolicy>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How many pre-upgrade snapshots are kept. The snapshot the last successful upgrade would roll
+/// back to is never deleted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicy {
+    /// Keep at most this many upgrades' snapshots. Default: 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("retentionPolicy.keepLast must be at least 1: keeping no snapshots would delete the one a rollback needs"))]
+    pub keep_last: Option<i32>,
+
+    /// Delete snapshots older than this, as a duration such as `168h` (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')").message("retentionPolicy.maxAge must be a duration such as 168h or 90m (write days as hours: 7 days is 168h)"))]
+    #[schemars(length(max = 32))]
+    pub max_age: Option<String>,
+}
+
+/// Version rules for the chart and for each image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionPolicy {
+    /// Rules for the Helm chart version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartPolicy>,
+
+    /// Rules for container images set in the HelmRelease's values, one entry per image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub images: Vec<ImagePolicy>,
+}
+
+/// Rules for the chart version.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartPolicy {
+    /// How far FluxUp may upgrade on its own: `none` (approval only), `patch`, `minor` or
+    /// `major`. Default: `none`.
+    #[serde(default)]
+    pub auto_update: AutoUpdate,
+
+    /// A semver range the version must satisfy to be offered, e.g. `>=12.0.0 <13.0.0`.
+    /// Versions outside it stay visible as held back by policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub constraint: Option<String>,
+
+    /// Where the chart version is written in Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitLocation>,
+}
+
+/// Rules for one container image.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePolicy {
+    /// Image repository as written in the values, e.g. `ghcr.io/example/app`.
+    #[schemars(length(min = 1, max = 512))]
+    pub name: String,
+
+    /// How far FluxUp may upgrade this image on its own. Default: `none`.
+    #[serde(default)]
+    pub auto_update: AutoUpdate,
+
+    /// A semver range the tag must satisfy to be offered, e.g. `>=1.21.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub constraint: Option<String>,
+
+    /// Dotted path of the image's block in the HelmRelease values, e.g. `image` or
+    /// `postgresql.image`. Default: found by matching `name` against the values' `repository`
+    /// fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_path: Option<String>,
+
+    /// Where the tag is written in Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitLocation>,
+}
+
+/// How FluxUp checks health after an upgrade or rollback.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// Wait for the HelmRelease to be Ready at the new version. Default: true.
+    #[serde(default = "default_true")]
+    pub wait_for_ready: bool,
+
+    /// How long to wait for health before the upgrade fails, e.g. `5m`. Default: `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')").message("healthCheck.timeout must be a duration such as 5m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub timeout: Option<String>,
+
+    /// An HTTP GET that must answer 2xx once the app is up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpHealthCheck>,
+}
+
+/// An HTTP health probe against a Service of the app.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHealthCheck {
+    /// Service to call, in the ManagedApp's namespace. Default: the HelmRelease's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Port of the Service.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("healthCheck.httpGet.port must be between 1 and 65535"))]
+    pub port: i32,
+    /// Path to request, e.g. `/healthz`. Default: `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// Git settings for this app's commits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSettings {
+    /// Branch to commit to. Default: the branch the Kustomization's GitRepository follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Secret in the ManagedApp's namespace holding an API token for the Git server.
+    /// Default: FluxUp's configured credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretKeyReference>,
+}
+
+/// What FluxUp observed about the app.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedAppStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// One word for what the app is doing, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AppState>,
+
+    /// Versions running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<VersionSet>,
+
+    /// The best update the version policy allows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_update: Option<AvailableUpdate>,
+
+    /// Updates that exist but that the version policy holds back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<HeldBackUpdate>,
+
+    /// The most recent upgrade of this app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<LastUpgrade>,
+
+    /// The conditions `Ready` and `UpdateAvailable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One word for what an app is doing.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AppState {
+    /// Running, no update the policy allows.
+    UpToDate,
+    /// Running, an update is available.
+    UpdateAvailable,
+    /// An UpgradeRequest is in progress.
+    Upgrading,
+    /// A RollbackRequest is in progress.
+    RollingBack,
+    /// Something the app needs is missing or unhealthy; see the Ready condition.
+    Degraded,
+}
+
+/// An update the version policy allows.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableUpdate {
+    /// Newest chart version allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// App version of that chart, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// Images with a newer allowed tag or digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageVersion>,
+    /// The largest jump among the updates above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_type: Option<UpdateType>,
+    /// When the newest version was released, where the registry says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_timestamp: Option<Time>,
+    /// Release notes of the new version, where Renovate found them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_url: Option<String>,
+    /// Source repository of the chart or image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// Every version a person may pick, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+    /// When FluxUp first saw this update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<Time>,
+}
+
+/// An update that exists but that the policy does not allow.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HeldBackUpdate {
+    /// `chart`, or the image's name.
+    pub name: String,
+    /// The version held back.
+    pub version: String,
+    /// Size of the jump.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_type: Option<UpdateType>,
+    /// Why it is held back, in words.
+    pub reason: String,
+}
+
+/// Summary of the most recent upgrade.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUpgrade {
+    /// The UpgradeRequest, in the ManagedApp's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_name: Option<String>,
+    /// Chart version before the upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    /// Chart version after the upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
+    /// When the upgrade started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the upgrade ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// How it ended, e.g. `Succeeded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The pre-upgrade snapshot a rollback would restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+}
+
+impl ManagedApp {
+    /// The HelmRelease's namespace: the reference's, or the ManagedApp's own.
+    pub fn helm_release_namespace(&self) -> Option<&str> {
+        self.spec
+            .helm_release_ref
+            .namespace
+            .as_deref()
+            .or(self.metadata.namespace.as_deref())
+    }
+
+    /// The Kustomization's namespace: the reference's, or `flux-system`.
+    pub fn kustomization_namespace(&self) -> &str {
+        self.spec.kustomization_ref.namespace_or("flux-system")
+    }
+}

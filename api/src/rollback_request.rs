@@ -1,0 +1,135 @@
+//! `RollbackRequest`: restore an app's data and Git to the state before an upgrade.
+
+use crate::common::{Condition, LocalObjectReference, Time};
+use crate::upgrade_request::{DryRunResult, StoppedWorkload};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Roll a ManagedApp back: stop it, restore its volumes from the pre-upgrade snapshots, commit
+/// the previous version to Git, and start it again at its old replica counts.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "fluxup.dev",
+    version = "v1alpha1",
+    kind = "RollbackRequest",
+    namespaced,
+    status = "RollbackRequestStatus",
+    shortname = "rollback",
+    shortname = "rbr",
+    category = "fluxup",
+    printcolumn(name = "Upgrade", type_ = "string", json_path = ".spec.upgradeRequestRef.name", description = "The upgrade undone"),
+    printcolumn(name = "Snapshot", type_ = "string", json_path = ".status.restoredFrom.snapshotName", description = "Snapshot restored"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Where the rollback is"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || self.spec == oldSelf.spec").message("the spec of a RollbackRequest cannot change once the rollback has started; create a new RollbackRequest instead")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.upgradeRequestRef) != has(self.snapshotRef)").message("set exactly one of upgradeRequestRef (undo that upgrade) or snapshotRef (restore that snapshot)"))]
+#[x_kube(validation = Rule::new("!has(self.snapshotRef) || has(self.managedAppRef)").message("a rollback to a snapshotRef must name the managedAppRef to restore"))]
+pub struct RollbackRequestSpec {
+    /// The UpgradeRequest to undo, in the same namespace: its snapshots are restored and its
+    /// commit reverted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_request_ref: Option<LocalObjectReference>,
+
+    /// A pre-upgrade VolumeSnapshot to restore instead, in the same namespace. FluxUp finds the
+    /// upgrade that took it from its labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ref: Option<LocalObjectReference>,
+
+    /// The ManagedApp to roll back. Default: the UpgradeRequest's app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_app_ref: Option<LocalObjectReference>,
+
+    /// Run every check and show the Git diff of the revert, but change nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// Where a rollback is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RollbackPhase {
+    /// Accepted, not started.
+    #[default]
+    Pending,
+    /// Suspending the Flux Kustomization.
+    Suspending,
+    /// Scaling the app's workloads to zero.
+    StoppingApp,
+    /// Recreating the PersistentVolumeClaims from the snapshots.
+    RestoringVolumes,
+    /// Committing the previous version to Git.
+    Reverting,
+    /// Resuming Flux and scaling the app back up.
+    StartingApp,
+    /// Done: data and Git are back at the snapshot's state.
+    Succeeded,
+    /// Stopped on an error; status says what failed and what to do.
+    Failed,
+}
+
+impl RollbackPhase {
+    /// Whether the rollback has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// What happened to a rollback so far.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequestStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Where the rollback is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RollbackPhase>,
+    /// What is happening now, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the current phase started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_started_at: Option<Time>,
+    /// What the app was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFrom>,
+    /// Workloads scaled to zero, with the replica counts to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_workloads: Vec<StoppedWorkload>,
+    /// The Git commit that restored the previous version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    /// Result of a dry run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<DryRunResult>,
+    /// When the rollback started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the rollback ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The condition `Complete`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The snapshot and version a rollback restores.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredFrom {
+    /// The snapshot restored (the first, when the app has several volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_name: Option<String>,
+    /// Every snapshot restored, one per PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_names: Vec<String>,
+    /// The chart version restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_version: Option<String>,
+    /// The UpgradeRequest undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_request_name: Option<String>,
+}

@@ -1,0 +1,8 @@
+//! The wasm entry point. `cargo leptos` builds this crate for the browser; the page the server
+//! rendered becomes interactive once `hydrate` runs.
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(fluxup_app::App);
+}

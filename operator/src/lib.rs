@@ -1,0 +1,8 @@
+//! FluxUp's operator: the controllers that watch ManagedApps, UpgradeRequests and
+//! RollbackRequests and act on Flux, Git and CSI snapshots. No HTTP, no UI: the `fluxup` binary
+//! starts these controllers in its own tokio runtime.
+
+pub mod rbac;
+
+#[cfg(feature = "sandbox")]
+pub mod sandbox;

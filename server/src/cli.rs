@@ -1,0 +1,63 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// FluxUp: safe, Git-driven upgrades of Flux Helm releases, with snapshots and rollback.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the dashboard and API and run the controllers (the default).
+    Serve(ServeArgs),
+    /// Print FluxUp's CustomResourceDefinitions as YAML.
+    Crds,
+    /// Print the RBAC rules FluxUp's controllers need, as YAML.
+    Rbac,
+    /// Write every generated file under the config directory (CRDs and RBAC).
+    Generate {
+        /// The config directory of the repository.
+        #[arg(long, default_value = "config")]
+        config_dir: PathBuf,
+    },
+}
+
+impl Cli {
+    /// The subcommand to run: `serve` (with its options from the environment) when none is given.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or_else(|| {
+            Cli::parse_from(["fluxup", "serve"])
+                .command
+                .expect("`serve` parses to a command")
+        })
+    }
+}
+
+/// Options of `fluxup serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on. Default: the Leptos site address (`LEPTOS_SITE_ADDR`, else
+    /// 127.0.0.1:3000).
+    #[arg(long, env = "FLUXUP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "FLUXUP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output formats.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

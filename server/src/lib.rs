@@ -1,0 +1,8 @@
+//! The `fluxup` binary's library: the web server (Leptos SSR, health endpoints), the generated
+//! Kubernetes config, and logging. `main.rs` only parses the command line.
+
+pub mod cli;
+pub mod generate;
+pub mod health;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,81 @@
+//! The HTTP server: Leptos pages and server functions, static assets, health probes, with
+//! compression and security headers around all of it.
+
+use crate::cli::ServeArgs;
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue};
+use fluxup_app::{App, shell};
+use leptos::prelude::*;
+use leptos_axum::{LeptosRoutes, generate_route_list};
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+/// Leptos settings from `LEPTOS_*` variables (set by cargo-leptos and by our scripts).
+pub fn leptos_options() -> anyhow::Result<LeptosOptions> {
+    let mut options = get_configuration(None)
+        .context("reading LEPTOS_* settings")?
+        .leptos_options;
+    if options.output_name.is_empty() {
+        options.output_name = "fluxup".into();
+    }
+    Ok(options)
+}
+
+/// The whole router.
+pub fn router(options: LeptosOptions) -> Router {
+    let routes = generate_route_list(App);
+    let pages = Router::new()
+        .leptos_routes(&options, routes, {
+            let options = options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(shell))
+        .with_state(options);
+    let header = |name: &'static str, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        )
+    };
+    pages
+        .merge(crate::health::routes())
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("x-frame-options", "DENY"))
+        .layer(header("referrer-policy", "same-origin"))
+        // leptos_axum serves the wasm uncompressed; gzip/brotli cut it by about two thirds.
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let options = leptos_options()?;
+    let addr = args.listen.unwrap_or(options.site_addr);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, site_root = %options.site_root, "FluxUp is serving");
+    axum::serve(listener, router(options))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("FluxUp stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
