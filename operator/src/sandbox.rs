@@ -88,8 +88,10 @@ fn start_sandbox() -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&state)?;
     let script = repo_root().join("sandbox/sandbox");
     let lock = state.with_extension("lock");
-    // flock(1) serializes test binaries that start at the same moment.
+    // flock(1) serializes test binaries that start at the same moment. `--close` keeps the lock
+    // out of the daemons `up` starts, which would otherwise hold it for as long as they run.
     let output = Command::new("flock")
+        .arg("--close")
         .arg(&lock)
         .arg(&script)
         .arg("up")
