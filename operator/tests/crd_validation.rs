@@ -7,7 +7,11 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use serde_json::{Value, json};
 
 fn dynamic_api<K: kube::Resource<DynamicType = ()>>(sandbox: &Sandbox) -> Api<DynamicObject> {
-    Api::namespaced_with(sandbox.client.clone(), sandbox.ns(), &ApiResource::erase::<K>(&()))
+    Api::namespaced_with(
+        sandbox.client.clone(),
+        sandbox.ns(),
+        &ApiResource::erase::<K>(&()),
+    )
 }
 
 fn api_for_kind(sandbox: &Sandbox, kind: &str) -> Api<DynamicObject> {
@@ -97,7 +101,10 @@ async fn samples_apply_to_the_real_api_server() {
     // back what it wrote.
     let apps: Api<ManagedApp> = sandbox.api();
     let app = apps.get("my-app").await.unwrap();
-    assert!(app.spec.volume_snapshots.unwrap().stop_workloads, "stopWorkloads defaults to true");
+    assert!(
+        app.spec.volume_snapshots.unwrap().stop_workloads,
+        "stopWorkloads defaults to true"
+    );
     let oci = apps.get("podinfo").await.unwrap();
     assert!(oci.spec.auto_rollback);
     assert_eq!(oci.kustomization_namespace(), "flux-system");
@@ -110,7 +117,10 @@ async fn cel_rules_refuse_bad_specs_with_clear_messages() {
     let cases = [
         (
             "unknown autoUpdate level",
-            managed_app("bad-level", json!({"versionPolicy": {"chart": {"autoUpdate": "weekly"}}})),
+            managed_app(
+                "bad-level",
+                json!({"versionPolicy": {"chart": {"autoUpdate": "weekly"}}}),
+            ),
             r#"Unsupported value: "weekly": supported values: "none", "patch", "minor", "major""#,
         ),
         (
@@ -136,17 +146,27 @@ async fn cel_rules_refuse_bad_specs_with_clear_messages() {
         ),
         (
             "health check timeout in words",
-            managed_app("bad-timeout", json!({"healthCheck": {"timeout": "five minutes"}})),
+            managed_app(
+                "bad-timeout",
+                json!({"healthCheck": {"timeout": "five minutes"}}),
+            ),
             "healthCheck.timeout must be a duration",
         ),
         (
             "health check port out of range",
-            managed_app("bad-port", json!({"healthCheck": {"httpGet": {"port": 70000}}})),
+            managed_app(
+                "bad-port",
+                json!({"healthCheck": {"httpGet": {"port": 70000}}}),
+            ),
             "healthCheck.httpGet.port must be between 1 and 65535",
         ),
         (
             "missing helmReleaseRef",
-            request("ManagedApp", "no-release", json!({"kustomizationRef": {"name": "x"}})),
+            request(
+                "ManagedApp",
+                "no-release",
+                json!({"kustomizationRef": {"name": "x"}}),
+            ),
             "spec.helmReleaseRef: Required value",
         ),
         (
@@ -160,12 +180,20 @@ async fn cel_rules_refuse_bad_specs_with_clear_messages() {
         ),
         (
             "rollback naming neither",
-            request("RollbackRequest", "neither", json!({"managedAppRef": {"name": "a"}})),
+            request(
+                "RollbackRequest",
+                "neither",
+                json!({"managedAppRef": {"name": "a"}}),
+            ),
             "set exactly one of upgradeRequestRef",
         ),
         (
             "rollback to a snapshot without its app",
-            request("RollbackRequest", "snap-no-app", json!({"snapshotRef": {"name": "s"}})),
+            request(
+                "RollbackRequest",
+                "snap-no-app",
+                json!({"snapshotRef": {"name": "s"}}),
+            ),
             "a rollback to a snapshotRef must name the managedAppRef",
         ),
         (
@@ -195,23 +223,37 @@ async fn upgrade_spec_is_frozen_once_started() {
     let sandbox = Sandbox::start("upgrade-frozen").await.unwrap();
     let api = dynamic_api::<UpgradeRequest>(&sandbox);
     let spec = json!({"managedAppRef": {"name": "a"}, "targetVersion": {"chart": "1.1.0"}});
-    create(&sandbox, request("UpgradeRequest", "up", spec)).await.unwrap();
+    create(&sandbox, request("UpgradeRequest", "up", spec))
+        .await
+        .unwrap();
     let edit = |chart: &str| json!({"spec": {"targetVersion": {"chart": chart}}});
     let params = PatchParams::default();
 
     // Not started yet: the person may still change their mind.
-    api.patch("up", &params, &Patch::Merge(edit("1.2.0"))).await.unwrap();
+    api.patch("up", &params, &Patch::Merge(edit("1.2.0")))
+        .await
+        .unwrap();
     // The operator starts it.
     let status = json!({"status": {"phase": "Preflight"}});
-    api.patch_status("up", &params, &Patch::Merge(status)).await.unwrap();
+    api.patch_status("up", &params, &Patch::Merge(status))
+        .await
+        .unwrap();
 
     let message = refusal_message(api.patch("up", &params, &Patch::Merge(edit("1.3.0"))).await);
-    assert!(message.contains("cannot change once the upgrade has started"), "{message}");
+    assert!(
+        message.contains("cannot change once the upgrade has started"),
+        "{message}"
+    );
     let stored = api.get("up").await.unwrap();
-    assert_eq!(stored.data["spec"]["targetVersion"]["chart"], "1.2.0", "the refused edit changed nothing");
+    assert_eq!(
+        stored.data["spec"]["targetVersion"]["chart"], "1.2.0",
+        "the refused edit changed nothing"
+    );
     // Labels stay editable.
     let labels = json!({"metadata": {"labels": {"team": "a"}}});
-    api.patch("up", &params, &Patch::Merge(labels)).await.unwrap();
+    api.patch("up", &params, &Patch::Merge(labels))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -219,11 +261,18 @@ async fn rollback_spec_is_frozen_once_started() {
     let sandbox = Sandbox::start("rollback-frozen").await.unwrap();
     let api = dynamic_api::<RollbackRequest>(&sandbox);
     let spec = json!({"upgradeRequestRef": {"name": "up"}});
-    create(&sandbox, request("RollbackRequest", "rb", spec)).await.unwrap();
+    create(&sandbox, request("RollbackRequest", "rb", spec))
+        .await
+        .unwrap();
     let params = PatchParams::default();
     let status = json!({"status": {"phase": "StoppingApp"}});
-    api.patch_status("rb", &params, &Patch::Merge(status)).await.unwrap();
+    api.patch_status("rb", &params, &Patch::Merge(status))
+        .await
+        .unwrap();
     let edit = json!({"spec": {"dryRun": true}});
     let message = refusal_message(api.patch("rb", &params, &Patch::Merge(edit)).await);
-    assert!(message.contains("cannot change once the rollback has started"), "{message}");
+    assert!(
+        message.contains("cannot change once the rollback has started"),
+        "{message}"
+    );
 }
