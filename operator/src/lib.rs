@@ -2,7 +2,9 @@
 //! RollbackRequests and act on Flux, Git and CSI snapshots. No HTTP, no UI: the `fluxup` binary
 //! starts these controllers in its own tokio runtime.
 
+pub mod policy;
 pub mod rbac;
+pub mod renovate;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
