@@ -148,10 +148,10 @@ pub fn judge(
                     update_word(update),
                     auto_update_word(auto_update)
                 ))
-            } else if let Some(c) = constraint.filter(|c| !c.matches(&version)) {
-                Some(format!("outside the constraint {:?}", c.text))
             } else {
-                None
+                constraint
+                    .filter(|c| !c.matches(&version))
+                    .map(|c| format!("outside the constraint {:?}", c.text))
             };
             Some(Verdict {
                 version: text.clone(),
