@@ -8,6 +8,12 @@
 //!
 //! Test sandboxes keep their state in `target/test-sandbox` on ports from 17000, apart from the
 //! demo's `.sandbox` (16000), so a running demo and a test run do not disturb each other.
+//!
+//! Scenario tests that need Flux, the CSI snapshot stack, the OCI registry, the Helm repository
+//! or Gitea call [`Sandbox::start_full`] instead: `sandbox/sandbox up --profile full` in a sandbox
+//! of its own (`target/test-sandbox-full`, ports from 18000), so the core and the full sandbox can
+//! run side by side. [`Sandbox::env`] gives the values of the sandbox's env file (`GITEA_URL`,
+//! `CSI_STATE_DIR`, `REGISTRY_HOST`, ...), [`Sandbox::gitea`] a small client for Gitea's API.
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Namespace;
@@ -16,6 +22,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -39,23 +46,105 @@ pub fn state_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target/test-sandbox"))
 }
 
+/// Where the full-profile test sandbox keeps its state: `$SANDBOX_FULL_STATE`, or
+/// `target/test-sandbox-full`.
+pub fn full_state_dir() -> PathBuf {
+    std::env::var_os("SANDBOX_FULL_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/test-sandbox-full"))
+}
+
+/// Which components a sandbox runs (`sandbox/sandbox up --profile ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The control plane only: etcd, kube-apiserver, controller-manager, scheduler, kwok.
+    Core,
+    /// The control plane plus Flux, the CSI snapshot stack, an OCI registry, a Helm repository
+    /// and Gitea.
+    Full,
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Core => "core",
+            Profile::Full => "full",
+        }
+    }
+
+    /// The state dir of this profile's test sandbox.
+    pub fn state_dir(self) -> PathBuf {
+        match self {
+            Profile::Core => state_dir(),
+            Profile::Full => full_state_dir(),
+        }
+    }
+
+    fn port_base(self) -> String {
+        match self {
+            Profile::Core => std::env::var("SANDBOX_PORT_BASE").unwrap_or_else(|_| "17000".into()),
+            Profile::Full => {
+                std::env::var("SANDBOX_FULL_PORT_BASE").unwrap_or_else(|_| "18000".into())
+            }
+        }
+    }
+}
+
 /// A running sandbox, seen from one test.
 pub struct Sandbox {
     /// A client with cluster-admin rights.
     pub client: Client,
     /// The namespace made for this test; deleted when the test passes.
     pub namespace: TestNamespace,
+    /// The sandbox's env file (`<state>/env`): `KUBECONFIG`, `SANDBOX_*`, and with the full
+    /// profile `GITEA_URL`, `GITEA_TOKEN`, `CSI_STATE_DIR`, `REGISTRY_HOST`, `HELM_REPO_URL`, ...
+    pub env: BTreeMap<String, String>,
 }
 
 impl Sandbox {
     /// Starts the shared sandbox if it is not running, installs FluxUp's CRDs, and makes a fresh
     /// namespace named after `test_name`.
     pub async fn start(test_name: &str) -> anyhow::Result<Sandbox> {
-        let kubeconfig = ensure_running()?;
+        Self::start_profile(Profile::Core, test_name).await
+    }
+
+    /// Like [`Sandbox::start`], with the full profile: Flux, CSI snapshots, the OCI registry, the
+    /// Helm repository and Gitea, in a sandbox of its own (`target/test-sandbox-full`, ports from
+    /// 18000). The first call of a test run may build the components (see sandbox/README.md).
+    pub async fn start_full(test_name: &str) -> anyhow::Result<Sandbox> {
+        Self::start_profile(Profile::Full, test_name).await
+    }
+
+    async fn start_profile(profile: Profile, test_name: &str) -> anyhow::Result<Sandbox> {
+        let kubeconfig = ensure_running(profile)?;
+        let env = read_env_file(&profile.state_dir().join("env"))?;
         let client = client_for(&kubeconfig).await?;
-        install_crds_once(&client).await?;
-        let namespace = TestNamespace::create(&client, test_name).await?;
-        Ok(Sandbox { client, namespace })
+        install_crds_once(&client, profile).await?;
+        let namespace = TestNamespace::create(&client, test_name, &kubeconfig).await?;
+        Ok(Sandbox {
+            client,
+            namespace,
+            env,
+        })
+    }
+
+    /// A value from the sandbox's env file, or an error naming the missing key.
+    pub fn env(&self, key: &str) -> anyhow::Result<&str> {
+        self.env.get(key).map(String::as_str).with_context(|| {
+            format!(
+                "{key} is not in the sandbox's env file: is the component built? \
+                 (sandbox/sandbox build --profile full; see sandbox/README.md)"
+            )
+        })
+    }
+
+    /// A client for the sandbox's Gitea (full profile), as its admin user.
+    pub fn gitea(&self) -> anyhow::Result<Gitea> {
+        Ok(Gitea {
+            url: self.env("GITEA_URL")?.to_string(),
+            token: self.env("GITEA_TOKEN")?.to_string(),
+            user: self.env("GITEA_ADMIN_USER")?.to_string(),
+        })
     }
 
     /// The test's namespace.
@@ -73,18 +162,22 @@ impl Sandbox {
     }
 }
 
-/// Runs `sandbox/sandbox up` once per process (it returns at once when the sandbox is already
-/// up) and returns the kubeconfig path.
-fn ensure_running() -> anyhow::Result<PathBuf> {
-    static KUBECONFIG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    KUBECONFIG
-        .get_or_init(|| start_sandbox().map_err(|e| format!("{e:#}")))
+/// Runs `sandbox/sandbox up` once per process and profile (it returns at once when the sandbox is
+/// already up) and returns the kubeconfig path.
+fn ensure_running(profile: Profile) -> anyhow::Result<PathBuf> {
+    static CORE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static FULL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let cell = match profile {
+        Profile::Core => &CORE,
+        Profile::Full => &FULL,
+    };
+    cell.get_or_init(|| start_sandbox(profile).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
 }
 
-fn start_sandbox() -> anyhow::Result<PathBuf> {
-    let state = state_dir();
+fn start_sandbox(profile: Profile) -> anyhow::Result<PathBuf> {
+    let state = profile.state_dir();
     std::fs::create_dir_all(&state)?;
     let script = repo_root().join("sandbox/sandbox");
     let lock = state.with_extension("lock");
@@ -95,11 +188,11 @@ fn start_sandbox() -> anyhow::Result<PathBuf> {
         .arg(&lock)
         .arg(&script)
         .arg("up")
+        .arg("--profile")
+        .arg(profile.name())
         .env("SANDBOX_STATE", &state)
-        .env(
-            "SANDBOX_PORT_BASE",
-            std::env::var("SANDBOX_PORT_BASE").unwrap_or_else(|_| "17000".into()),
-        )
+        .env("SANDBOX_PORT_BASE", profile.port_base())
+        .env_remove("SANDBOX_PROFILE")
         .output()
         .with_context(|| format!("running {}", script.display()))?;
     if !output.status.success() {
@@ -121,30 +214,46 @@ pub async fn client_for(kubeconfig: &Path) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// Reads a `KEY=value` file (the sandbox's env file).
+pub fn read_env_file(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .collect())
+}
+
 /// Applies every CRD in `config/crd` and waits until the API server serves them.
-async fn install_crds_once(client: &Client) -> anyhow::Result<()> {
-    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-    INSTALLED
-        .get_or_try_init(|| async {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            for crd in read_crds(&repo_root().join("config/crd"))? {
-                let name = crd.metadata.name.clone().unwrap_or_default();
-                crds.patch(
-                    &name,
-                    &PatchParams::apply(MANAGER).force(),
-                    &Patch::Apply(&crd),
-                )
+async fn install_crds_once(client: &Client, profile: Profile) -> anyhow::Result<()> {
+    static CORE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    static FULL: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    let cell = match profile {
+        Profile::Core => &CORE,
+        Profile::Full => &FULL,
+    };
+    cell.get_or_try_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in read_crds(&repo_root().join("config/crd"))? {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            crds.patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+            let established =
+                await_condition(crds.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established)
                 .await
-                .with_context(|| format!("applying CRD {name}"))?;
-                let established =
-                    await_condition(crds.clone(), &name, conditions::is_crd_established());
-                tokio::time::timeout(Duration::from_secs(30), established)
-                    .await
-                    .with_context(|| format!("CRD {name} not established after 30 s"))??;
-            }
-            anyhow::Ok(())
-        })
-        .await?;
+                .with_context(|| format!("CRD {name} not established after 30 s"))??;
+        }
+        anyhow::Ok(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -182,10 +291,12 @@ use serde::Deserialize as _;
 pub struct TestNamespace {
     /// The namespace's name.
     pub name: String,
+    /// The kubeconfig of the sandbox it lives in (for the deletion in `Drop`).
+    kubeconfig: PathBuf,
 }
 
 impl TestNamespace {
-    async fn create(client: &Client, test_name: &str) -> anyhow::Result<Self> {
+    async fn create(client: &Client, test_name: &str, kubeconfig: &Path) -> anyhow::Result<Self> {
         let slug: String = test_name
             .chars()
             .map(|c| {
@@ -209,7 +320,10 @@ impl TestNamespace {
             ..Default::default()
         };
         api.create(&PostParams::default(), &ns).await?;
-        Ok(TestNamespace { name })
+        Ok(TestNamespace {
+            name,
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
     }
 }
 
@@ -226,19 +340,20 @@ impl Drop for TestNamespace {
             eprintln!(
                 "test failed: namespace {} kept for inspection; sandbox logs in {}",
                 self.name,
-                state_dir().join("logs").display()
+                self.kubeconfig.with_file_name("logs").display()
             );
             return;
         }
         // Drop cannot await, and the test's client is tied to the test's runtime, which this
         // thread blocks: delete with a new client on a thread and runtime of our own.
         let name = self.name.clone();
+        let kubeconfig = self.kubeconfig.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let client = client_for(&state_dir().join("kubeconfig")).await?;
+                let client = client_for(&kubeconfig).await?;
                 let api: Api<Namespace> = Api::all(client);
                 api.delete(&name, &DeleteParams::background()).await?;
                 anyhow::Ok(())
@@ -246,4 +361,187 @@ impl Drop for TestNamespace {
         })
         .join();
     }
+}
+
+/// A minimal client for Gitea's HTTP API (`/api/v1`), over `curl` so the harness needs no HTTP
+/// crate. Authenticates with the sandbox admin's API token.
+#[derive(Clone, Debug)]
+pub struct Gitea {
+    /// Base URL, e.g. `http://127.0.0.1:18030`.
+    pub url: String,
+    /// API token of [`Gitea::user`] (all scopes).
+    pub token: String,
+    /// The admin user that owns the repositories the harness creates.
+    pub user: String,
+}
+
+impl Gitea {
+    /// Calls the API: `method` on `/api/v1{path}` with an optional JSON body. Returns the status
+    /// code and the JSON answer (`Null` when empty). Fails on transport errors only.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let url = format!("{}/api/v1{}", self.url, path);
+        let (status, text) = http(
+            method,
+            &url,
+            &[
+                ("Authorization", &format!("token {}", self.token)),
+                ("Content-Type", "application/json"),
+                ("Accept", "application/json"),
+            ],
+            body.map(|b| b.to_string()).as_deref(),
+        )?;
+        let json = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        Ok((status, json))
+    }
+
+    /// Like [`Gitea::call`], failing unless the status is 2xx.
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (status, json) = self.call(method, path, body)?;
+        if !(200..300).contains(&status) {
+            bail!("Gitea {method} {path}: HTTP {status}: {json}");
+        }
+        Ok(json)
+    }
+
+    /// Creates a private repository of the admin user with an initial commit on `main`, and
+    /// returns its `owner/name`.
+    pub fn create_repo(&self, name: &str) -> anyhow::Result<String> {
+        self.ok(
+            "POST",
+            "/user/repos",
+            Some(&serde_json::json!({
+                "name": name, "private": true, "auto_init": true, "default_branch": "main",
+                "readme": "Default", "description": "FluxUp sandbox test repository",
+            })),
+        )?;
+        Ok(format!("{}/{}", self.user, name))
+    }
+
+    /// The clone URL of `owner/name` (http, without credentials).
+    pub fn clone_url(&self, repo: &str) -> String {
+        format!("{}/{}.git", self.url, repo)
+    }
+
+    /// Commits `files` (path, content) to `branch` of `repo` (`owner/name`) in one commit through
+    /// the contents API, creating or updating each file. Returns the new commit's SHA.
+    pub fn commit_files(
+        &self,
+        repo: &str,
+        branch: &str,
+        message: &str,
+        files: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        let mut ops = Vec::new();
+        for (path, content) in files {
+            let (status, current) = self.call(
+                "GET",
+                &format!("/repos/{repo}/contents/{path}?ref={branch}"),
+                None,
+            )?;
+            let encoded = base64(content.as_bytes());
+            let op = if status == 200 {
+                serde_json::json!({"operation": "update", "path": path, "content": encoded,
+                                   "sha": current["sha"]})
+            } else {
+                serde_json::json!({"operation": "create", "path": path, "content": encoded})
+            };
+            ops.push(op);
+        }
+        let answer = self.ok(
+            "POST",
+            &format!("/repos/{repo}/contents"),
+            Some(&serde_json::json!({"branch": branch, "message": message, "files": ops})),
+        )?;
+        answer["commit"]["sha"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no commit SHA in Gitea's answer: {answer}"))
+    }
+}
+
+/// One HTTP request through `curl` (present wherever the sandbox runs). Returns the status code
+/// and the body.
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    use std::io::Write as _;
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "30",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+    ]);
+    for (k, v) in headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    if body.is_some() {
+        cmd.args(["--data-binary", "@-"]);
+    }
+    cmd.arg(url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().context("running curl")?;
+    if let Some(body) = body {
+        child
+            .stdin
+            .take()
+            .context("curl stdin")?
+            .write_all(body.as_bytes())?;
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "curl {method} {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
+/// Standard base64 with padding (Gitea's contents API wants file contents in it).
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
