@@ -293,23 +293,10 @@ async fn gitea_commit_is_rolled_out_by_flux_for_helm_and_oci_charts() -> anyhow:
 
     let git_repos: Api<DynamicObject> =
         Api::namespaced_with(sb.client.clone(), &ns, &git_repository());
-    let artifact_revision = |repo: DynamicObject| {
-        repo.data["status"]["artifact"]["revision"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    eventually(
+    wait_artifact(
+        &git_repos,
+        &first,
         "GitRepository artifact of the first commit",
-        Duration::from_secs(120),
-        || async {
-            let rev = artifact_revision(git_repos.get("apps").await?);
-            Ok(if rev.ends_with(&first) {
-                Ok(())
-            } else {
-                Err(rev)
-            })
-        },
     )
     .await?;
     wait_release_at(&sb, "web", "1.0.0").await?;
@@ -329,19 +316,7 @@ async fn gitea_commit_is_rolled_out_by_flux_for_helm_and_oci_charts() -> anyhow:
                 "reconcile.fluxcd.io/requestedAt": format!("{:?}", std::time::SystemTime::now())}}})),
         )
         .await?;
-    eventually(
-        "GitRepository artifact of the update",
-        Duration::from_secs(120),
-        || async {
-            let rev = artifact_revision(git_repos.get("apps").await?);
-            Ok(if rev.ends_with(&second) {
-                Ok(())
-            } else {
-                Err(rev)
-            })
-        },
-    )
-    .await?;
+    wait_artifact(&git_repos, &second, "GitRepository artifact of the update").await?;
     wait_release_at(&sb, "web", "1.1.0").await?;
     wait_release_at(&sb, "api", "1.1.0").await?;
 
@@ -660,4 +635,25 @@ async fn dex_issues_tokens_for_the_demo_user() -> anyhow::Result<()> {
     );
     assert!(!body.contains("id_token"), "{body}");
     Ok(())
+}
+
+/// Waits until the GitRepository `apps` has fetched `commit`.
+async fn wait_artifact(
+    git_repos: &Api<DynamicObject>,
+    commit: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    eventually(what, Duration::from_secs(120), || async {
+        let repo = git_repos.get("apps").await?;
+        let rev = repo.data["status"]["artifact"]["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Ok(if rev.ends_with(commit) {
+            Ok(())
+        } else {
+            Err(rev)
+        })
+    })
+    .await
 }
