@@ -319,11 +319,16 @@ full_all_built() {
   for c in "${FULL_COMPONENTS[@]}"; do full_built "$c" || return 1; done
 }
 
-# The components of the full profile that are built (and so run).
+# The components of the full profile that run: those built, except the CSI sidecars when the
+# driver they serve is not.
 full_enabled() {
   local c
   for c in "${FULL_COMPONENTS[@]}"; do
-    ! full_built "$c" || echo "$c"
+    full_built "$c" || continue
+    case $c in
+      csi-provisioner | csi-snapshotter) full_built csi-hostpath || continue ;;
+    esac
+    echo "$c"
   done
 }
 
@@ -385,7 +390,8 @@ start_csi() {
       --statedir="$CSI_STATE" \
       --enable-topology=false
   fi
-  if full_built csi-provisioner; then
+  # The sidecars talk to the driver's socket and exit without it: they run only beside it.
+  if full_built csi-hostpath && full_built csi-provisioner; then
     start csi-provisioner "$PROVISIONER_DIR/bin/csi-provisioner" \
       --kubeconfig="$KUBECONFIG_FILE" \
       --csi-address="$CSI_SOCKET" \
@@ -395,11 +401,13 @@ start_csi() {
       --http-endpoint="127.0.0.1:$CSI_PROVISIONER_PORT"
   fi
   if full_built csi-snapshotter; then
-    start csi-snapshotter "$SNAPSHOTTER_DIR/bin/csi-snapshotter" \
-      --kubeconfig="$KUBECONFIG_FILE" \
-      --csi-address="$CSI_SOCKET" \
-      --leader-election=false \
-      --http-endpoint="127.0.0.1:$CSI_SNAPSHOTTER_PORT"
+    if full_built csi-hostpath; then
+      start csi-snapshotter "$SNAPSHOTTER_DIR/bin/csi-snapshotter" \
+        --kubeconfig="$KUBECONFIG_FILE" \
+        --csi-address="$CSI_SOCKET" \
+        --leader-election=false \
+        --http-endpoint="127.0.0.1:$CSI_SNAPSHOTTER_PORT"
+    fi
     start snapshot-controller "$SNAPSHOTTER_DIR/bin/snapshot-controller" \
       --kubeconfig="$KUBECONFIG_FILE" \
       --leader-election=false \
