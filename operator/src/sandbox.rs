@@ -363,8 +363,7 @@ impl Drop for TestNamespace {
     }
 }
 
-/// A minimal client for Gitea's HTTP API (`/api/v1`), over `curl` so the harness needs no HTTP
-/// crate. Authenticates with the sandbox admin's API token.
+/// A minimal client for Gitea's HTTP API (`/api/v1`), as the sandbox admin (API token).
 #[derive(Clone, Debug)]
 pub struct Gitea {
     /// Base URL, e.g. `http://127.0.0.1:18030`.
@@ -473,75 +472,33 @@ impl Gitea {
     }
 }
 
-/// One HTTP request through `curl` (present wherever the sandbox runs). Returns the status code
-/// and the body.
+/// One HTTP request. Returns the status code and the body; fails on transport errors only.
 pub fn http(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
-    use std::io::Write as _;
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-sS",
-        "--max-time",
-        "30",
-        "-X",
-        method,
-        "-w",
-        "\n%{http_code}",
-    ]);
-    for (k, v) in headers {
-        cmd.arg("-H").arg(format!("{k}: {v}"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
-    if body.is_some() {
-        cmd.args(["--data-binary", "@-"]);
-    }
-    cmd.arg(url)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().context("running curl")?;
-    if let Some(body) = body {
-        child
-            .stdin
-            .take()
-            .context("curl stdin")?
-            .write_all(body.as_bytes())?;
-    } else {
-        drop(child.stdin.take());
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!(
-            "curl {method} {url} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    let request = request.body(body.unwrap_or_default().to_string())?;
+    let response = agent
+        .run(request)
+        .with_context(|| format!("{method} {url}"))?;
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string()?;
+    Ok((status, text))
 }
 
 /// Standard base64 with padding (Gitea's contents API wants file contents in it).
 pub fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
