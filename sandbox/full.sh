@@ -43,7 +43,10 @@ FLUX_HC_DIR=$CACHE/helm-controller-$FLUX_HELM_CONTROLLER_VERSION
 FLUX_NC_DIR=$CACHE/notification-controller-$FLUX_NOTIFICATION_CONTROLLER_VERSION
 SNAPSHOTTER_DIR=$CACHE/external-snapshotter-$EXTERNAL_SNAPSHOTTER_VERSION
 PROVISIONER_DIR=$CACHE/external-provisioner-$EXTERNAL_PROVISIONER_VERSION
-HOSTPATH_DIR=$CACHE/csi-driver-host-path-$CSI_HOSTPATH_VERSION
+# Our CSI driver (sandbox/csi-driver, Rust): keyed by a hash of its sources, so an edit rebuilds it.
+CSI_DRIVER_KEY=$(cd "$SANDBOX_DIR/csi-driver" && find Cargo.toml Cargo.lock build.rs proto src -type f -print0 |
+  sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
+HOSTPATH_DIR=$CACHE/csi-hostpath-$CSI_DRIVER_KEY
 REGISTRY_DIR=$CACHE/registry-$DISTRIBUTION_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
 GITEA_DIR=$CACHE/gitea-$GITEA_VERSION
@@ -124,21 +127,17 @@ build_provisioner() {
   echo build >"$out/.method"
 }
 
-# The hostpath driver is NOT served by the module proxy this project can reach
-# (403 "This module version is not available" for every version). If the proxy
-# has it, it is built from there; otherwise the full profile runs without CSI.
+# The upstream hostpath driver is not served by the module proxy (403 for every version), so the
+# sandbox runs a small CSI driver of ours (sandbox/csi-driver/README.md) beside the upstream
+# provisioner, snapshotter and snapshot-controller. Its target dir is shared across source
+# hashes, so an edit recompiles only the driver.
 build_hostpath() {
-  local out=$1 src
-  go_env
+  local out=$1
   mkdir -p "$out/bin"
-  if src=$(moddir "github.com/kubernetes-csi/csi-driver-host-path@$CSI_HOSTPATH_VERSION" 2>/dev/null) && [[ -n $src ]]; then
-    inplace_src "github.com/kubernetes-csi/csi-driver-host-path@$CSI_HOSTPATH_VERSION" "csi-driver-host-path-$CSI_HOSTPATH_VERSION"
-    echo build >"$out/.method"
-  else
-    echo "github.com/kubernetes-csi/csi-driver-host-path@$CSI_HOSTPATH_VERSION is not served by the module proxy."
-    return 1
-  fi
-  gobuild "-X main.version=$CSI_HOSTPATH_VERSION" -o "$out/bin/hostpathplugin" ./cmd/hostpathplugin
+  CARGO_TARGET_DIR=$CACHE/csi-driver-target cargo build --release --locked \
+    --manifest-path "$SANDBOX_DIR/csi-driver/Cargo.toml"
+  cp "$CACHE/csi-driver-target/release/csi-hostpath" "$out/bin/"
+  echo cargo >"$out/.method"
 }
 
 # --- OCI registry and helm: plain wrapper modules --------------------------
@@ -184,19 +183,16 @@ build_gitea() {
 
 # --- Dex ---------------------------------------------------------------------
 # github.com/dexidp/dex has no /v2 in its module path, so its v2.x tags are not
-# module versions: the proxy serves master as a pseudo-version (pinned in
+# module versions: the proxy serves the v2.45.1 commit as a pseudo-version (pinned in
 # versions.env). ./api/v2 is a nested module, published as api/v2 $DEX_API_VERSION.
 build_dex() {
   local out=$1
   go_env
   mkdir -p "$out/bin"
   inplace_src "github.com/dexidp/dex@$DEX_VERSION" "dex-$DEX_VERSION"
-  # The newest api/v2 the proxy serves is v2.4.0, older than this Dex commit needs (it fails with
-  # "undefined: api.ResetMFAReq"): until the proxy serves a matching pair, this build fails and
-  # the full profile runs without Dex.
   go mod edit "-replace=github.com/dexidp/dex/api/v2=github.com/dexidp/dex/api/v2@$DEX_API_VERSION"
   # CGO_ENABLED=0 leaves out the sqlite storage (cgo only); the sandbox uses memory storage.
-  gobuild "-X main.version=$DEX_VERSION" -o "$out/bin/dex" ./cmd/dex
+  gobuild "-X main.version=$DEX_RELEASE" -o "$out/bin/dex" ./cmd/dex
   # Templates, themes and static files are embedded (web/).
   [[ -f $out/.method ]] || echo build >"$out/.method"
 }
@@ -220,7 +216,7 @@ cmd_build_full() {
   build_component notification-controller "$FLUX_NOTIFICATION_CONTROLLER_VERSION" "$FLUX_NC_DIR" build_flux_nc
   build_optional external-snapshotter "$EXTERNAL_SNAPSHOTTER_VERSION" "$SNAPSHOTTER_DIR" build_snapshotter
   build_optional external-provisioner "$EXTERNAL_PROVISIONER_VERSION" "$PROVISIONER_DIR" build_provisioner
-  build_optional csi-driver-host-path "$CSI_HOSTPATH_VERSION" "$HOSTPATH_DIR" build_hostpath
+  build_optional csi-hostpath "$CSI_DRIVER_KEY" "$HOSTPATH_DIR" build_hostpath
   build_optional registry "$DISTRIBUTION_VERSION" "$REGISTRY_DIR" build_registry
   build_optional helm "$HELM_VERSION" "$HELM_DIR" build_helm
   build_optional gitea "$GITEA_VERSION" "$GITEA_DIR" build_gitea
@@ -238,8 +234,8 @@ FULL_COMPONENTS=(
   registry helm-repo gitea dex
 )
 FLUX_NAMESPACE=flux-system
-CSI_DRIVER=hostpath.csi.k8s.io
-CSI_STATE=$STATE/csi-data # one directory per volume, <snapshot id>.snap per snapshot
+CSI_DRIVER=hostpath.sandbox.fluxup.dev
+CSI_STATE=$STATE/csi-data # <volume id>/ per volume, <snapshot id>.snap/ per snapshot
 CSI_SOCKET=$STATE/csi/csi.sock
 GITEA_STATE=$STATE/gitea
 GITEA_ADMIN=fluxup-admin
@@ -383,12 +379,10 @@ start_csi() {
   # CSINode objects, so with topology the provisioner would find no topology
   # ("no available topology found") and never provision.
   if full_built csi-hostpath; then
-    start csi-hostpath "$HOSTPATH_DIR/bin/hostpathplugin" \
+    start csi-hostpath "$HOSTPATH_DIR/bin/csi-hostpath" \
       --endpoint="unix://$CSI_SOCKET" \
-      --drivername="$CSI_DRIVER" \
-      --nodeid="$NODE_NAME" \
-      --statedir="$CSI_STATE" \
-      --enable-topology=false
+      --driver-name="$CSI_DRIVER" \
+      --state-dir="$CSI_STATE"
   fi
   # The sidecars talk to the driver's socket and exit without it: they run only beside it.
   if full_built csi-hostpath && full_built csi-provisioner; then
