@@ -429,7 +429,7 @@ metadata:
 provisioner: $CSI_DRIVER
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
-allowVolumeExpansion: true
+allowVolumeExpansion: false # the sandbox driver does not resize
 ---
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshotClass
