@@ -131,4 +131,6 @@ pub mod condition {
     pub const UPDATE_AVAILABLE: &str = "UpdateAvailable";
     /// An operation on the request finished, successfully or not.
     pub const COMPLETE: &str = "Complete";
+    /// The last Renovate output was read; False says what was wrong with it.
+    pub const SCANNED: &str = "Scanned";
 }

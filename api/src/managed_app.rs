@@ -270,7 +270,17 @@ pub struct ManagedAppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_upgrade: Option<LastUpgrade>,
 
-    /// The conditions `Ready` and `UpdateAvailable`.
+    /// What the app's references resolved to: chart source, Kustomization, where each version
+    /// is written, and the workloads that mount the app's volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<ResolvedApp>,
+
+    /// Updates Renovate found for this app in its last usable run, before the version policy.
+    /// A run whose output cannot be used leaves these as they were (see the `Scanned` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected: Option<DetectedUpdates>,
+
+    /// The conditions `Ready`, `UpdateAvailable` and `Scanned`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
@@ -337,6 +347,125 @@ pub struct HeldBackUpdate {
     pub update_type: Option<UpdateType>,
     /// Why it is held back, in words.
     pub reason: String,
+}
+
+/// What a ManagedApp's references resolved to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedApp {
+    /// The HelmRelease, as `namespace/name`.
+    pub helm_release: String,
+    /// The chart's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// Where the chart comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_source: Option<ChartSource>,
+    /// The Kustomization that applies the HelmRelease, as `namespace/name`.
+    pub kustomization: String,
+    /// The path in Git the Kustomization applies, e.g. `./apps/webapp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomization_path: Option<String>,
+    /// The Kustomization's source, as `Kind/namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_source: Option<String>,
+    /// Where each version is written in Git.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<VersionLocation>,
+    /// Deployments and StatefulSets in the app's namespace that mount its snapshotted PVCs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadReference>,
+}
+
+/// The Flux source of a chart.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChartSource {
+    /// `HelmRepository` (with `chart.spec`) or `OCIRepository` (with `chartRef`).
+    pub kind: String,
+    /// The source object, as `namespace/name`.
+    pub name: String,
+    /// Its URL, e.g. `https://charts.example.com` or `oci://ghcr.io/example/charts/app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Where one version is written: the object and field, and the file when known.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionLocation {
+    /// `chart`, or the image's name.
+    pub name: String,
+    /// The object holding the version, as `Kind/namespace/name`.
+    pub object: String,
+    /// Dotted path of the field, e.g. `spec.chart.spec.version`.
+    pub field: String,
+    /// The file in Git: from the version policy's `git.file`, or where Renovate found the
+    /// version. Unknown until one of them says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// A workload that mounts one of the app's PVCs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadReference {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    /// Its name, in the ManagedApp's namespace.
+    pub name: String,
+    /// The PVCs it mounts (for a StatefulSet: the claims its templates create).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pvcs: Vec<String>,
+}
+
+/// Updates one Renovate run found for an app.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectedUpdates {
+    /// Where the findings came from: the Renovate Job (`namespace/name`) or report file.
+    pub source: String,
+    /// When they were ingested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_at: Option<Time>,
+    /// Renovate's version, where its log says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renovate_version: Option<String>,
+    /// Every update found, one per version Renovate offered (it offers the newest of each
+    /// bucket: e.g. the newest minor and the newest major), de-duplicated across managers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<DetectedUpdate>,
+}
+
+/// One update Renovate found.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectedUpdate {
+    /// `chart`, or the image's name.
+    pub name: String,
+    /// The version in Git now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// The new version (for a digest update: the same tag).
+    pub version: String,
+    /// The new digest, for images pinned by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Size of the jump, as Renovate judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_type: Option<UpdateType>,
+    /// When the version was released, as the registry says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_timestamp: Option<String>,
+    /// Release notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_url: Option<String>,
+    /// Source repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// The file Renovate found the version in, relative to the repository root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_file: Option<String>,
 }
 
 /// Summary of the most recent upgrade.

@@ -2,9 +2,18 @@
 //! RollbackRequests and act on Flux, Git and CSI snapshots. No HTTP, no UI: the `fluxup` binary
 //! starts these controllers in its own tokio runtime.
 
+pub mod leader;
+pub mod managed_app;
 pub mod policy;
 pub mod rbac;
 pub mod renovate;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+
+/// Which namespaces the controllers watch.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// One namespace, or every namespace when `None` (the default).
+    pub namespace: Option<String>,
+}

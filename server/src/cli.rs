@@ -48,6 +48,12 @@ pub struct ServeArgs {
     /// 127.0.0.1:3000).
     #[arg(long, env = "FLUXUP_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Run the controllers in this process (default). `false` serves the dashboard only.
+    #[arg(long, env = "FLUXUP_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "FLUXUP_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "FLUXUP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

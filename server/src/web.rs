@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 use fluxup_app::{App, shell};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
+use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -49,17 +50,44 @@ pub fn router(options: LeptosOptions) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Serves until SIGINT or SIGTERM.
+/// Serves, and runs the controllers, until SIGINT or SIGTERM; then lets in-flight requests and
+/// reconciles finish and gives up the controllers' Lease.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = leptos_options()?;
     let addr = args.listen.unwrap_or(options.site_addr);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let shutdown = CancellationToken::new();
+    let controllers = if args.controllers {
+        let client = kube::Client::try_default()
+            .await
+            .context("connecting to Kubernetes (set KUBECONFIG, or --controllers=false)")?;
+        let scope = fluxup_operator::Scope {
+            namespace: args.watch_namespace.clone(),
+        };
+        let lease_ns = fluxup_operator::leader::lease_namespace();
+        let token = shutdown.clone();
+        Some(tokio::spawn(async move {
+            fluxup_operator::leader::run_controllers(client, scope, &lease_ns, token).await
+        }))
+    } else {
+        None
+    };
     tracing::info!(%addr, site_root = %options.site_root, "FluxUp is serving");
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    };
     axum::serve(listener, router(options))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(signal)
         .await?;
+    if let Some(controllers) = controllers {
+        controllers.await??;
+    }
     tracing::info!("FluxUp stopped");
     Ok(())
 }

@@ -25,6 +25,8 @@ export async function startServer() {
     cwd: root,
     env: {
       ...process.env,
+      // The dashboard alone: these tests need no cluster.
+      FLUXUP_CONTROLLERS: 'false',
       FLUXUP_LISTEN: `127.0.0.1:${port}`,
       LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? path.join(root, 'target/site'),
       LEPTOS_OUTPUT_NAME: 'fluxup',

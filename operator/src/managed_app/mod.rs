@@ -1,0 +1,350 @@
+//! The ManagedApp controller: resolves each app against watch caches of the objects it names
+//! (HelmRelease, chart source, Kustomization, PVCs, workloads), writes its status by
+//! server-side apply when something changed, and records Events on real transitions.
+//!
+//! Every read during a reconcile comes from the reflector stores: a reconcile makes no API
+//! request unless the status changes.
+
+pub mod resolve;
+pub mod status;
+
+use crate::Scope;
+use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
+use fluxup_api::{ManagedApp, condition};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use resolve::Cluster;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The field manager of the status fields this controller owns.
+pub const FIELD_MANAGER: &str = "fluxup-managedapp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// The watch caches a reconcile reads.
+#[derive(Clone)]
+pub struct Stores {
+    pub apps: Store<ManagedApp>,
+    pub helm_releases: Store<HelmRelease>,
+    pub helm_repositories: Store<HelmRepository>,
+    pub oci_repositories: Store<OCIRepository>,
+    pub kustomizations: Store<Kustomization>,
+    pub pvcs: Store<PersistentVolumeClaim>,
+    pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+}
+
+fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(namespace)
+}
+
+impl Cluster for Stores {
+    fn helm_release(&self, ns: &str, name: &str) -> Option<Arc<HelmRelease>> {
+        self.helm_releases.get(&key(ns, name))
+    }
+    fn helm_repository(&self, ns: &str, name: &str) -> Option<Arc<HelmRepository>> {
+        self.helm_repositories.get(&key(ns, name))
+    }
+    fn oci_repository(&self, ns: &str, name: &str) -> Option<Arc<OCIRepository>> {
+        self.oci_repositories.get(&key(ns, name))
+    }
+    fn kustomization(&self, ns: &str, name: &str) -> Option<Arc<Kustomization>> {
+        self.kustomizations.get(&key(ns, name))
+    }
+    fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.pvcs.get(&key(ns, name))
+    }
+    fn deployments(&self, ns: &str) -> Vec<Arc<Deployment>> {
+        self.deployments
+            .state_filter(|d| d.metadata.namespace.as_deref() == Some(ns))
+    }
+    fn stateful_sets(&self, ns: &str) -> Vec<Arc<StatefulSet>> {
+        self.stateful_sets
+            .state_filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+    }
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    stores: Stores,
+}
+
+/// A watched, cached stream of one kind: the store for reads, the stream to trigger on.
+/// Managed fields and annotations are dropped before caching: nothing reads them, and they are
+/// most of an object's size.
+fn reflect<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic())
+            .modify(|o: &mut K| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().clear();
+            })
+            .default_backoff(),
+    )
+    .touched_objects();
+    (reader, stream)
+}
+
+/// Apps whose HelmRelease is `namespace/name`.
+fn apps_of_release(apps: &Store<ManagedApp>, ns: &str, name: &str) -> Vec<ObjectRef<ManagedApp>> {
+    apps.state()
+        .iter()
+        .filter(|a| a.spec.helm_release_ref.name == name && a.helm_release_namespace() == Some(ns))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// Apps whose HelmRelease takes its chart from the source `kind` `namespace/name`.
+fn apps_of_source(
+    apps: &Store<ManagedApp>,
+    releases: &Store<HelmRelease>,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> Vec<ObjectRef<ManagedApp>> {
+    releases
+        .state()
+        .iter()
+        .filter(|hr| {
+            let hr_ns = hr.namespace().unwrap_or_default();
+            let source = hr
+                .spec
+                .chart_ref
+                .clone()
+                .or_else(|| hr.spec.chart.as_ref().map(|c| c.spec.source_ref.clone()));
+            source.is_some_and(|s| {
+                s.kind == kind && s.name == name && s.namespace.as_deref().unwrap_or(&hr_ns) == ns
+            })
+        })
+        .flat_map(|hr| apps_of_release(apps, &hr.namespace().unwrap_or_default(), &hr.name_any()))
+        .collect()
+}
+
+/// Apps in `namespace` that snapshot volumes: a PVC or workload there may be theirs.
+fn apps_with_volumes(apps: &Store<ManagedApp>, ns: Option<String>) -> Vec<ObjectRef<ManagedApp>> {
+    apps.state()
+        .iter()
+        .filter(|a| a.namespace() == ns && a.spec.volume_snapshots.is_some())
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+fn api<K>(client: &Client, scope: &Scope) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the ManagedApp controller until `shutdown` resolves; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (helm_releases, hr_stream) = reflect::<HelmRelease>(api(&client, &scope));
+    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(api(&client, &scope));
+    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(api(&client, &scope));
+    let (kustomizations, ks_stream) = reflect::<Kustomization>(api(&client, &scope));
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, &scope));
+    let (deployments, deploy_stream) = reflect::<Deployment>(api(&client, &scope));
+    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(api(&client, &scope));
+
+    let controller = Controller::new(
+        api::<ManagedApp>(&client, &scope),
+        watcher::Config::default().any_semantic(),
+    );
+    let apps = controller.store();
+    let stores = Stores {
+        apps: apps.clone(),
+        helm_releases: helm_releases.clone(),
+        helm_repositories,
+        oci_repositories,
+        kustomizations,
+        pvcs,
+        deployments,
+        stateful_sets,
+    };
+    let reporter = Reporter {
+        controller: "fluxup".into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        stores,
+    });
+
+    let (a1, a2, a3, a4, a5, a6, a7) = (
+        apps.clone(),
+        apps.clone(),
+        apps.clone(),
+        apps.clone(),
+        apps.clone(),
+        apps.clone(),
+        apps.clone(),
+    );
+    let (r1, r2) = (helm_releases.clone(), helm_releases);
+    controller
+        .watches_stream(hr_stream, move |hr: HelmRelease| {
+            apps_of_release(&a1, &hr.namespace().unwrap_or_default(), &hr.name_any())
+        })
+        .watches_stream(hrepo_stream, move |s: HelmRepository| {
+            apps_of_source(
+                &a2,
+                &r1,
+                "HelmRepository",
+                &s.namespace().unwrap_or_default(),
+                &s.name_any(),
+            )
+        })
+        .watches_stream(oci_stream, move |s: OCIRepository| {
+            apps_of_source(
+                &a3,
+                &r2,
+                "OCIRepository",
+                &s.namespace().unwrap_or_default(),
+                &s.name_any(),
+            )
+        })
+        .watches_stream(ks_stream, move |k: Kustomization| {
+            let ns = k.namespace().unwrap_or_default();
+            a4.state()
+                .iter()
+                .filter(|a| {
+                    a.spec.kustomization_ref.name == k.name_any()
+                        && a.kustomization_namespace() == ns
+                })
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(pvc_stream, move |p: PersistentVolumeClaim| {
+            apps_with_volumes(&a5, p.namespace())
+        })
+        .watches_stream(deploy_stream, move |d: Deployment| {
+            apps_with_volumes(&a6, d.namespace())
+        })
+        .watches_stream(sts_stream, move |s: StatefulSet| {
+            apps_with_volumes(&a7, s.namespace())
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile trigger failed");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let resolution = resolve::resolve(&app, &ctx.stores);
+    // Whole seconds: the API server stores no more, and equal values must compare equal.
+    let now =
+        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+    let desired = status::desired_status(&app, &resolution, now);
+    if status::changes(&app, &desired) {
+        let api: Api<ManagedApp> =
+            Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
+        let patch = serde_json::json!({
+            "apiVersion": "fluxup.dev/v1alpha1",
+            "kind": "ManagedApp",
+            "status": desired,
+        });
+        api.patch_status(
+            &app.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        tracing::info!(app = %format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any()),
+            state = ?desired.state, "status updated");
+        publish_transitions(&app, &desired, &ctx).await;
+    }
+    // The watches bring every change; this only bounds how stale a missed event can leave status.
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Events for what a person would want to hear about: the app became (un)ready, a new update.
+async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatus, ctx: &Context) {
+    let old = app.status.clone().unwrap_or_default();
+    let find = |conds: &[fluxup_api::Condition], t: &str| {
+        conds
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let mut events = Vec::new();
+    let (old_ready, new_ready) = (
+        find(&old.conditions, condition::READY),
+        find(&new.conditions, condition::READY),
+    );
+    if let Some((status, reason, message)) = &new_ready
+        && old_ready.as_ref().map(|(s, r, _)| (s, r)) != Some((status, reason))
+    {
+        let warning = status != "True";
+        // A first resolution that works is not news.
+        if warning || old_ready.is_some() {
+            events.push((warning, reason.clone(), message.clone()));
+        }
+    }
+    if new.available_update.is_some()
+        && old.available_update.as_ref().map(|u| (&u.chart, &u.images))
+            != new.available_update.as_ref().map(|u| (&u.chart, &u.images))
+        && let Some((_, _, message)) = find(&new.conditions, condition::UPDATE_AVAILABLE)
+    {
+        events.push((false, "UpdateAvailable".into(), message));
+    }
+    let reference = app.object_ref(&());
+    for (warning, reason, note) in events {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason,
+            note: Some(note.chars().take(1000).collect()),
+            action: "Resolve".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not record an event");
+        }
+    }
+}
+
+fn error_policy(app: Arc<ManagedApp>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(app = %app.name_any(), %error, "reconcile failed; retrying in 30 s");
+    Action::requeue(Duration::from_secs(30))
+}

@@ -1,0 +1,318 @@
+//! The status the ManagedApp controller writes: what runs now, the best update the policy
+//! allows, what it holds back, and the `Ready` and `UpdateAvailable` conditions. Pure.
+
+use super::resolve::Resolution;
+use crate::policy::{Constraint, judge};
+use fluxup_api::condition::{READY, UPDATE_AVAILABLE};
+use fluxup_api::{
+    AppState, AutoUpdate, AvailableUpdate, Condition, DetectedUpdate, HeldBackUpdate, ImageVersion,
+    ManagedApp, ManagedAppStatus, Time, UpdateType,
+};
+use k8s_openapi::jiff::Timestamp;
+
+/// The fields of the status this controller owns (server-side apply field manager
+/// `fluxup-managedapp`). `detected`, `lastUpgrade` and the `Scanned` condition belong to others.
+pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> ManagedAppStatus {
+    let old = app.status.clone().unwrap_or_default();
+    let generation = app.metadata.generation;
+    let policy = app.spec.version_policy.clone().unwrap_or_default();
+    let detected: &[DetectedUpdate] = old.detected.as_ref().map_or(&[], |d| &d.updates);
+    let current = res.current.clone().unwrap_or_default();
+
+    let mut held_back = Vec::new();
+    let mut notes = Vec::new(); // what the UpdateAvailable message says
+    let mut update = AvailableUpdate::default();
+
+    // The chart.
+    let chart_policy = policy.chart.clone().unwrap_or_default();
+    let chart_entries: Vec<&DetectedUpdate> =
+        detected.iter().filter(|u| u.name == "chart").collect();
+    let chart_current = current
+        .chart
+        .clone()
+        .or_else(|| chart_entries.iter().find_map(|u| u.current.clone()));
+    let mut policy_error = None;
+    let constraint = match chart_policy.constraint.as_deref().map(Constraint::parse) {
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => {
+            policy_error = Some(format!("the chart constraint is not usable: {e}"));
+            None
+        }
+        None => None,
+    };
+    if let (Some(cur), None) = (&chart_current, &policy_error) {
+        let candidates: Vec<String> = chart_entries.iter().map(|u| u.version.clone()).collect();
+        let verdicts = judge(
+            cur,
+            &candidates,
+            chart_policy.auto_update,
+            constraint.as_ref(),
+        );
+        for v in &verdicts {
+            match &v.held_back {
+                None => update.candidates.push(v.version.clone()),
+                Some(reason) => held_back.push(HeldBackUpdate {
+                    name: "chart".into(),
+                    version: v.version.clone(),
+                    update_type: Some(v.update_type),
+                    reason: reason.clone(),
+                }),
+            }
+        }
+        if let Some(best) = verdicts.iter().find(|v| v.held_back.is_none()) {
+            let entry = chart_entries.iter().find(|u| u.version == best.version);
+            update.chart = Some(best.version.clone());
+            update.update_type = Some(best.update_type);
+            update.release_timestamp = entry
+                .and_then(|u| u.release_timestamp.as_deref())
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(Time);
+            update.changelog_url = entry.and_then(|u| u.changelog_url.clone());
+            update.source_url = entry.and_then(|u| u.source_url.clone());
+            notes.push(format!(
+                "chart {} ({})",
+                best.version,
+                word(best.update_type)
+            ));
+        }
+    }
+
+    // Each image: a newer tag, or a new digest for the same tag.
+    for image in &current.images {
+        let rule = policy.images.iter().find(|r| r.name == image.name);
+        let auto = rule.map_or(AutoUpdate::None, |r| r.auto_update);
+        let constraint = match rule
+            .and_then(|r| r.constraint.as_deref())
+            .map(Constraint::parse)
+        {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                policy_error = Some(format!(
+                    "the constraint for image {} is not usable: {e}",
+                    image.name
+                ));
+                continue;
+            }
+            None => None,
+        };
+        let entries: Vec<&DetectedUpdate> =
+            detected.iter().filter(|u| u.name == image.name).collect();
+        let Some(tag) = image.tag.clone() else {
+            continue;
+        };
+        let candidates: Vec<String> = entries
+            .iter()
+            .filter(|u| u.version != tag)
+            .map(|u| u.version.clone())
+            .collect();
+        let verdicts = judge(&tag, &candidates, auto, constraint.as_ref());
+        for v in verdicts.iter().filter(|v| v.held_back.is_some()) {
+            held_back.push(HeldBackUpdate {
+                name: image.name.clone(),
+                version: v.version.clone(),
+                update_type: Some(v.update_type),
+                reason: v.held_back.clone().unwrap_or_default(),
+            });
+        }
+        let offered = verdicts.iter().find(|v| v.held_back.is_none());
+        let (new, kind) = match offered {
+            Some(v) => {
+                let digest = entries
+                    .iter()
+                    .find(|u| u.version == v.version)
+                    .and_then(|u| u.digest.clone());
+                // A pinned image stays pinned: only offer a tag whose digest is known.
+                if image.digest.is_some() && digest.is_none() {
+                    (None, v.update_type)
+                } else {
+                    (Some((v.version.clone(), digest)), v.update_type)
+                }
+            }
+            None => {
+                let new_digest = entries
+                    .iter()
+                    .find(|u| u.version == tag && u.digest.is_some() && u.digest != image.digest)
+                    .and_then(|u| u.digest.clone());
+                (
+                    new_digest.map(|d| (tag.clone(), Some(d))),
+                    UpdateType::Digest,
+                )
+            }
+        };
+        if let Some((version, digest)) = new {
+            notes.push(format!("image {} {version} ({})", image.name, word(kind)));
+            update.update_type = update.update_type.max(Some(kind));
+            // The links describe the chart's update when there is one, else the first image's.
+            if update.chart.is_none()
+                && update.source_url.is_none()
+                && update.changelog_url.is_none()
+            {
+                let entry = entries.iter().find(|u| u.version == version);
+                update.source_url = entry.and_then(|u| u.source_url.clone());
+                update.changelog_url = entry.and_then(|u| u.changelog_url.clone());
+            }
+            update.images.push(ImageVersion {
+                name: image.name.clone(),
+                tag: Some(version),
+                digest,
+            });
+        }
+    }
+
+    let available = (update.chart.is_some() || !update.images.is_empty()).then(|| {
+        // Keep when it was first seen while the offer stays the same.
+        let same = old
+            .available_update
+            .as_ref()
+            .filter(|o| o.chart == update.chart && o.images == update.images);
+        update.detected_at = same.and_then(|o| o.detected_at.clone()).or(Some(Time(now)));
+        update
+    });
+
+    // Conditions.
+    let ready = if let Some(first) = res.problems.first() {
+        let message = res
+            .problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ("False", first.reason.to_string(), message)
+    } else if let Some((reason, message)) = &res.release_not_ready {
+        let hr = res
+            .resolved
+            .as_ref()
+            .map_or("", |r| r.helm_release.as_str());
+        (
+            "False",
+            "HelmReleaseNotReady".into(),
+            format!("HelmRelease {hr} is not Ready ({reason}): {message}"),
+        )
+    } else {
+        let hr = res
+            .resolved
+            .as_ref()
+            .map_or("", |r| r.helm_release.as_str());
+        let chart = current.chart.as_deref().unwrap_or("an unknown version");
+        (
+            "True",
+            "Resolved".into(),
+            format!("HelmRelease {hr} is Ready at chart {chart}"),
+        )
+    };
+    let held_note = (!held_back.is_empty()).then(|| {
+        let list: Vec<String> = held_back
+            .iter()
+            .map(|h| {
+                let what = if h.name == "chart" {
+                    "chart".to_string()
+                } else {
+                    format!("image {}", h.name)
+                };
+                format!("{what} {} ({})", h.version, h.reason)
+            })
+            .collect();
+        format!("held back by policy: {}", list.join(", "))
+    });
+    let update_condition = if let Some(e) = &policy_error {
+        ("False", "InvalidPolicy".to_string(), e.clone())
+    } else if available.is_some() {
+        let mut m = format!("{} available", notes.join(", "));
+        if let Some(h) = &held_note {
+            m.push_str("; ");
+            m.push_str(h);
+        }
+        ("True", "UpdateAvailable".into(), m)
+    } else if old.detected.is_none() {
+        (
+            "False",
+            "NotScanned".into(),
+            "no Renovate findings for this app yet".into(),
+        )
+    } else {
+        let mut m = "no update the version policy allows".to_string();
+        if let Some(h) = &held_note {
+            m.push_str("; ");
+            m.push_str(h);
+        }
+        ("False", "UpToDate".into(), m)
+    };
+    let is_ready = ready.0 == "True";
+    let conditions = vec![
+        condition(&old.conditions, READY, ready, generation, now),
+        condition(
+            &old.conditions,
+            UPDATE_AVAILABLE,
+            update_condition,
+            generation,
+            now,
+        ),
+    ];
+
+    let state = if !is_ready {
+        AppState::Degraded
+    } else if available.is_some() {
+        AppState::UpdateAvailable
+    } else {
+        AppState::UpToDate
+    };
+    ManagedAppStatus {
+        observed_generation: generation,
+        state: Some(state),
+        current_version: res.current.clone(),
+        available_update: available,
+        held_back,
+        resolved: res.resolved.clone(),
+        conditions,
+        ..Default::default()
+    }
+}
+
+fn word(t: UpdateType) -> &'static str {
+    match t {
+        UpdateType::Digest => "digest",
+        UpdateType::Patch => "patch",
+        UpdateType::Minor => "minor",
+        UpdateType::Major => "major",
+    }
+}
+
+/// A condition, keeping its last transition time while its status stays the same.
+fn condition(
+    old: &[Condition],
+    type_: &str,
+    (status, reason, message): (&str, String, String),
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason,
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Whether writing `desired` would change what the app's status says (this controller's
+/// fields only).
+pub fn changes(app: &ManagedApp, desired: &ManagedAppStatus) -> bool {
+    let Some(old) = &app.status else { return true };
+    let ours = |c: &&Condition| c.type_ == READY || c.type_ == UPDATE_AVAILABLE;
+    old.observed_generation != desired.observed_generation
+        || old.state != desired.state
+        || old.current_version != desired.current_version
+        || old.available_update != desired.available_update
+        || old.held_back != desired.held_back
+        || old.resolved != desired.resolved
+        || old
+            .conditions
+            .iter()
+            .filter(ours)
+            .ne(desired.conditions.iter().filter(ours))
+}
