@@ -2,6 +2,7 @@
 //! RollbackRequests and act on Flux, Git and CSI snapshots. No HTTP, no UI: the `fluxup` binary
 //! starts these controllers in its own tokio runtime.
 
+pub mod ingest;
 pub mod leader;
 pub mod managed_app;
 pub mod policy;

@@ -152,6 +152,21 @@ pub enum IngestError {
     },
 }
 
+impl IngestError {
+    /// The reason for conditions and Events, in CamelCase.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Empty => "EmptyOutput",
+            IngestError::TooLarge { .. } => "OutputTooLarge",
+            IngestError::NotRenovate => "NotRenovateOutput",
+            IngestError::NoFindings => "NoFindings",
+            IngestError::Truncated { .. } => "TruncatedOutput",
+            IngestError::Malformed { .. } => "MalformedOutput",
+            IngestError::UnexpectedShape { .. } => "UnexpectedOutput",
+        }
+    }
+}
+
 /// The parts of a log record FluxUp reads.
 #[derive(Deserialize)]
 struct Record {

@@ -22,6 +22,19 @@ pub enum Command {
     Crds,
     /// Print the RBAC rules FluxUp's controllers need, as YAML.
     Rbac,
+    /// Record the findings of a Renovate run on the ManagedApps, from its JSON log (as the
+    /// operator does when a Renovate Job finishes). For Renovate run outside the cluster, e.g.
+    /// in CI.
+    IngestRenovate {
+        /// Renovate's JSON log (LOG_FORMAT=json, LOG_LEVEL=debug); `-` for standard input.
+        log: PathBuf,
+        /// How the apps' status names this run. Default: the file's name.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only the ManagedApps in this namespace. Default: every namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
     /// Write every generated file under the config directory (CRDs and RBAC).
     Generate {
         /// The config directory of the repository.

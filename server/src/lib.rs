@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod generate;
 pub mod health;
+pub mod ingest;
 pub mod telemetry;
 pub mod web;

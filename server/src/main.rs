@@ -17,6 +17,14 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", fluxup::generate::rbac_yaml()?);
             Ok(())
         }
+        Command::IngestRenovate {
+            log,
+            source,
+            namespace,
+        } => {
+            fluxup::telemetry::init(fluxup::cli::LogFormat::Text);
+            fluxup::ingest::ingest_file(&log, source, namespace).await
+        }
         Command::Generate { config_dir } => {
             for path in fluxup::generate::write_all(&config_dir)? {
                 println!("wrote {}", path.display());

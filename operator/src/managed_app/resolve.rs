@@ -232,7 +232,9 @@ pub fn resolve(app: &ManagedApp, cluster: &impl Cluster) -> Resolution {
         .and_then(|s| s.history.first())
         .filter(|h| !h.chart_version.is_empty());
     out.current = Some(VersionSet {
-        chart: deployed.map(|h| h.chart_version.clone()).or(desired_chart),
+        chart: deployed
+            .map(|h| without_flux_digest(&h.chart_version).to_string())
+            .or(desired_chart),
         app_version: deployed.and_then(|h| h.app_version.clone()),
         images: current_images,
     });
@@ -254,6 +256,15 @@ pub fn resolve(app: &ManagedApp, cluster: &impl Cluster) -> Resolution {
     resolved.workloads = workloads(app, &app_ns, cluster);
     out.resolved = Some(resolved);
     out
+}
+
+/// helm-controller records a chart from an OCI artifact as `1.0.0+<12 hex of its digest>`:
+/// the version a person wrote, and Renovate compares, is the part before.
+fn without_flux_digest(version: &str) -> &str {
+    match version.rsplit_once('+') {
+        Some((v, meta)) if meta.len() == 12 && meta.bytes().all(|b| b.is_ascii_hexdigit()) => v,
+        _ => version,
+    }
 }
 
 fn field_or(git: &Option<fluxup_api::GitLocation>, default: &str) -> String {
@@ -476,6 +487,13 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn flux_digest_metadata_is_not_part_of_the_version() {
+        assert_eq!(without_flux_digest("1.0.0+7194336d5f44"), "1.0.0");
+        assert_eq!(without_flux_digest("1.0.0+build.5"), "1.0.0+build.5");
+        assert_eq!(without_flux_digest("2.1.0"), "2.1.0");
     }
 
     #[test]
