@@ -56,7 +56,11 @@ pub async fn run_controllers(
                 }
             }
         };
-        let controllers = crate::managed_app::run(client.clone(), scope.clone(), stop);
+        let stop = futures::future::FutureExt::shared(Box::pin(stop));
+        let controllers = futures::future::join(
+            crate::managed_app::run(client.clone(), scope.clone(), stop.clone()),
+            crate::renovate_jobs::run(client.clone(), scope.clone(), stop),
+        );
         tokio::pin!(controllers);
         tokio::select! {
             _ = &mut controllers => {}

@@ -2,12 +2,14 @@
 //! RollbackRequests and act on Flux, Git and CSI snapshots. No HTTP, no UI: the `fluxup` binary
 //! starts these controllers in its own tokio runtime.
 
+pub mod api_requests;
 pub mod ingest;
 pub mod leader;
 pub mod managed_app;
 pub mod policy;
 pub mod rbac;
 pub mod renovate;
+pub mod renovate_jobs;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -140,6 +140,9 @@ pub enum IngestError {
         /// What the JSON parser said.
         reason: String,
     },
+    /// The output could not be read at all (e.g. the Job's pod is gone).
+    #[error("the Renovate output could not be read: {0}")]
+    Unavailable(String),
     /// The findings record is valid JSON of an unexpected shape.
     #[error(
         "Renovate's \"{FINDINGS_MESSAGE}\" record on line {line} has an unexpected shape: {reason}"
@@ -163,6 +166,7 @@ impl IngestError {
             IngestError::Truncated { .. } => "TruncatedOutput",
             IngestError::Malformed { .. } => "MalformedOutput",
             IngestError::UnexpectedShape { .. } => "UnexpectedOutput",
+            IngestError::Unavailable(_) => "OutputUnavailable",
         }
     }
 }

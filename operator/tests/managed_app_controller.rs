@@ -624,3 +624,103 @@ async fn status_is_written_only_when_it_changes() -> anyhow::Result<()> {
     assert_eq!(before, after, "the status was rewritten without a change");
     Ok(())
 }
+
+/// A Renovate log as Renovate writes it (one JSON record per line) with findings for the web app.
+fn renovate_log() -> String {
+    let findings = json!({
+        "name": "renovate", "level": 20, "repository": "fleet/apps", "msg": "packageFiles with updates",
+        "config": {"flux": [{"packageFile": "apps/web/helmrelease.yaml", "deps": [
+            {"depName": "webapp", "datasource": "helm", "currentValue": "1.2.0",
+             "registryUrls": ["https://charts.example.com"],
+             "updates": [{"updateType": "minor", "newVersion": "1.3.0", "newValue": "1.3.0"}]},
+            {"depName": "ghcr.io/example/web", "datasource": "docker", "currentValue": "1.4.2",
+             "updates": [{"updateType": "patch", "newVersion": "1.4.3", "newValue": "1.4.3"}]}]}]},
+    });
+    let start =
+        r#"{"name":"renovate","level":30,"msg":"Repository started","renovateVersion":"39.264.1"}"#;
+    format!("{start}\n{findings}\n")
+}
+
+#[tokio::test]
+async fn unusable_renovate_output_keeps_the_last_findings_and_says_why() -> anyhow::Result<()> {
+    use fluxup_operator::{ingest, renovate};
+    let fx = start("mapp-ingest").await?;
+    web_app(&fx, json!({})).await?;
+    fx.flux_installed("web", "webapp", "1.2.0", "1.4.2").await?;
+    fx.status_until("web", "Ready", |s| is(s, "Ready", "True", "Resolved"))
+        .await?;
+    let scope = Scope {
+        namespace: Some(fx.ns().to_string()),
+    };
+
+    let log = renovate_log();
+    let summary = ingest::record(
+        &fx.sb.client,
+        &scope,
+        "run-1",
+        &renovate::parse_log(log.as_bytes()),
+    )
+    .await?;
+    assert_eq!((summary.apps, summary.updates), (1, 2));
+    let good = fx
+        .status_until("web", "the update", |s| {
+            s.available_update
+                .as_ref()
+                .is_some_and(|u| u.chart.as_deref() == Some("1.3.0"))
+        })
+        .await?
+        .status
+        .unwrap();
+    assert!(is(&good, "Scanned", "True", "Scanned"));
+
+    // The next run's log is cut off mid-record: nothing the person saw is lost, and they are told why.
+    let cut = &log[..log.len() - 40];
+    let result = renovate::parse_log(cut.as_bytes());
+    assert!(
+        matches!(result, Err(renovate::IngestError::Malformed { .. })),
+        "{result:?}"
+    );
+    ingest::record(&fx.sb.client, &scope, "run-2", &result).await?;
+    let app = fx
+        .status_until("web", "Scanned=False", |s| {
+            is(s, "Scanned", "False", "MalformedOutput")
+        })
+        .await?;
+    let status = app.status.unwrap();
+    let scanned = condition(&status, "Scanned").unwrap();
+    assert!(
+        scanned
+            .message
+            .starts_with("the output of Renovate run run-2 could not be used: ")
+            && scanned.message.contains("(truncated output?)")
+            && scanned
+                .message
+                .contains("the updates shown are still those of run-1"),
+        "{}",
+        scanned.message
+    );
+    assert_eq!(
+        status.detected, good.detected,
+        "the last good findings are kept"
+    );
+    assert_eq!(status.available_update, good.available_update);
+
+    let events: Api<Event> = fx.sb.api();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("MalformedOutput") && e.type_.as_deref() == Some("Warning")
+        })
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no Warning event MalformedOutput"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use fluxup_app::{App, shell};
+use fluxup_operator::api_requests::ApiRequests;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio_util::sync::CancellationToken;
@@ -59,10 +60,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {addr}"))?;
     let shutdown = CancellationToken::new();
+    let requests = ApiRequests::default();
     let controllers = if args.controllers {
-        let client = kube::Client::try_default()
+        let config = kube::Config::infer()
             .await
             .context("connecting to Kubernetes (set KUBECONFIG, or --controllers=false)")?;
+        let client = requests.client(config)?;
         let scope = fluxup_operator::Scope {
             namespace: args.watch_namespace.clone(),
         };
@@ -87,6 +90,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     if let Some(controllers) = controllers {
         controllers.await??;
+        tracing::info!(requests = %requests.summary(), "Kubernetes API requests made");
     }
     tracing::info!("FluxUp stopped");
     Ok(())

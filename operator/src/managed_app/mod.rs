@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,6 +30,9 @@ use std::time::Duration;
 
 /// The field manager of the status fields this controller owns.
 pub const FIELD_MANAGER: &str = "fluxup-managedapp";
+
+/// Reconciles running at once.
+const CONCURRENCY: u16 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +55,28 @@ pub struct Stores {
 
 fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> ObjectRef<K> {
     ObjectRef::new(name).within(namespace)
+}
+
+impl Stores {
+    /// Whether every cache has its initial state. No app is judged on a half-filled cache: it
+    /// would say "HelmRelease not found", then correct itself (two writes and a false alarm).
+    /// Not awaited: the caches fill only while the controller polls its streams, so a reconcile
+    /// that waited for them would hold up the very thing it waits for.
+    fn synced(&self) -> bool {
+        use futures::FutureExt;
+        [
+            self.apps.wait_until_ready().boxed(),
+            self.helm_releases.wait_until_ready().boxed(),
+            self.helm_repositories.wait_until_ready().boxed(),
+            self.oci_repositories.wait_until_ready().boxed(),
+            self.kustomizations.wait_until_ready().boxed(),
+            self.pvcs.wait_until_ready().boxed(),
+            self.deployments.wait_until_ready().boxed(),
+            self.stateful_sets.wait_until_ready().boxed(),
+        ]
+        .into_iter()
+        .all(|ready| ready.now_or_never().is_some())
+    }
 }
 
 impl Cluster for Stores {
@@ -87,10 +112,11 @@ struct Context {
 }
 
 /// A watched, cached stream of one kind: the store for reads, the stream to trigger on.
-/// Managed fields and annotations are dropped before caching: nothing reads them, and they are
-/// most of an object's size.
+/// Managed fields (and, for foreign kinds, annotations) are dropped before caching: nothing
+/// reads them, and they are much of an object's size.
 fn reflect<K>(
     api: Api<K>,
+    keep_annotations: bool,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -101,10 +127,14 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(api, watcher::Config::default().any_semantic())
-            .modify(|o: &mut K| {
+        // Streaming lists: the initial state arrives as a watch, one object at a time, instead
+        // of as whole LIST pages held in memory at once.
+        watcher(api, watcher::Config::default().streaming_lists())
+            .modify(move |o: &mut K| {
                 o.managed_fields_mut().clear();
-                o.annotations_mut().clear();
+                if !keep_annotations {
+                    o.annotations_mut().clear();
+                }
             })
             .default_backoff(),
     )
@@ -172,19 +202,16 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (helm_releases, hr_stream) = reflect::<HelmRelease>(api(&client, &scope));
-    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(api(&client, &scope));
-    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(api(&client, &scope));
-    let (kustomizations, ks_stream) = reflect::<Kustomization>(api(&client, &scope));
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, &scope));
-    let (deployments, deploy_stream) = reflect::<Deployment>(api(&client, &scope));
-    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(api(&client, &scope));
+    let (helm_releases, hr_stream) = reflect::<HelmRelease>(api(&client, &scope), false);
+    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(api(&client, &scope), false);
+    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(api(&client, &scope), false);
+    let (kustomizations, ks_stream) = reflect::<Kustomization>(api(&client, &scope), false);
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, &scope), false);
+    let (deployments, deploy_stream) = reflect::<Deployment>(api(&client, &scope), false);
+    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(api(&client, &scope), false);
 
-    let controller = Controller::new(
-        api::<ManagedApp>(&client, &scope),
-        watcher::Config::default().any_semantic(),
-    );
-    let apps = controller.store();
+    let (apps, app_stream) = reflect::<ManagedApp>(api(&client, &scope), true);
+    let controller = Controller::for_stream(app_stream, apps.clone());
     let stores = Stores {
         apps: apps.clone(),
         helm_releases: helm_releases.clone(),
@@ -257,6 +284,9 @@ pub async fn run(
         .watches_stream(sts_stream, move |s: StatefulSet| {
             apps_with_volumes(&a7, s.namespace())
         })
+        // A bounded number of reconciles at once: each may write status, and a thousand
+        // concurrent writes would open a thousand connections to the API server.
+        .with_config(Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -268,6 +298,9 @@ pub async fn run(
 }
 
 async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.stores.synced() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let resolution = resolve::resolve(&app, &ctx.stores);
     // Whole seconds: the API server stores no more, and equal values must compare equal.
     let now =
@@ -312,10 +345,9 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
     if let Some((status, reason, message)) = &new_ready
         && old_ready.as_ref().map(|(s, r, _)| (s, r)) != Some((status, reason))
     {
-        let warning = status != "True";
-        // A first resolution that works is not news.
-        if warning || old_ready.is_some() {
-            events.push((warning, reason.clone(), message.clone()));
+        // The first status an app gets is not a transition; its condition says it all.
+        if old_ready.is_some() {
+            events.push((status != "True", reason.clone(), message.clone()));
         }
     }
     if new.available_update.is_some()

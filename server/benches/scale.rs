@@ -1,0 +1,230 @@
+//! Scale benchmark: creates N ManagedApps (default 1,000) with their HelmReleases, chart sources
+//! and Kustomizations in the sandbox, starts the `fluxup` binary (release build) as the operator
+//! on that namespace, and prints
+//! - the time from the operator's start until every app has a status,
+//! - the Kubernetes API requests the operator made (counted by the operator itself), and
+//! - the operator process's resident memory once idle.
+//!
+//! The figures are the baseline later work is compared against (goals: no LIST per reconcile,
+//! idle RSS under 40 MiB).
+
+use anyhow::Context as _;
+use fluxup_api::ManagedApp;
+use fluxup_operator::sandbox::Sandbox;
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HELM_REPOSITORIES: usize = 10;
+
+fn objects(n: usize, ns: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = (0..HELM_REPOSITORIES)
+        .map(|r| {
+            json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+                "metadata": {"name": format!("charts-{r}")},
+                "spec": {"interval": "1h", "url": format!("https://charts-{r}.example.com")},
+            })
+        })
+        .collect();
+    for i in 0..n {
+        let name = format!("app-{i}");
+        // Half the apps take their chart from an OCIRepository (chartRef), half from a shared
+        // HelmRepository (chart.spec), as fleets mix both.
+        let chart = if i % 2 == 0 {
+            out.push(json!({
+                "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "OCIRepository",
+                "metadata": {"name": name},
+                "spec": {"interval": "1h", "url": format!("oci://registry.example.com/charts/{name}"),
+                         "ref": {"tag": "1.0.0"}},
+            }));
+            json!({"chartRef": {"kind": "OCIRepository", "name": name}})
+        } else {
+            json!({"chart": {"spec": {"chart": name, "version": "1.0.0",
+                   "sourceRef": {"kind": "HelmRepository", "name": format!("charts-{}", i % HELM_REPOSITORIES)}}}})
+        };
+        let mut spec = json!({"interval": "10m", "values": {
+            "image": {"repository": format!("registry.example.com/images/{name}"), "tag": "1.0.0"}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(chart.as_object().unwrap().clone());
+        out.push(
+            json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+                        "metadata": {"name": name}, "spec": spec}),
+        );
+        out.push(
+            json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+                        "metadata": {"name": name},
+                        "spec": {"interval": "10m", "prune": true, "path": format!("./apps/{name}"),
+                                 "sourceRef": {"kind": "GitRepository", "name": "fleet"}}}),
+        );
+        out.push(
+            json!({"apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+                        "metadata": {"name": name},
+                        "spec": {"helmReleaseRef": {"name": name},
+                                 "kustomizationRef": {"name": name, "namespace": ns}}}),
+        );
+    }
+    out
+}
+
+async fn apply_all(sb: &Sandbox, objects: Vec<Value>) -> anyhow::Result<()> {
+    let ns = sb.ns().to_string();
+    stream::iter(objects)
+        .map(|mut o| {
+            let client = sb.client.clone();
+            let ns = ns.clone();
+            async move {
+                let (group, version) = o["apiVersion"].as_str().unwrap().split_once('/').unwrap();
+                let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+                    group,
+                    version,
+                    o["kind"].as_str().unwrap(),
+                ));
+                let name = o["metadata"]["name"].as_str().unwrap().to_string();
+                o["metadata"]["namespace"] = json!(ns);
+                Api::<DynamicObject>::namespaced_with(client, &ns, &ar)
+                    .patch(
+                        &name,
+                        &PatchParams::apply("scale-bench").force(),
+                        &Patch::Apply(&o),
+                    )
+                    .await
+                    .with_context(|| format!("creating {name}"))
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let n: usize = std::env::var("FLUXUP_SCALE_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let sb = Sandbox::start("scale-bench").await?;
+    let ns = sb.ns().to_string();
+
+    let objects = objects(n, &ns);
+    let count = objects.len();
+    let t = Instant::now();
+    apply_all(&sb, objects).await?;
+    println!(
+        "created {count} objects ({n} ManagedApps) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let apps: Api<ManagedApp> = sb.api();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log_path = fluxup_operator::sandbox::repo_root().join("target/scale-bench-operator.log");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fluxup"))
+        .args(["serve", "--watch-namespace", &ns])
+        .env("KUBECONFIG", sb.env("KUBECONFIG")?)
+        .env("POD_NAMESPACE", &ns)
+        .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLUXUP_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,fluxup_operator::managed_app=warn")
+        .stdout(Stdio::from(std::fs::File::create(&log_path)?))
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting target/release/fluxup")?;
+    let pid = child.id();
+    let _stop_operator = StopOnDrop(pid);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = apps.list(&ListParams::default()).await?;
+        let done = list
+            .items
+            .iter()
+            .filter(|a| {
+                a.status
+                    .as_ref()
+                    .is_some_and(|s| s.observed_generation.is_some())
+            })
+            .count();
+        if done == n {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {n} apps have a status after 2 minutes (operator log: {})",
+            log_path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let until_status = started.elapsed();
+    println!(
+        "every app has status {:.2} s after the operator started",
+        until_status.as_secs_f64()
+    );
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_rss = rss_kib(pid)?;
+    println!(
+        "operator RSS once idle: {:.1} MiB",
+        idle_rss as f64 / 1024.0
+    );
+
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    child.wait()?;
+    let mut requests = None;
+    for line in BufReader::new(std::fs::File::open(&log_path)?).lines() {
+        let line = line?;
+        if let Ok(record) = serde_json::from_str::<Value>(&line)
+            && let Some(r) = record["requests"]
+                .as_str()
+                .or(record["fields"]["requests"].as_str())
+        {
+            requests = Some(r.to_string());
+        }
+    }
+    let requests = requests.context("the operator logged no request counts")?;
+    println!("API requests by the operator (start to idle):");
+    let mut lists = 0;
+    for item in requests.split(", ") {
+        println!("  {item}");
+        if let Some((key, count)) = item.split_once('=')
+            && key.starts_with("LIST ")
+        {
+            lists += count.parse::<u64>().unwrap_or(0);
+        }
+    }
+    println!(
+        "LIST requests: {lists} in all, for {n} apps (one per watched kind and restart, none per reconcile)"
+    );
+    Ok(())
+}
+
+/// Stops the operator when the benchmark ends early, so it does not outlive it.
+struct StopOnDrop(u32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
