@@ -93,8 +93,9 @@ pub fn controller_cluster_role() -> ClusterRole {
                 &["get", "patch", "update"],
             ),
             rule(&[""], &["pods"], READ),
-            // Renovate's finished Jobs and their logs are the source of available updates.
-            rule(&["batch"], &["jobs"], READ),
+            // Renovate's finished Jobs and their logs are the source of available updates; a Job
+            // read is annotated fluxup.dev/ingested.
+            rule(&["batch"], &["jobs"], READ_PATCH),
             rule(&[""], &["pods/log"], &["get"]),
             // Git credentials and notification settings.
             rule(&[""], &["secrets", "configmaps"], READ),
