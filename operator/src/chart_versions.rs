@@ -48,7 +48,7 @@ pub async fn list(source: &ChartSource, chart: &str, insecure: bool) -> Result<V
         other => return Err(Error::Unsupported(format!("{other} {}", source.name))),
     };
     versions.retain(|v| parse_version(v).is_some());
-    versions.sort_by(|a, b| parse_version(b).cmp(&parse_version(a)));
+    versions.sort_by_key(|v| std::cmp::Reverse(parse_version(v)));
     versions.dedup();
     Ok(versions)
 }
