@@ -316,3 +316,190 @@ pub fn changes(app: &ManagedApp, desired: &ManagedAppStatus) -> bool {
             .filter(ours)
             .ne(desired.conditions.iter().filter(ours))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::managed_app::resolve::{Problem, Resolution};
+    use fluxup_api::{
+        ChartPolicy, DetectedUpdates, ImagePolicy, ManagedAppSpec, ResolvedApp, VersionPolicy,
+        VersionSet,
+    };
+
+    fn update(name: &str, version: &str, kind: UpdateType, digest: Option<&str>) -> DetectedUpdate {
+        DetectedUpdate {
+            name: name.into(),
+            version: version.into(),
+            update_type: Some(kind),
+            digest: digest.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn app(policy: VersionPolicy, updates: Vec<DetectedUpdate>) -> ManagedApp {
+        let mut app = ManagedApp::new(
+            "web",
+            ManagedAppSpec {
+                version_policy: Some(policy),
+                ..Default::default()
+            },
+        );
+        app.metadata.generation = Some(3);
+        app.status = Some(ManagedAppStatus {
+            detected: Some(DetectedUpdates {
+                source: "run".into(),
+                updates,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        app
+    }
+
+    fn ready(chart: &str, images: Vec<ImageVersion>) -> Resolution {
+        Resolution {
+            resolved: Some(ResolvedApp {
+                helm_release: "apps/web".into(),
+                ..Default::default()
+            }),
+            current: Some(VersionSet {
+                chart: Some(chart.into()),
+                images,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn image(name: &str, tag: &str, digest: Option<&str>) -> ImageVersion {
+        ImageVersion {
+            name: name.into(),
+            tag: Some(tag.into()),
+            digest: digest.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_pinned_image_is_offered_only_a_tag_whose_digest_is_known() {
+        let policy = VersionPolicy::default();
+        let res = ready("1.0.0", vec![image("db", "1.0.0", Some("sha256:a"))]);
+        let without_digest = app(
+            policy.clone(),
+            vec![update("db", "1.1.0", UpdateType::Minor, None)],
+        );
+        let status = desired_status(&without_digest, &res, Timestamp::UNIX_EPOCH);
+        assert_eq!(status.available_update, None);
+
+        let with_digest = app(
+            policy,
+            vec![update("db", "1.1.0", UpdateType::Minor, Some("sha256:b"))],
+        );
+        let status = desired_status(&with_digest, &res, Timestamp::UNIX_EPOCH);
+        let offered = &status.available_update.unwrap().images[0];
+        assert_eq!(
+            (offered.tag.as_deref(), offered.digest.as_deref()),
+            (Some("1.1.0"), Some("sha256:b"))
+        );
+    }
+
+    #[test]
+    fn per_image_rules_apply_to_their_image_only() {
+        let policy = VersionPolicy {
+            images: vec![ImagePolicy {
+                name: "web".into(),
+                auto_update: AutoUpdate::Patch,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let res = ready(
+            "1.0.0",
+            vec![image("web", "2.0.0", None), image("cache", "7.0.0", None)],
+        );
+        let app = app(
+            policy,
+            vec![
+                update("web", "2.1.0", UpdateType::Minor, None),
+                update("cache", "8.0.0", UpdateType::Major, None),
+            ],
+        );
+        let status = desired_status(&app, &res, Timestamp::UNIX_EPOCH);
+        let offered: Vec<_> = status
+            .available_update
+            .unwrap()
+            .images
+            .into_iter()
+            .map(|i| (i.name, i.tag.unwrap()))
+            .collect();
+        assert_eq!(offered, [("cache".to_string(), "8.0.0".to_string())]);
+        assert_eq!(
+            status.held_back[0].reason,
+            "a minor update; autoUpdate is patch"
+        );
+    }
+
+    #[test]
+    fn an_unusable_constraint_is_said_not_ignored() {
+        let policy = VersionPolicy {
+            chart: Some(ChartPolicy {
+                constraint: Some(">= banana".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let app = app(
+            policy,
+            vec![update("chart", "1.1.0", UpdateType::Minor, None)],
+        );
+        let status = desired_status(&app, &ready("1.0.0", vec![]), Timestamp::UNIX_EPOCH);
+        let cond = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "UpdateAvailable")
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "InvalidPolicy")
+        );
+        assert!(
+            cond.message
+                .starts_with("the chart constraint is not usable"),
+            "{}",
+            cond.message
+        );
+        assert_eq!(status.available_update, None);
+    }
+
+    #[test]
+    fn a_problem_makes_the_app_degraded_and_keeps_transition_times() {
+        let mut app = app(VersionPolicy::default(), vec![]);
+        let res = Resolution {
+            problems: vec![Problem {
+                reason: "HelmReleaseNotFound",
+                message: "HelmRelease apps/web not found".into(),
+            }],
+            ..Default::default()
+        };
+        let first = desired_status(&app, &res, Timestamp::UNIX_EPOCH);
+        assert_eq!(first.state, Some(AppState::Degraded));
+        assert_eq!(first.observed_generation, Some(3));
+        // Later, the same condition keeps the time it first became False.
+        app.status.as_mut().unwrap().conditions = first.conditions.clone();
+        let later = Timestamp::from_second(1_000).unwrap();
+        let second = desired_status(&app, &res, later);
+        assert_eq!(
+            second.conditions[0].last_transition_time,
+            first.conditions[0].last_transition_time
+        );
+        assert!(!changes(
+            &ManagedApp {
+                status: Some(ManagedAppStatus {
+                    conditions: second.conditions.clone(),
+                    ..first.clone()
+                }),
+                ..app
+            },
+            &second
+        ));
+    }
+}
