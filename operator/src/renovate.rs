@@ -279,6 +279,79 @@ fn missing_findings(log: &[u8], seen_renovate: bool) -> IngestError {
     }
 }
 
+/// Renovate's report file (`reportType: "file"`): `{"repositories": {"<repo>": {"packageFiles":
+/// {"<manager>": [...]}}}}`, the same package files as the log's findings record, and written
+/// at any log level.
+#[derive(Deserialize)]
+struct Report {
+    repositories: BTreeMap<String, ReportRepository>,
+}
+
+#[derive(Deserialize)]
+struct ReportRepository {
+    #[serde(default, rename = "packageFiles")]
+    package_files: BTreeMap<String, Vec<PackageFile>>,
+}
+
+/// Reads a Renovate report file. Several repositories are merged; `repository` names the one
+/// when there is one.
+pub fn parse_report(report: &[u8]) -> Result<Findings, IngestError> {
+    if report.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Empty);
+    }
+    if report.len() > MAX_LOG_BYTES {
+        return Err(IngestError::TooLarge {
+            size: report.len(),
+            limit: MAX_LOG_BYTES,
+        });
+    }
+    let parsed: Report = serde_json::from_slice(report).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            IngestError::Malformed {
+                line: e.line(),
+                reason: e.to_string(),
+            }
+        } else {
+            IngestError::UnexpectedShape {
+                line: e.line(),
+                reason: e.to_string(),
+            }
+        }
+    })?;
+    let repository = (parsed.repositories.len() == 1)
+        .then(|| parsed.repositories.keys().next().cloned())
+        .flatten();
+    let package_files = parsed
+        .repositories
+        .into_values()
+        .flat_map(|r| r.package_files)
+        .flat_map(|(manager, files)| {
+            files.into_iter().map(move |mut file| {
+                file.manager = manager.clone();
+                file
+            })
+        })
+        .collect();
+    Ok(Findings {
+        repository,
+        renovate_version: None,
+        package_files,
+    })
+}
+
+/// A report file (one JSON object with `repositories`) or a JSON log, whichever `output` is.
+pub fn parse_output(output: &[u8]) -> Result<Findings, IngestError> {
+    let start = output.trim_ascii_start();
+    let one_object = start.starts_with(b"{")
+        && memmem::find(start, b"\"repositories\"").is_some()
+        && memmem::find(start, FINDINGS_MESSAGE.as_bytes()).is_none();
+    if one_object {
+        parse_report(output)
+    } else {
+        parse_log(output)
+    }
+}
+
 /// Splits an image reference's tag from a digest written next to it: `1.2.3@sha256:ab…`.
 pub fn split_digest(value: &str) -> (&str, Option<&str>) {
     match value.split_once('@') {
@@ -295,6 +368,29 @@ mod tests {
 
     fn log(lines: &[&str]) -> Vec<u8> {
         lines.join("\n").into_bytes()
+    }
+
+    #[test]
+    fn a_report_file_gives_the_same_package_files_as_the_log() {
+        let report = r#"{"problems":[],"repositories":{"fluxup/fleet":{"problems":[],"branches":[],
+            "packageFiles":{"flux":[{"packageFile":"apps/podinfo/helmrelease.yaml","deps":[
+            {"depName":"podinfo","datasource":"helm","currentValue":"6.5.0",
+             "updates":[{"newVersion":"6.7.1","updateType":"minor"}]}]}]}}}}"#;
+        let findings = parse_output(report.as_bytes()).unwrap();
+        assert_eq!(findings.repository.as_deref(), Some("fluxup/fleet"));
+        assert_eq!(findings.package_files[0].manager, "flux");
+        assert_eq!(
+            findings.package_files[0].deps[0].updates[0]
+                .new_version
+                .as_deref(),
+            Some("6.7.1")
+        );
+        // A log is still read as a log, and a cut-off report says so.
+        assert!(parse_output(&log(&[FINDINGS])).is_ok());
+        assert!(matches!(
+            parse_output(&report.as_bytes()[..report.len() - 10]),
+            Err(IngestError::Malformed { .. })
+        ));
     }
 
     #[test]

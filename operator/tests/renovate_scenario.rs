@@ -50,8 +50,8 @@ fn seed_demo() -> anyhow::Result<String> {
 }
 
 /// Runs Renovate in lookup mode, the way config/renovate/cronjob.yaml does, and returns its
-/// JSON log.
-fn run_renovate(sb: &Sandbox, repo: &str) -> anyhow::Result<Vec<u8>> {
+/// JSON log and its report file.
+fn run_renovate(sb: &Sandbox, repo: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let registry = sb.env("REGISTRY_HOST")?;
     let base = tempfile_dir("renovate-base")?;
     // The sandbox registry speaks plain HTTP: say so for its images and charts.
@@ -72,9 +72,12 @@ fn run_renovate(sb: &Sandbox, repo: &str) -> anyhow::Result<Vec<u8>> {
         .env("RENOVATE_REPOSITORIES", repo)
         .env("RENOVATE_PACKAGE_RULES", http_registry)
         .env("RENOVATE_BASE_DIR", &base)
+        .env("RENOVATE_REPORT_TYPE", "file")
+        .env("RENOVATE_REPORT_PATH", base.join("report.json"))
         .env("LOG_FORMAT", "json")
         .env("LOG_LEVEL", "debug")
         .output()?;
+    let report = std::fs::read(base.join("report.json")).unwrap_or_default();
     std::fs::remove_dir_all(&base).ok();
     if !out.status.success() {
         bail!(
@@ -83,7 +86,7 @@ fn run_renovate(sb: &Sandbox, repo: &str) -> anyhow::Result<Vec<u8>> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(out.stdout)
+    Ok((out.stdout, report))
 }
 
 fn tempfile_dir(name: &str) -> anyhow::Result<PathBuf> {
@@ -117,7 +120,7 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         async move { token.cancelled().await },
     ));
 
-    let log = run_renovate(&sb, &repo)?;
+    let (log, report) = run_renovate(&sb, &repo)?;
     let findings = renovate::parse_log(&log).context("parsing Renovate's real log")?;
     assert!(
         findings.renovate_version.is_some(),
@@ -137,6 +140,17 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         )
         .await?;
     }
+    // The report file says the same as the log, app by app.
+    let apps = Api::<ManagedApp>::all(sb.client.clone())
+        .list(&Default::default())
+        .await?
+        .items;
+    let from_report = renovate::parse_output(&report).context("parsing Renovate's report file")?;
+    assert!(!from_report.package_files.is_empty());
+    assert_eq!(
+        ingest::assign(&from_report, &apps).updates,
+        ingest::assign(&findings, &apps).updates
+    );
     let summary = ingest::record(
         &sb.client,
         &Scope::default(),

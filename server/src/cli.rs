@@ -22,11 +22,12 @@ pub enum Command {
     Crds,
     /// Print the RBAC rules FluxUp's controllers need, as YAML.
     Rbac,
-    /// Record the findings of a Renovate run on the ManagedApps, from its JSON log (as the
+    /// Record the findings of a Renovate run on the ManagedApps, from its JSON log or report (as the
     /// operator does when a Renovate Job finishes). For Renovate run outside the cluster, e.g.
     /// in CI.
     IngestRenovate {
-        /// Renovate's JSON log (LOG_FORMAT=json, LOG_LEVEL=debug); `-` for standard input.
+        /// Renovate's JSON log (LOG_FORMAT=json, LOG_LEVEL=debug) or its report file
+        /// (reportType=file); `-` for standard input.
         log: PathBuf,
         /// How the apps' status names this run. Default: the file's name.
         #[arg(long)]

@@ -23,7 +23,7 @@ pub async fn ingest_file(
         log.file_name()
             .map_or("stdin".into(), |n| n.to_string_lossy().into_owned())
     });
-    let result = renovate::parse_log(&bytes);
+    let result = renovate::parse_output(&bytes);
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (set KUBECONFIG)")?;
