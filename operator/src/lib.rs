@@ -11,6 +11,7 @@ pub mod policy;
 pub mod rbac;
 pub mod renovate;
 pub mod renovate_jobs;
+pub mod yaml_edit;
 
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
