@@ -4,6 +4,7 @@
 
 pub mod api_requests;
 pub mod chart_versions;
+pub mod git;
 pub mod ingest;
 pub mod leader;
 pub mod managed_app;
