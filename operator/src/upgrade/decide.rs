@@ -1,0 +1,458 @@
+//! The next step of an upgrade, decided from facts alone.
+//!
+//! Rules it enforces (DESIGN.md, "Upgrade: a resumable state machine"): no commit before every
+//! snapshot is ready (unless the request skips snapshots); one operation at a time per app; a
+//! suspended Kustomization is always resumed and stopped workloads always restarted, on success
+//! and on failure; every phase has a timeout. Because the decision reads only the request's
+//! status and what is observed now, a controller restarted at any instant picks up where the
+//! last one stopped.
+
+use fluxup_api::{UpgradePhase, UpgradeRequestSpec, UpgradeRequestStatus};
+use std::time::Duration;
+
+/// The snapshots of this request, as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Snapshots {
+    /// None of this request's VolumeSnapshots exist yet.
+    #[default]
+    NotCreated,
+    /// Created; some are not ReadyToUse yet.
+    Pending,
+    /// Every one is ReadyToUse.
+    Ready,
+    /// One failed: why.
+    Failed(String),
+}
+
+/// The HelmRelease after the commit, as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Release {
+    /// Not yet Ready at the target version for its current generation.
+    #[default]
+    NotYet,
+    /// Ready at the target version.
+    ReadyAtTarget,
+    /// Flux gave up: why (its Ready condition's message).
+    Failed(String),
+}
+
+/// What the controller sees now.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Another request that is running for the same app (`namespace/name`).
+    pub other_request_running: Option<String>,
+    /// The preflight checks, once run: the names and messages of those that failed.
+    pub preflight: Option<Vec<(String, String)>>,
+    pub kustomization_suspended: bool,
+    /// Workloads that mount the app's PVCs and would be stopped.
+    pub workloads_to_stop: usize,
+    /// Every workload FluxUp stopped is still at zero replicas with no pods left.
+    pub workloads_stopped: bool,
+    pub snapshots: Snapshots,
+    /// A commit with this request's trailer is on the branch.
+    pub commit: Option<String>,
+    pub release: Release,
+    /// The app's workloads (and the optional HTTP check) are healthy.
+    pub healthy: bool,
+    /// Time spent in the current phase.
+    pub in_phase: Duration,
+    /// The ManagedApp stops workloads for snapshots (its `stopWorkloads`, default true).
+    pub stop_workloads: bool,
+    /// The ManagedApp's health check timeout.
+    pub health_timeout: Duration,
+}
+
+/// The one thing to do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Record the new phase (nothing else happens in the same step).
+    Enter(UpgradePhase),
+    RunPreflight,
+    /// Record the checks and the diff; the dry run is over.
+    FinishDryRun,
+    SuspendKustomization,
+    /// Record each workload's replicas, then scale it to zero.
+    StopWorkloads,
+    CreateSnapshots,
+    CommitVersionBump,
+    /// Resume the Kustomization and ask Flux to reconcile the source and it now.
+    ResumeFlux,
+    /// Scale the stopped workloads back to their recorded replicas.
+    RestartWorkloads,
+    /// Nothing to do until something changes; look again after `recheck`.
+    Wait {
+        why: String,
+        recheck: Duration,
+    },
+    /// Stop here: record `Failed` with a reason and what a person can do. Clean-up follows.
+    Fail {
+        reason: &'static str,
+        message: String,
+    },
+    /// Record `Succeeded`.
+    Succeed,
+    /// Terminal, and nothing is left suspended or stopped.
+    Done,
+}
+
+/// How long each phase may take before the upgrade fails.
+pub fn timeout(phase: UpgradePhase, health_timeout: Duration) -> Duration {
+    match phase {
+        UpgradePhase::Preflight | UpgradePhase::Suspending | UpgradePhase::Committing => {
+            Duration::from_secs(120)
+        }
+        UpgradePhase::Quiescing => Duration::from_secs(300),
+        UpgradePhase::Snapshotting => Duration::from_secs(900),
+        UpgradePhase::Reconciling | UpgradePhase::HealthChecking => health_timeout,
+        _ => Duration::MAX,
+    }
+}
+
+fn wait(why: impl Into<String>, seconds: u64) -> Step {
+    Step::Wait {
+        why: why.into(),
+        recheck: Duration::from_secs(seconds),
+    }
+}
+
+/// Whether workloads were stopped by this request and are still down.
+fn left_stopped(status: &UpgradeRequestStatus, seen: &Observed) -> bool {
+    !status.stopped_workloads.is_empty() && seen.workloads_stopped
+}
+
+pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observed) -> Step {
+    use UpgradePhase::*;
+    let phase = status.phase.unwrap_or_default();
+
+    if !phase.is_terminal()
+        && phase != Pending
+        && seen.in_phase > timeout(phase, seen.health_timeout)
+    {
+        let limit = timeout(phase, seen.health_timeout).as_secs();
+        let hint = match phase {
+            Snapshotting => "check the VolumeSnapshots' events and the CSI driver",
+            Reconciling | HealthChecking => {
+                "check the HelmRelease and the app's pods; a rollback restores the data taken before"
+            }
+            _ => "check the Flux Kustomization and FluxUp's events",
+        };
+        return Step::Fail {
+            reason: "Timeout",
+            message: format!("{phase:?} did not finish within {limit} s: {hint}"),
+        };
+    }
+
+    match phase {
+        Pending => match &seen.other_request_running {
+            Some(other) => wait(
+                format!("waiting for {other} to finish: one operation at a time per app"),
+                10,
+            ),
+            None => Step::Enter(Preflight),
+        },
+        Preflight => match &seen.preflight {
+            None => Step::RunPreflight,
+            Some(failed) if !failed.is_empty() => Step::Fail {
+                reason: "PreflightFailed",
+                message: failed
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {why}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+            Some(_) if spec.dry_run => Step::FinishDryRun,
+            Some(_) => Step::Enter(Suspending),
+        },
+        Suspending if !seen.kustomization_suspended => Step::SuspendKustomization,
+        Suspending if spec.skip_snapshot => Step::Enter(Committing),
+        Suspending if seen.stop_workloads && seen.workloads_to_stop > 0 => Step::Enter(Quiescing),
+        Suspending => Step::Enter(Snapshotting),
+        Quiescing if !seen.workloads_stopped => Step::StopWorkloads,
+        Quiescing => Step::Enter(Snapshotting),
+        Snapshotting => match &seen.snapshots {
+            _ if spec.skip_snapshot => Step::Enter(Committing),
+            Snapshots::NotCreated => Step::CreateSnapshots,
+            Snapshots::Pending => wait("waiting for the VolumeSnapshots to be ready to use", 2),
+            Snapshots::Failed(why) => Step::Fail {
+                reason: "SnapshotFailed",
+                message: format!("a snapshot failed, so nothing was committed: {why}"),
+            },
+            Snapshots::Ready => Step::Enter(Committing),
+        },
+        Committing if seen.commit.is_some() => Step::Enter(Reconciling),
+        Committing => Step::CommitVersionBump,
+        Reconciling if seen.kustomization_suspended => Step::ResumeFlux,
+        Reconciling | HealthChecking if matches!(seen.release, Release::Failed(_)) => {
+            let Release::Failed(why) = &seen.release else {
+                unreachable!()
+            };
+            Step::Fail {
+                reason: "ReleaseFailed",
+                message: format!("Flux could not roll out the new version: {why}"),
+            }
+        }
+        Reconciling => match seen.release {
+            Release::ReadyAtTarget if left_stopped(status, seen) => Step::RestartWorkloads,
+            Release::ReadyAtTarget => Step::Enter(HealthChecking),
+            _ => wait("waiting for Flux to roll out the new version", 5),
+        },
+        HealthChecking if left_stopped(status, seen) => Step::RestartWorkloads,
+        HealthChecking if seen.healthy => Step::Succeed,
+        HealthChecking => wait("waiting for the app to be healthy", 5),
+        // Whatever ended the request, nothing stays suspended or stopped.
+        Failed | Succeeded | RolledBack if seen.kustomization_suspended => Step::ResumeFlux,
+        Failed | Succeeded | RolledBack if left_stopped(status, seen) => Step::RestartWorkloads,
+        Failed | Succeeded | RolledBack => Step::Done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use UpgradePhase::*;
+    use fluxup_api::StoppedWorkload;
+
+    fn status(phase: UpgradePhase, stopped: bool) -> UpgradeRequestStatus {
+        UpgradeRequestStatus {
+            phase: Some(phase),
+            stopped_workloads: if stopped {
+                vec![StoppedWorkload {
+                    kind: "StatefulSet".into(),
+                    name: "db".into(),
+                    replicas: 1,
+                }]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        }
+    }
+
+    fn seen() -> Observed {
+        Observed {
+            preflight: Some(vec![]),
+            workloads_to_stop: 1,
+            stop_workloads: true,
+            health_timeout: Duration::from_secs(300),
+            ..Default::default()
+        }
+    }
+
+    /// (phase, workloads stopped by this request, adjust what is observed, expected step)
+    type Row = (UpgradePhase, bool, fn(&mut Observed), Step);
+
+    #[test]
+    fn each_phase_moves_on_only_when_its_work_is_done() {
+        let spec = UpgradeRequestSpec::default();
+        let rows: Vec<Row> = vec![
+            (Pending, false, |_| {}, Step::Enter(Preflight)),
+            (Preflight, false, |o| o.preflight = None, Step::RunPreflight),
+            (Preflight, false, |_| {}, Step::Enter(Suspending)),
+            (Suspending, false, |_| {}, Step::SuspendKustomization),
+            (
+                Suspending,
+                false,
+                |o| o.kustomization_suspended = true,
+                Step::Enter(Quiescing),
+            ),
+            (
+                Suspending,
+                false,
+                |o| {
+                    o.kustomization_suspended = true;
+                    o.workloads_to_stop = 0
+                },
+                Step::Enter(Snapshotting),
+            ),
+            (
+                Suspending,
+                false,
+                |o| {
+                    o.kustomization_suspended = true;
+                    o.stop_workloads = false
+                },
+                Step::Enter(Snapshotting),
+            ),
+            (
+                Quiescing,
+                false,
+                |o| o.kustomization_suspended = true,
+                Step::StopWorkloads,
+            ),
+            (
+                Quiescing,
+                true,
+                |o| {
+                    o.kustomization_suspended = true;
+                    o.workloads_stopped = true
+                },
+                Step::Enter(Snapshotting),
+            ),
+            (
+                Snapshotting,
+                true,
+                |o| o.workloads_stopped = true,
+                Step::CreateSnapshots,
+            ),
+            (
+                Snapshotting,
+                true,
+                |o| o.snapshots = Snapshots::Ready,
+                Step::Enter(Committing),
+            ),
+            (Committing, true, |_| {}, Step::CommitVersionBump),
+            // A restarted operator finds its commit by trailer: no second commit.
+            (
+                Committing,
+                true,
+                |o| o.commit = Some("abc".into()),
+                Step::Enter(Reconciling),
+            ),
+            (
+                Reconciling,
+                true,
+                |o| o.kustomization_suspended = true,
+                Step::ResumeFlux,
+            ),
+            // The workloads start again only on the new version.
+            (
+                Reconciling,
+                true,
+                |o| o.workloads_stopped = true,
+                wait("waiting for Flux to roll out the new version", 5),
+            ),
+            (
+                Reconciling,
+                true,
+                |o| {
+                    o.workloads_stopped = true;
+                    o.release = Release::ReadyAtTarget
+                },
+                Step::RestartWorkloads,
+            ),
+            (
+                Reconciling,
+                true,
+                |o| o.release = Release::ReadyAtTarget,
+                Step::Enter(HealthChecking),
+            ),
+            (HealthChecking, true, |o| o.healthy = true, Step::Succeed),
+            (Succeeded, true, |_| {}, Step::Done),
+        ];
+        for (phase, stopped, adjust, expected) in rows {
+            let mut observed = seen();
+            adjust(&mut observed);
+            assert_eq!(
+                decide(&spec, &status(phase, stopped), &observed),
+                expected,
+                "{phase:?} {observed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_commit_before_every_snapshot_is_ready() {
+        let spec = UpgradeRequestSpec::default();
+        let mut observed = seen();
+        observed.snapshots = Snapshots::Pending;
+        assert!(matches!(
+            decide(&spec, &status(Snapshotting, true), &observed),
+            Step::Wait { .. }
+        ));
+        observed.snapshots = Snapshots::Failed("VolumeSnapshotClass missing".into());
+        assert_eq!(
+            decide(&spec, &status(Snapshotting, true), &observed),
+            Step::Fail {
+                reason: "SnapshotFailed",
+                message: "a snapshot failed, so nothing was committed: VolumeSnapshotClass missing"
+                    .into()
+            }
+        );
+        // Skipping snapshots is the one way past, and it is the request's own choice.
+        let skip = UpgradeRequestSpec {
+            skip_snapshot: true,
+            ..Default::default()
+        };
+        let mut observed = seen();
+        observed.kustomization_suspended = true;
+        assert_eq!(
+            decide(&skip, &status(Suspending, false), &observed),
+            Step::Enter(Committing)
+        );
+    }
+
+    #[test]
+    fn a_failed_request_resumes_flux_and_restarts_workloads_before_it_is_done() {
+        let spec = UpgradeRequestSpec::default();
+        let mut observed = seen();
+        observed.kustomization_suspended = true;
+        observed.workloads_stopped = true;
+        assert_eq!(
+            decide(&spec, &status(Failed, true), &observed),
+            Step::ResumeFlux
+        );
+        observed.kustomization_suspended = false;
+        assert_eq!(
+            decide(&spec, &status(Failed, true), &observed),
+            Step::RestartWorkloads
+        );
+        observed.workloads_stopped = false;
+        assert_eq!(decide(&spec, &status(Failed, true), &observed), Step::Done);
+    }
+
+    #[test]
+    fn timeouts_failures_dry_runs_and_queues() {
+        let spec = UpgradeRequestSpec::default();
+        let mut observed = seen();
+        observed.in_phase = Duration::from_secs(1000);
+        observed.snapshots = Snapshots::Pending;
+        let Step::Fail { reason, message } = decide(&spec, &status(Snapshotting, true), &observed)
+        else {
+            panic!("expected a timeout")
+        };
+        assert_eq!(reason, "Timeout");
+        assert!(
+            message.starts_with("Snapshotting did not finish within 900 s"),
+            "{message}"
+        );
+
+        let mut observed = seen();
+        observed.release = Release::Failed("install retries exhausted".into());
+        assert!(matches!(
+            decide(&spec, &status(HealthChecking, false), &observed),
+            Step::Fail {
+                reason: "ReleaseFailed",
+                ..
+            }
+        ));
+
+        let mut observed = seen();
+        observed.preflight = Some(vec![(
+            "git".into(),
+            "the token cannot write to fleet".into(),
+        )]);
+        assert_eq!(
+            decide(&spec, &status(Preflight, false), &observed),
+            Step::Fail {
+                reason: "PreflightFailed",
+                message: "git: the token cannot write to fleet".into()
+            }
+        );
+
+        let dry = UpgradeRequestSpec {
+            dry_run: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&dry, &status(Preflight, false), &seen()),
+            Step::FinishDryRun
+        );
+
+        let mut observed = seen();
+        observed.other_request_running = Some("apps/web-1.2.0".into());
+        assert!(matches!(
+            decide(&spec, &status(Pending, false), &observed),
+            Step::Wait { .. }
+        ));
+    }
+}

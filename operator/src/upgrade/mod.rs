@@ -1,0 +1,5 @@
+//! The UpgradeRequest state machine (issue 6). `decide` is pure: from the request's spec and
+//! status and what the controller observed, it picks the one next step. The steps themselves
+//! are idempotent and record progress in status before they act.
+
+pub mod decide;
