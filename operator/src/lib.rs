@@ -12,6 +12,7 @@ pub mod policy;
 pub mod rbac;
 pub mod renovate;
 pub mod renovate_jobs;
+pub mod snapshots;
 pub mod upgrade;
 pub mod yaml_edit;
 

@@ -1,0 +1,118 @@
+//! Pre-upgrade snapshots: their names (derived from the request, so a restarted operator finds
+//! the ones it made instead of making more) and which ones retention removes.
+
+use std::time::Duration;
+
+/// Kubernetes object names are at most 253 characters; labels 63. Snapshot names stay under 63
+/// so they can also be label values.
+const MAX_NAME: usize = 63;
+
+/// The VolumeSnapshot of `pvc` for upgrade request `request`: readable, and the same every
+/// time for the same pair.
+pub fn snapshot_name(request: &str, pvc: &str) -> String {
+    let name = format!("{request}-{pvc}");
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    // Too long: keep a readable prefix and make it unique with a hash of the whole.
+    let hash = fnv1a(name.as_bytes());
+    let keep = MAX_NAME - 9;
+    let prefix: String = name
+        .chars()
+        .take(keep)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string();
+    format!("{prefix}-{hash:08x}")
+}
+
+/// FNV-1a, 32 bits: stable across versions and platforms (unlike std's hasher).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// One upgrade's snapshots, as retention sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeSnapshots {
+    /// The UpgradeRequest that took them.
+    pub request: String,
+    /// How long ago they were taken.
+    pub age: Duration,
+}
+
+/// The upgrades whose snapshots retention deletes: beyond the newest `keep_last`, or older than
+/// `max_age` — never those of `protected`, the upgrade a rollback would restore now.
+pub fn to_delete(
+    upgrades: &[UpgradeSnapshots],
+    keep_last: usize,
+    max_age: Option<Duration>,
+    protected: Option<&str>,
+) -> Vec<String> {
+    let mut newest_first: Vec<&UpgradeSnapshots> = upgrades.iter().collect();
+    newest_first.sort_by_key(|u| u.age);
+    newest_first
+        .iter()
+        .enumerate()
+        .filter(|(i, u)| *i >= keep_last.max(1) || max_age.is_some_and(|m| u.age > m))
+        .map(|(_, u)| u.request.clone())
+        .filter(|r| Some(r.as_str()) != protected)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn days(n: u64) -> Duration {
+        Duration::from_secs(n * 86_400)
+    }
+
+    #[test]
+    fn names_are_stable_readable_and_short_enough() {
+        assert_eq!(
+            snapshot_name("web-1.3.0", "data-web-0"),
+            "web-1.3.0-data-web-0"
+        );
+        let long = snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-0");
+        assert!(long.len() <= 63, "{long}");
+        assert_eq!(
+            long,
+            snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-0")
+        );
+        assert_ne!(
+            long,
+            snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-1")
+        );
+        assert!(long.starts_with("upgrade-upgrade-"));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_never_the_rollback_target() {
+        let upgrades = vec![
+            UpgradeSnapshots {
+                request: "u1".into(),
+                age: days(30),
+            },
+            UpgradeSnapshots {
+                request: "u4".into(),
+                age: days(1),
+            },
+            UpgradeSnapshots {
+                request: "u2".into(),
+                age: days(20),
+            },
+            UpgradeSnapshots {
+                request: "u3".into(),
+                age: days(10),
+            },
+        ];
+        assert_eq!(to_delete(&upgrades, 2, None, None), ["u2", "u1"]);
+        assert_eq!(to_delete(&upgrades, 3, Some(days(15)), None), ["u2", "u1"]);
+        // u1 is what a rollback of the last successful upgrade would restore: it stays.
+        assert_eq!(to_delete(&upgrades, 1, None, Some("u1")), ["u3", "u2"]);
+        // keepLast below 1 would delete the rollback target's neighbours too eagerly: at least 1.
+        assert_eq!(to_delete(&upgrades, 0, None, None), ["u3", "u2", "u1"]);
+    }
+}
