@@ -3,3 +3,5 @@
 //! are idempotent and record progress in status before they act.
 
 pub mod decide;
+pub mod flux;
+pub mod workloads;
