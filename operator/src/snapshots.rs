@@ -1,7 +1,82 @@
 //! Pre-upgrade snapshots: their names (derived from the request, so a restarted operator finds
 //! the ones it made instead of making more) and which ones retention removes.
 
+use crate::upgrade::decide::Snapshots;
+use fluxup_api::PvcSnapshot;
+use fluxup_api::snapshot::VolumeSnapshot;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use std::time::Duration;
+
+/// Labels on every snapshot FluxUp takes: the app, and the request that took it.
+pub const APP_LABEL: &str = "fluxup.dev/managed-app";
+pub const REQUEST_LABEL: &str = "fluxup.dev/upgrade-request";
+
+/// Creates (or finds) the VolumeSnapshot of each PVC for `request`. Idempotent: the names are
+/// derived from the request, and applying an existing snapshot changes nothing.
+pub async fn create(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    request: &str,
+    pvcs: &[String],
+    class: Option<&str>,
+) -> kube::Result<Vec<PvcSnapshot>> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for pvc in pvcs {
+        let name = snapshot_name(request, pvc);
+        let mut spec = serde_json::json!({"source": {"persistentVolumeClaimName": pvc}});
+        if let Some(class) = class {
+            spec["volumeSnapshotClassName"] = class.into();
+        }
+        let object = serde_json::json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "labels": {APP_LABEL: app, REQUEST_LABEL: request}},
+            "spec": spec,
+        });
+        api.patch(
+            &name,
+            &PatchParams::apply("fluxup-upgrade"),
+            &Patch::Apply(&object),
+        )
+        .await?;
+        out.push(PvcSnapshot {
+            pvc_name: pvc.clone(),
+            snapshot_name: name,
+            ready_to_use: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Where the snapshots named are: not (all) created, pending, all ready, or failed (with why).
+/// Some missing counts as not created: creating is idempotent, so a crash half-way through
+/// creating them is repaired by creating again.
+pub async fn observe(client: &Client, ns: &str, names: &[String]) -> kube::Result<Snapshots> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
+    let (mut missing, mut all_ready) = (names.is_empty(), true);
+    for name in names {
+        let Some(snapshot) = api.get_opt(name).await? else {
+            missing = true;
+            continue;
+        };
+        let status = snapshot.status.unwrap_or_default();
+        if let Some(message) = status.error.and_then(|e| e.message) {
+            return Ok(Snapshots::Failed(format!(
+                "VolumeSnapshot {name}: {message}"
+            )));
+        }
+        all_ready &= status.ready_to_use == Some(true);
+    }
+    Ok(if missing {
+        Snapshots::NotCreated
+    } else if all_ready {
+        Snapshots::Ready
+    } else {
+        Snapshots::Pending
+    })
+}
 
 /// Kubernetes object names are at most 253 characters; labels 63. Snapshot names stay under 63
 /// so they can also be label values.
