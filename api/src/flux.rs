@@ -159,6 +159,9 @@ pub struct GitRepositorySpec {
     /// Branch, tag or commit to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<GitRepositoryRef>,
+    /// Secret with the credentials Flux uses (`username`/`password`, or `bearerToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretRef")]
+    pub secret_ref: Option<crate::common::LocalObjectReference>,
 }
 
 /// `spec.ref` of a GitRepository.

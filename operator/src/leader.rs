@@ -57,9 +57,10 @@ pub async fn run_controllers(
             }
         };
         let stop = futures::future::FutureExt::shared(Box::pin(stop));
-        let controllers = futures::future::join(
+        let controllers = futures::future::join3(
             crate::managed_app::run(client.clone(), scope.clone(), stop.clone()),
-            crate::renovate_jobs::run(client.clone(), scope.clone(), stop),
+            crate::renovate_jobs::run(client.clone(), scope.clone(), stop.clone()),
+            crate::upgrade::controller::run(client.clone(), scope.clone(), stop),
         );
         tokio::pin!(controllers);
         tokio::select! {

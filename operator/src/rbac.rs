@@ -72,7 +72,7 @@ pub fn controller_cluster_role() -> ClusterRole {
             rule(
                 &["snapshot.storage.k8s.io"],
                 &["volumesnapshots"],
-                &["get", "list", "watch", "create", "delete"],
+                &["get", "list", "watch", "create", "patch", "delete"],
             ),
             rule(
                 &["snapshot.storage.k8s.io"],

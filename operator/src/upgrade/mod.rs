@@ -2,6 +2,7 @@
 //! status and what the controller observed, it picks the one next step. The steps themselves
 //! are idempotent and record progress in status before they act.
 
+pub mod controller;
 pub mod decide;
 pub mod flux;
 pub mod workloads;

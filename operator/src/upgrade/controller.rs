@@ -1,0 +1,829 @@
+//! The UpgradeRequest controller: observes, lets [`decide`] pick one step, records it in the
+//! request's status, and performs it. A finalizer resumes Flux and restarts stopped workloads
+//! if the request is deleted mid-way.
+
+use super::decide::{Observed, Release, Step, decide};
+use super::{flux, workloads};
+use crate::Scope;
+use crate::git::bump::{Outcome, VersionEdit, apply_edits, commit_version_bump};
+use crate::git::gitea::Gitea;
+use crate::git::message::{BumpMessage, REQUEST_TRAILER};
+use crate::git::{GitBackend, GitError};
+use crate::snapshots;
+use crate::yaml_edit::Document;
+use fluxup_api::flux::{GitRepository, HelmRelease, Kustomization};
+use fluxup_api::{
+    Condition, DryRunResult, ManagedApp, PreflightCheck, SnapshotRecord, Time, UpgradePhase,
+    UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
+};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const FINALIZER: &str = "fluxup.dev/upgrade";
+const MANAGER: &str = "fluxup-upgrade";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<GitError> for Error {
+    fn from(e: GitError) -> Self {
+        Error::Other(e.to_string())
+    }
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+}
+
+pub async fn run(
+    client: Client,
+    scope: Scope,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<UpgradeRequest> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let reporter = Reporter {
+        controller: "fluxup".into(),
+        instance: std::env::var("HOSTNAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+    });
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(req: Arc<UpgradeRequest>, error: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(request = %req.name_any(), %error, "upgrade step failed; retrying in 10 s");
+    Action::requeue(Duration::from_secs(10))
+}
+
+async fn reconcile(req: Arc<UpgradeRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let api: Api<UpgradeRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, req, |event| async {
+        match event {
+            Finalizer::Apply(req) => step(&req, &ctx).await,
+            Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Deleted mid-way: nothing stays suspended or stopped.
+async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let status = req.status.clone().unwrap_or_default();
+    if let Ok(app) = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
+        .get(&req.spec.managed_app_ref.name)
+        .await
+        && status.phase.is_some_and(|p| p != UpgradePhase::Pending)
+    {
+        let ks_ns = app.kustomization_namespace().to_string();
+        flux::resume(&ctx.client, &ks_ns, &app.spec.kustomization_ref.name).await?;
+    }
+    if !status.stopped_workloads.is_empty() {
+        workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Where the versions go: the edits, and the Git repository and branch.
+struct Plan {
+    chart: Option<String>,
+    edits: Vec<(String, String, String, String, Option<String>)>, // file, kind, name, field, value
+    problems: Vec<String>,
+}
+
+fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
+    let status = app.status.clone().unwrap_or_default();
+    let target = req.spec.target_version.clone();
+    let available = status.available_update.clone().unwrap_or_default();
+    let chart = target
+        .as_ref()
+        .and_then(|t| t.chart.clone())
+        .or_else(|| target.is_none().then(|| available.chart.clone()).flatten());
+    let images = match &target {
+        Some(t) => t.images.clone(),
+        None => available.images.clone(),
+    };
+    let mut out = Plan {
+        chart: chart.clone(),
+        edits: Vec::new(),
+        problems: Vec::new(),
+    };
+    if chart.is_none() && images.is_empty() {
+        out.problems
+            .push("no target version, and the app has no available update".into());
+    }
+    let resolved = status.resolved.clone().unwrap_or_default();
+    let detected = status.detected.clone().unwrap_or_default().updates;
+    let file_of = |name: &str, explicit: &Option<String>| {
+        explicit.clone().or_else(|| {
+            detected
+                .iter()
+                .filter(|u| u.name == name)
+                .find_map(|u| u.package_file.clone())
+        })
+    };
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if let Some(c) = &chart {
+        wanted.push(("chart".into(), c.clone()));
+    }
+    let current_images = status.current_version.clone().unwrap_or_default().images;
+    for image in &images {
+        let Some(tag) = &image.tag else { continue };
+        let old = current_images.iter().find(|i| i.name == image.name);
+        let value = match old.and_then(|o| o.digest.as_ref()) {
+            Some(_) => match &image.digest {
+                Some(d) => format!("{tag}@{d}"),
+                None => {
+                    out.problems.push(format!(
+                        "image {} is pinned by digest; the new digest is not known",
+                        image.name
+                    ));
+                    continue;
+                }
+            },
+            None => tag.clone(),
+        };
+        wanted.push((image.name.clone(), value));
+    }
+    for (name, value) in wanted {
+        let Some(location) = resolved.locations.iter().find(|l| l.name == name) else {
+            out.problems
+                .push(format!("where {name} is written is not known"));
+            continue;
+        };
+        let Some(file) = file_of(&name, &location.file) else {
+            out.problems.push(format!(
+                "the Git file holding {name} is not known: set versionPolicy.*.git.file, or let Renovate find it"
+            ));
+            continue;
+        };
+        let mut parts = location.object.splitn(3, '/');
+        let (kind, _ns, obj) = (
+            parts.next().unwrap_or_default(),
+            parts.next(),
+            parts.next().unwrap_or_default(),
+        );
+        // A string image reference (`image: repo:tag`) is rewritten whole.
+        let value = if location.field.ends_with(".tag") || name == "chart" {
+            value
+        } else {
+            format!("{name}:{value}")
+        };
+        out.edits.push((
+            file,
+            kind.to_string(),
+            obj.to_string(),
+            location.field.clone(),
+            Some(value),
+        ));
+    }
+    out
+}
+
+fn version_edits(plan: &Plan) -> Vec<VersionEdit<'_>> {
+    plan.edits
+        .iter()
+        .map(|(file, kind, name, field, value)| VersionEdit {
+            file,
+            document: Document {
+                kind: Some(kind),
+                name: Some(name),
+            },
+            field,
+            value: value.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// The app's Git repository as a Gitea backend, and the branch Flux follows.
+async fn git_for(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), Error> {
+    let source = app
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .and_then(|r| r.git_source.clone())
+        .ok_or_else(|| Error::Other("the app's Git source is not resolved yet".into()))?;
+    let mut parts = source.splitn(3, '/');
+    let (_, ns, name) = (
+        parts.next(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
+        .get(name)
+        .await?;
+    let url = repo.spec.url.trim_end_matches(".git").to_string();
+    let (base, path) = url
+        .split_once("://")
+        .and_then(|(scheme, rest)| {
+            rest.split_once('/')
+                .map(|(host, path)| (format!("{scheme}://{host}"), path.to_string()))
+        })
+        .ok_or_else(|| Error::Other(format!("cannot read the Git URL {url}")))?;
+    let secret_name = repo
+        .spec
+        .secret_ref
+        .as_ref()
+        .map(|s| s.name.clone())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "GitRepository {ns}/{name} names no credentials Secret"
+            ))
+        })?;
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&secret_name)
+        .await?;
+    let data = secret.data.unwrap_or_default();
+    let token = ["bearerToken", "token", "password"]
+        .iter()
+        .find_map(|k| data.get(*k))
+        .map(|b| String::from_utf8_lossy(&b.0).to_string())
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "Secret {ns}/{secret_name} has no token or password"
+            ))
+        })?;
+    let branch = repo
+        .spec
+        .r#ref
+        .and_then(|r| r.branch)
+        .unwrap_or_else(|| "main".into());
+    Ok((Gitea::new(&base, &path, &token)?, branch))
+}
+
+fn duration(text: Option<&str>, default: Duration) -> Duration {
+    let Some(text) = text else { return default };
+    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
+    let n: f64 = number.parse().unwrap_or(0.0);
+    let secs = match unit {
+        "h" => n * 3600.0,
+        "m" => n * 60.0,
+        "s" => n,
+        _ => return default,
+    };
+    Duration::from_secs_f64(secs)
+}
+
+async fn observe(
+    req: &UpgradeRequest,
+    app: &ManagedApp,
+    plan: &Plan,
+    ctx: &Context,
+) -> Result<Observed, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let status = req.status.clone().unwrap_or_default();
+    let phase = status.phase.unwrap_or_default();
+    let mut seen = Observed {
+        health_timeout: duration(
+            app.spec
+                .health_check
+                .as_ref()
+                .and_then(|h| h.timeout.as_deref()),
+            Duration::from_secs(300),
+        ),
+        stop_workloads: app
+            .spec
+            .volume_snapshots
+            .as_ref()
+            .is_none_or(|v| v.stop_workloads),
+        ..Default::default()
+    };
+    if let Some(started) = &status.phase_started_at {
+        let secs = Timestamp::now().as_second() - started.0.as_second();
+        seen.in_phase = Duration::from_secs(secs.max(0) as u64);
+    }
+
+    // One operation at a time per app: the older request goes first.
+    let others = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    let me = (
+        req.metadata.creation_timestamp.clone().map(|t| t.0),
+        req.name_any(),
+    );
+    seen.other_request_running = others
+        .items
+        .iter()
+        .filter(|o| {
+            o.spec.managed_app_ref.name == req.spec.managed_app_ref.name
+                && o.name_any() != req.name_any()
+        })
+        .filter(|o| {
+            let p = o.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+            !p.is_terminal()
+                && (p != UpgradePhase::Pending
+                    || (
+                        o.metadata.creation_timestamp.clone().map(|t| t.0),
+                        o.name_any(),
+                    ) < me)
+        })
+        .map(|o| format!("{ns}/{}", o.name_any()))
+        .next();
+
+    seen.preflight = status.dry_run.as_ref().map(|d| {
+        d.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| (c.name.clone(), c.message.clone().unwrap_or_default()))
+            .collect()
+    });
+    if phase == UpgradePhase::Preflight && status.dry_run.is_none() {
+        seen.preflight = None;
+    }
+
+    let ks = Api::<Kustomization>::namespaced(ctx.client.clone(), app.kustomization_namespace())
+        .get(&app.spec.kustomization_ref.name)
+        .await?;
+    seen.kustomization_suspended = flux::is_suspended(&ks);
+
+    let found = app
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .map(|r| r.workloads.clone())
+        .unwrap_or_default();
+    seen.workloads_to_stop = found.len();
+    if !status.stopped_workloads.is_empty() {
+        seen.workloads_stopped =
+            workloads::all_stopped(&ctx.client, &ns, &status.stopped_workloads).await?;
+    }
+
+    let names: Vec<String> = status
+        .snapshot
+        .as_ref()
+        .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
+        .unwrap_or_default();
+    if !names.is_empty() {
+        seen.snapshots = snapshots::observe(&ctx.client, &ns, &names).await?;
+    }
+
+    if phase == UpgradePhase::Committing {
+        let (git, branch) = git_for(&ctx.client, app).await?;
+        let request = format!("{ns}/{}", req.name_any());
+        seen.commit = git
+            .find_commit(&branch, REQUEST_TRAILER, &request, 50)
+            .await?
+            .map(|c| c.sha);
+    }
+
+    if matches!(
+        phase,
+        UpgradePhase::Reconciling | UpgradePhase::HealthChecking
+    ) {
+        let hr_ns = app.helm_release_namespace().unwrap_or(&ns).to_string();
+        let hr = Api::<HelmRelease>::namespaced(ctx.client.clone(), &hr_ns)
+            .get(&app.spec.helm_release_ref.name)
+            .await?;
+        let hr_status = hr.status.clone().unwrap_or_default();
+        let ready = hr_status
+            .flux
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready");
+        let at = hr_status.history.first().map(|h| {
+            h.chart_version
+                .split('+')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        });
+        let current_generation = hr_status.flux.observed_generation == hr.metadata.generation;
+        seen.release = match ready {
+            Some(c) if c.status == "False" && c.reason.contains("Failed") => {
+                Release::Failed(c.message.clone())
+            }
+            Some(c)
+                if c.status == "True"
+                    && current_generation
+                    && (plan.chart.is_none() || at == plan.chart) =>
+            {
+                Release::ReadyAtTarget
+            }
+            _ => Release::NotYet,
+        };
+        seen.healthy = seen.release == Release::ReadyAtTarget
+            && workloads_ready(&ctx.client, &ns, &found).await?;
+    }
+    Ok(seen)
+}
+
+async fn workloads_ready(
+    client: &Client,
+    ns: &str,
+    found: &[fluxup_api::WorkloadReference],
+) -> Result<bool, Error> {
+    for w in found {
+        let ready = match w.kind.as_str() {
+            "StatefulSet" => {
+                let s = Api::<StatefulSet>::namespaced(client.clone(), ns)
+                    .get(&w.name)
+                    .await?;
+                let want = s.spec.and_then(|s| s.replicas).unwrap_or(1);
+                s.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+            }
+            _ => {
+                let d = Api::<Deployment>::namespaced(client.clone(), ns)
+                    .get(&w.name)
+                    .await?;
+                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+                d.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+            }
+        };
+        if !ready {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Records part of the status. A merge patch, not an apply: each step writes only what it
+/// learned, and an apply would drop the fields the previous step wrote.
+async fn write_status(
+    ctx: &Context,
+    req: &UpgradeRequest,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &req.namespace().unwrap_or_default())
+        .patch_status(
+            &req.name_any(),
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"status": status})),
+        )
+        .await?;
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
+}
+
+async fn event(ctx: &Context, req: &UpgradeRequest, warning: bool, reason: &str, note: String) {
+    let e = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Upgrade".into(),
+        secondary: None,
+    };
+    let _ = ctx.recorder.publish(&e, &req.object_ref(&())).await;
+}
+
+fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: condition::COMPLETE.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: now(),
+    }
+}
+
+/// The unified lines a person reviews: `-old` / `+new` per changed line, by file.
+fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (path, old) in before {
+        let new = &after[path];
+        if old == new {
+            continue;
+        }
+        out.push_str(&format!("--- a/{path}\n+++ b/{path}\n"));
+        for (a, b) in old.lines().zip(new.lines()) {
+            if a != b {
+                out.push_str(&format!("-{a}\n+{b}\n"));
+            }
+        }
+    }
+    out
+}
+
+async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
+        .get(&req.spec.managed_app_ref.name)
+        .await?;
+    let status: UpgradeRequestStatus = req.status.clone().unwrap_or_default();
+    let plan = plan(req, &app);
+    let seen = observe(req, &app, &plan, ctx).await?;
+    let pvcs: Vec<String> = app
+        .spec
+        .volume_snapshots
+        .as_ref()
+        .filter(|v| v.enabled)
+        .map(|v| v.pvcs.iter().map(|p| p.name.clone()).collect())
+        .unwrap_or_default();
+    let mut spec = req.spec.clone();
+    spec.skip_snapshot |= pvcs.is_empty();
+    let next = decide(&spec, &status, &seen);
+    tracing::info!(request = %format!("{ns}/{}", req.name_any()), phase = ?status.phase, step = ?next, "upgrade step");
+    let request = format!("{ns}/{}", req.name_any());
+    let gen_ = req.metadata.generation;
+
+    match next {
+        Step::Enter(phase) => {
+            let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": now(), "observedGeneration": gen_,
+                "message": format!("{phase:?}")});
+            if phase == UpgradePhase::Preflight {
+                let current = app
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_version.clone())
+                    .unwrap_or_default();
+                s["upgrade"] = serde_json::to_value(UpgradeRecord {
+                    started_at: Some(now()),
+                    previous_version: current.chart,
+                    new_version: plan.chart.clone(),
+                    ..Default::default()
+                })
+                .unwrap_or_default();
+            }
+            write_status(ctx, req, s).await?;
+            event(
+                ctx,
+                req,
+                false,
+                &format!("{phase:?}"),
+                format!("upgrade of {} entered {phase:?}", app.name_any()),
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::RunPreflight => {
+            let mut checks = vec![PreflightCheck {
+                name: "target".into(),
+                passed: plan.problems.is_empty(),
+                message: Some(if plan.problems.is_empty() {
+                    format!("{} change(s) planned", plan.edits.len())
+                } else {
+                    plan.problems.join("; ")
+                }),
+            }];
+            let ready = app
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
+                .cloned();
+            checks.push(PreflightCheck {
+                name: "app".into(),
+                passed: ready.as_ref().is_some_and(|c| c.status == "True"),
+                message: ready.map(|c| c.message),
+            });
+            let mut diff_text = None;
+            match git_for(&ctx.client, &app).await {
+                Ok((git, branch)) => {
+                    let mut before = BTreeMap::new();
+                    let mut failed = None;
+                    for (file, ..) in &plan.edits {
+                        match git.read_file(&branch, file).await {
+                            Ok(f) => {
+                                before.insert(file.clone(), f.content);
+                            }
+                            Err(e) => failed = Some(e.to_string()),
+                        }
+                    }
+                    match failed {
+                        Some(e) => checks.push(PreflightCheck {
+                            name: "git".into(),
+                            passed: false,
+                            message: Some(e),
+                        }),
+                        None => match apply_edits(&before, &version_edits(&plan)) {
+                            Ok(after) => {
+                                diff_text = Some(diff(&before, &after));
+                                checks.push(PreflightCheck {
+                                    name: "git".into(),
+                                    passed: true,
+                                    message: Some(format!("branch {branch} readable")),
+                                });
+                            }
+                            Err(e) => checks.push(PreflightCheck {
+                                name: "git".into(),
+                                passed: false,
+                                message: Some(e.to_string()),
+                            }),
+                        },
+                    }
+                }
+                Err(e) => checks.push(PreflightCheck {
+                    name: "git".into(),
+                    passed: false,
+                    message: Some(e.to_string()),
+                }),
+            }
+            let result = DryRunResult {
+                checks,
+                diff: diff_text,
+            };
+            write_status(ctx, req, serde_json::json!({"dryRun": result})).await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::FinishDryRun => {
+            let message =
+                "dry run: every check passed; nothing was changed (the diff is in status.dryRun)";
+            write_status(
+                ctx,
+                req,
+                serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message,
+                "conditions": [complete("True", "DryRun", message, gen_)]}),
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+        Step::SuspendKustomization => {
+            flux::suspend(
+                &ctx.client,
+                app.kustomization_namespace(),
+                &app.spec.kustomization_ref.name,
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::StopWorkloads => {
+            let found = app
+                .status
+                .as_ref()
+                .and_then(|s| s.resolved.as_ref())
+                .map(|r| r.workloads.clone())
+                .unwrap_or_default();
+            let recorded =
+                workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
+            write_status(ctx, req, serde_json::json!({"stoppedWorkloads": recorded})).await?;
+            workloads::stop(&ctx.client, &ns, &recorded).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::CreateSnapshots => {
+            let class = app
+                .spec
+                .volume_snapshots
+                .as_ref()
+                .and_then(|v| v.volume_snapshot_class_name.clone());
+            let taken = snapshots::create(
+                &ctx.client,
+                &ns,
+                &app.name_any(),
+                &req.name_any(),
+                &pvcs,
+                class.as_deref(),
+            )
+            .await?;
+            let record = SnapshotRecord {
+                pvcs: taken,
+                created_at: Some(now()),
+                ..Default::default()
+            };
+            write_status(ctx, req, serde_json::json!({"snapshot": record})).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::CommitVersionBump => {
+            let (git, branch) = git_for(&ctx.client, &app).await?;
+            let current = app
+                .status
+                .as_ref()
+                .and_then(|s| s.current_version.clone())
+                .unwrap_or_default();
+            let message = BumpMessage {
+                app: app.name_any(),
+                changes: plan
+                    .edits
+                    .iter()
+                    .map(|(_, kind, _, field, value)| {
+                        let what = if field.ends_with("version") || kind == "OCIRepository" {
+                            "chart".to_string()
+                        } else {
+                            field.clone()
+                        };
+                        (what, value.clone().unwrap_or_default())
+                    })
+                    .collect(),
+                previous_version: current.chart,
+                snapshots: status
+                    .snapshot
+                    .as_ref()
+                    .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
+                    .unwrap_or_default(),
+                request: request.clone(),
+            }
+            .render();
+            let outcome =
+                commit_version_bump(&git, &branch, &version_edits(&plan), &message, &request)
+                    .await
+                    .map_err(|e| Error::Other(e.to_string()))?;
+            let sha = match &outcome {
+                Outcome::Committed(c) | Outcome::AlreadyCommitted(c) => Some(c.sha.clone()),
+                Outcome::NothingToChange => None,
+            };
+            let mut upgrade = status.upgrade.clone().unwrap_or_default();
+            upgrade.git_commit = sha.clone();
+            write_status(ctx, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
+                "phaseStartedAt": now(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
+            .await?;
+            event(
+                ctx,
+                req,
+                false,
+                "Committed",
+                format!("version bump committed: {sha:?}"),
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::ResumeFlux => {
+            flux::resume(
+                &ctx.client,
+                app.kustomization_namespace(),
+                &app.spec.kustomization_ref.name,
+            )
+            .await?;
+            if let Some(source) = app
+                .status
+                .as_ref()
+                .and_then(|s| s.resolved.as_ref())
+                .and_then(|r| r.git_source.clone())
+            {
+                let mut parts = source.splitn(3, '/');
+                let (_, gns, gname) = (
+                    parts.next(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                flux::fetch_now(&ctx.client, gns, gname).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::RestartWorkloads => {
+            workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::Wait { why, recheck } => {
+            if status.message.as_deref() != Some(why.as_str()) {
+                write_status(ctx, req, serde_json::json!({"message": why})).await?;
+            }
+            Ok(Action::requeue(recheck))
+        }
+        Step::Fail { reason, message } => {
+            write_status(
+                ctx,
+                req,
+                serde_json::json!({"phase": UpgradePhase::Failed, "message": message,
+                "conditions": [complete("False", reason, &message, gen_)]}),
+            )
+            .await?;
+            event(ctx, req, true, reason, message).await;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::Succeed => {
+            let mut upgrade = status.upgrade.clone().unwrap_or_default();
+            upgrade.completed_at = Some(now());
+            let message = format!(
+                "{} runs {}",
+                app.name_any(),
+                plan.chart
+                    .clone()
+                    .unwrap_or_else(|| "the new images".into())
+            );
+            write_status(ctx, req, serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
+                "healthCheck": {"status": "Healthy", "checkedAt": now()},
+                "conditions": [complete("True", "Succeeded", &message, gen_)]}))
+            .await?;
+            event(ctx, req, false, "Succeeded", message).await;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::Done => Ok(Action::await_change()),
+    }
+}

@@ -1,0 +1,240 @@
+//! Scenario: approved upgrades of the demo apps with real Flux, CSI snapshots and Gitea. An
+//! UpgradeRequest for the chart of `webapp` (HelmRepository) and of `datastore` (OCIRepository,
+//! a StatefulSet on a CSI volume) ends Succeeded: for `datastore` the snapshot was ready before
+//! the commit and the StatefulSet runs again; the commit's diff in Gitea is exactly the version
+//! line; Flux rolled the new version out; the Kustomization is resumed. Each app is then moved
+//! back, so the demo stays as other tests expect it.
+
+use anyhow::{Context as _, bail};
+use fluxup_api::flux::{HelmRelease, Kustomization};
+use fluxup_api::snapshot::VolumeSnapshot;
+use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
+use fluxup_operator::sandbox::{Sandbox, full_state_dir, repo_root};
+use fluxup_operator::{Scope, ingest, managed_app, renovate, upgrade};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn script(name: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(repo_root().join(name))
+        .args(args)
+        .env("SANDBOX_STATE", full_state_dir())
+        .output()?;
+    if !out.status.success() {
+        bail!("{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+async fn app(sb: &Sandbox, name: &str) -> anyhow::Result<ManagedApp> {
+    Ok(Api::<ManagedApp>::namespaced(sb.client.clone(), name)
+        .get(name)
+        .await?)
+}
+
+/// Approves an upgrade of `app` to chart `version` and waits until it ends; returns it.
+async fn upgrade_to(
+    sb: &Sandbox,
+    name: &str,
+    request: &str,
+    version: &str,
+) -> anyhow::Result<UpgradeRequest> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), name);
+    let req: UpgradeRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
+        "metadata": {"name": request},
+        "spec": {"managedAppRef": {"name": name}, "targetVersion": {"chart": version}},
+    }))?;
+    api.create(&PostParams::default(), &req).await?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let req = api.get(request).await?;
+        let phase = req
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if phase.is_terminal() {
+            return Ok(req);
+        }
+        if Instant::now() > deadline {
+            bail!("{name}: upgrade stuck in {phase:?}: {:?}", req.status);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn check_rolled_out(
+    sb: &Sandbox,
+    name: &str,
+    req: &UpgradeRequest,
+    version: &str,
+) -> anyhow::Result<()> {
+    let status = req.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{name}: {:?}",
+        status.message
+    );
+    let sha = status
+        .upgrade
+        .and_then(|u| u.git_commit)
+        .context("no commit recorded")?;
+    let gitea = sb.gitea()?;
+    let repo = format!("{}/fleet", gitea.user);
+    let (code, diff) = gitea.call(
+        "GET",
+        &format!("/repos/{repo}/git/commits/{sha}.diff"),
+        None,
+    )?;
+    assert_eq!(code, 200);
+    let diff = diff.as_str().unwrap_or_default().to_string();
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert_eq!(
+        changed.len(),
+        2,
+        "{name}: the diff is the version line only:\n{diff}"
+    );
+    assert!(changed[1].contains(version), "{diff}");
+    let hr = Api::<HelmRelease>::namespaced(sb.client.clone(), name)
+        .get(name)
+        .await?;
+    let deployed = hr
+        .status
+        .and_then(|s| s.history.first().map(|h| h.chart_version.clone()))
+        .unwrap_or_default();
+    assert!(
+        deployed.starts_with(version),
+        "{name}: Flux runs {deployed}"
+    );
+    let ks = Api::<Kustomization>::namespaced(sb.client.clone(), "flux-system")
+        .get(name)
+        .await?;
+    assert_ne!(
+        ks.spec.suspend,
+        Some(true),
+        "{name}: the Kustomization was left suspended"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("upgrade-scenario").await?;
+    let repo = script("sandbox/demo/seed", &[])?
+        .lines()
+        .find_map(|l| l.strip_prefix("GITEA_REPO=").map(str::to_string))
+        .context("GITEA_REPO")?;
+
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let t = stop.clone();
+    tokio::spawn(managed_app::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ));
+    let t = stop.clone();
+    tokio::spawn(upgrade::controller::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ));
+
+    // Requests of an earlier run in this sandbox are deleted first (their finalizer resumes Flux).
+    for name in ["webapp", "datastore"] {
+        let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), name);
+        api.delete_collection(&Default::default(), &Default::default())
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !api.list(&Default::default()).await?.items.is_empty() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "old UpgradeRequests in {name} not deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
+
+    // Renovate tells where each version is written.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in ["webapp", "datastore"] {
+        while app(&sb, name)
+            .await?
+            .status
+            .and_then(|s| s.resolved)
+            .is_none()
+        {
+            anyhow::ensure!(Instant::now() < deadline, "{name} not resolved");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let log = script("sandbox/demo/renovate", &[&repo])?;
+    let findings = renovate::parse_log(&std::fs::read(log.trim())?)?;
+    ingest::record(
+        &sb.client,
+        &Scope::default(),
+        "upgrade-scenario",
+        &Ok(findings),
+    )
+    .await?;
+
+    for name in ["webapp", "datastore"] {
+        let before = app(&sb, name)
+            .await?
+            .status
+            .and_then(|s| s.current_version)
+            .and_then(|v| v.chart)
+            .context("current chart")?;
+        let target = if before == "1.1.0" { "1.0.1" } else { "1.1.0" };
+        let started = Instant::now();
+        let req = upgrade_to(&sb, name, &format!("{name}-{run}-to-{target}"), target).await?;
+        println!(
+            "{name}: {before} → {target} in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        check_rolled_out(&sb, name, &req, target).await?;
+
+        if name == "datastore" {
+            let status = req.status.clone().unwrap_or_default();
+            let snap = status.snapshot.context("no snapshot recorded")?;
+            let snapshot = Api::<VolumeSnapshot>::namespaced(sb.client.clone(), name)
+                .get(&snap.pvcs[0].snapshot_name)
+                .await?;
+            assert_eq!(snapshot.status.and_then(|s| s.ready_to_use), Some(true));
+            assert_eq!(
+                status.stopped_workloads.len(),
+                1,
+                "the StatefulSet was stopped for the snapshot"
+            );
+            let sts = Api::<StatefulSet>::namespaced(sb.client.clone(), name)
+                .get(name)
+                .await?;
+            assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1), "and runs again");
+        }
+
+        // And back, leaving the demo as it was.
+        let back = upgrade_to(
+            &sb,
+            name,
+            &format!("{name}-{run}-back-to-{before}"),
+            &before,
+        )
+        .await?;
+        check_rolled_out(&sb, name, &back, &before).await?;
+    }
+    Ok(())
+}
