@@ -43,11 +43,22 @@ async fn upgrade_to(
     request: &str,
     version: &str,
 ) -> anyhow::Result<UpgradeRequest> {
+    run_request(sb, name, request, version, false).await
+}
+
+/// Creates an UpgradeRequest (a dry run or not) and waits until it ends; returns it.
+async fn run_request(
+    sb: &Sandbox,
+    name: &str,
+    request: &str,
+    version: &str,
+    dry_run: bool,
+) -> anyhow::Result<UpgradeRequest> {
     let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), name);
     let req: UpgradeRequest = serde_json::from_value(json!({
         "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
         "metadata": {"name": request},
-        "spec": {"managedAppRef": {"name": name}, "targetVersion": {"chart": version}},
+        "spec": {"managedAppRef": {"name": name}, "targetVersion": {"chart": version}, "dryRun": dry_run},
     }))?;
     api.create(&PostParams::default(), &req).await?;
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -191,6 +202,50 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         &Ok(findings),
     )
     .await?;
+
+    // A dry run shows the exact diff and changes nothing: not Git, not Flux.
+    let gitea = sb.gitea()?;
+    let head = || -> anyhow::Result<String> {
+        let b = gitea.ok("GET", &format!("/repos/{repo}/branches/main"), None)?;
+        Ok(b["commit"]["id"].as_str().unwrap_or_default().to_string())
+    };
+    let head_before = head()?;
+    let dry = run_request(
+        &sb,
+        "webapp",
+        &format!("webapp-{run}-dry-run"),
+        "2.0.0",
+        true,
+    )
+    .await?;
+    let status = dry.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(status.conditions[0].reason, "DryRun");
+    let result = status.dry_run.context("dry run result")?;
+    assert!(
+        result.checks.iter().all(|c| c.passed),
+        "{:?}",
+        result.checks
+    );
+    let diff = result.diff.context("diff")?;
+    assert!(diff.contains("+      version: 2.0.0"), "{diff}");
+    assert_eq!(
+        diff.lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .count(),
+        1,
+        "{diff}"
+    );
+    assert_eq!(head()?, head_before, "a dry run committed");
+    let ks = Api::<Kustomization>::namespaced(sb.client.clone(), "flux-system")
+        .get("webapp")
+        .await?;
+    assert_ne!(ks.spec.suspend, Some(true), "a dry run suspended Flux");
 
     for name in ["webapp", "datastore"] {
         let before = app(&sb, name)
