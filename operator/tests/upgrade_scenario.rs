@@ -291,5 +291,76 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         .await?;
         check_rolled_out(&sb, name, &back, &before).await?;
     }
+
+    // A snapshot that cannot be taken (its class does not exist): the upgrade fails before any
+    // commit, says why, and leaves Flux resumed and the StatefulSet running again.
+    let broken: ManagedApp = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+        "metadata": {"name": "datastore-broken-snapshots", "namespace": "datastore"},
+        "spec": {"helmReleaseRef": {"name": "datastore"},
+                 "kustomizationRef": {"name": "datastore", "namespace": "flux-system"},
+                 "volumeSnapshots": {"volumeSnapshotClassName": "no-such-class",
+                                     "pvcs": [{"name": "data-datastore-0"}]},
+                 // No Renovate findings for this app: where the version lives is said here.
+                 "versionPolicy": {"chart": {"git": {"file": "apps/datastore/ocirepository.yaml"}}}},
+    }))?;
+    let apps: Api<ManagedApp> = Api::namespaced(sb.client.clone(), "datastore");
+    apps.patch(
+        "datastore-broken-snapshots",
+        &kube::api::PatchParams::apply("test").force(),
+        &kube::api::Patch::Apply(&broken),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while apps
+        .get("datastore-broken-snapshots")
+        .await?
+        .status
+        .and_then(|s| s.resolved)
+        .is_none_or(|r| r.workloads.is_empty())
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the broken app was not resolved");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let head_before = head()?;
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), "datastore");
+    let request = format!("datastore-{run}-no-snapshot");
+    let req: UpgradeRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest", "metadata": {"name": request},
+        "spec": {"managedAppRef": {"name": "datastore-broken-snapshots"}, "targetVersion": {"chart": "1.0.1"}},
+    }))?;
+    api.create(&PostParams::default(), &req).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let failed = loop {
+        let req = api.get(&request).await?;
+        if req.status.as_ref().and_then(|s| s.phase) == Some(UpgradePhase::Failed) {
+            // Failed, and the clean-up after it done.
+            let ks = Api::<Kustomization>::namespaced(sb.client.clone(), "flux-system")
+                .get("datastore")
+                .await?;
+            let sts = Api::<StatefulSet>::namespaced(sb.client.clone(), "datastore")
+                .get("datastore")
+                .await?;
+            if ks.spec.suspend != Some(true) && sts.spec.and_then(|s| s.replicas) == Some(1) {
+                break req;
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no clean failure: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let status = failed.status.unwrap_or_default();
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("no-such-class") && message.contains("nothing was committed"),
+        "{message}"
+    );
+    assert_eq!(status.conditions[0].reason, "SnapshotFailed");
+    assert_eq!(head()?, head_before, "a failed upgrade committed");
+    apps.delete("datastore-broken-snapshots", &Default::default())
+        .await?;
     Ok(())
 }
