@@ -211,6 +211,9 @@ pub struct OCIRepositorySpec {
     /// Which tag, semver range or digest to pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#ref: Option<OCIRepositoryRef>,
+    /// The registry speaks plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 /// `spec.ref` of an OCIRepository.

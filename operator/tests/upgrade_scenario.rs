@@ -247,6 +247,18 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         .await?;
     assert_ne!(ks.spec.suspend, Some(true), "a dry run suspended Flux");
 
+    // A version the chart source does not have is refused before anything changes.
+    let typo = run_request(&sb, "webapp", &format!("webapp-{run}-typo"), "9.9.9", false).await?;
+    let status = typo.status.clone().unwrap_or_default();
+    assert_eq!(status.phase, Some(UpgradePhase::Failed));
+    assert_eq!(status.conditions[0].reason, "PreflightFailed");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("webapp has no version 9.9.9 in http://"),
+        "{message}"
+    );
+    assert_eq!(head()?, head_before, "a refused upgrade committed");
+
     for name in ["webapp", "datastore"] {
         let before = app(&sb, name)
             .await?

@@ -280,6 +280,56 @@ async fn git_for(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), E
     Ok((Gitea::new(&base, &path, &token)?, branch))
 }
 
+/// Whether the chart source offers the target version: a typo or a withdrawn version is caught
+/// before anything changes, instead of as a HelmRelease that cannot install.
+async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> PreflightCheck {
+    let resolved = app
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved.clone())
+        .unwrap_or_default();
+    let check = |passed: bool, message: String| PreflightCheck {
+        name: "version".into(),
+        passed,
+        message: Some(message),
+    };
+    let Some(source) = resolved.chart_source else {
+        return check(false, "the app's chart source is not resolved".into());
+    };
+    let insecure = if source.kind == "OCIRepository" {
+        let (ns, name) = source.name.split_once('/').unwrap_or_default();
+        Api::<fluxup_api::flux::OCIRepository>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .ok()
+            .and_then(|r| r.spec.insecure)
+            .unwrap_or(false)
+    } else {
+        false
+    };
+    let chart = resolved.chart.unwrap_or_default();
+    match crate::chart_versions::list(&source, &chart, insecure).await {
+        Ok(versions) if versions.iter().any(|v| v == target) => check(
+            true,
+            format!("{chart} {target} is in {}", source.url.unwrap_or_default()),
+        ),
+        Ok(versions) => check(
+            false,
+            format!(
+                "{chart} has no version {target} in {} (newest: {})",
+                source.url.unwrap_or_default(),
+                versions
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Err(e) => check(false, format!("the chart source could not be read: {e}")),
+    }
+}
+
 fn duration(text: Option<&str>, default: Duration) -> Duration {
     let Some(text) = text else { return default };
     let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
@@ -604,6 +654,9 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 passed: ready.as_ref().is_some_and(|c| c.status == "True"),
                 message: ready.map(|c| c.message),
             });
+            if let Some(target) = &plan.chart {
+                checks.push(version_exists(&ctx.client, &app, target).await);
+            }
             let mut diff_text = None;
             match git_for(&ctx.client, &app).await {
                 Ok((git, branch)) => {
