@@ -60,7 +60,20 @@ pub struct TargetVersion {
 
 /// Where an upgrade is. It moves forward through these in order and ends in `Succeeded`,
 /// `Failed` or `RolledBack`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 pub enum UpgradePhase {
     /// Accepted, not started.
     #[default]

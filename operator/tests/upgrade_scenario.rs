@@ -30,6 +30,55 @@ fn script(name: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs).
+fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let t = stop.clone();
+    tokio::spawn(upgrade::controller::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ))
+}
+
+/// How many commits on `main` carry the trailer of `request` (`namespace/name`).
+fn commits_of(sb: &Sandbox, repo: &str, request: &str) -> anyhow::Result<usize> {
+    let gitea = sb.gitea()?;
+    let commits = gitea.ok(
+        "GET",
+        &format!("/repos/{repo}/commits?sha=main&limit=50&stat=false&files=false"),
+        None,
+    )?;
+    let trailer = format!("FluxUp-Request: {request}");
+    Ok(commits
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| {
+                    c["commit"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&trailer))
+                })
+                .count()
+        })
+        .unwrap_or(0))
+}
+
+/// The chart version Flux runs now (from the HelmRelease, not the app's status, which follows it).
+async fn deployed(sb: &Sandbox, name: &str) -> anyhow::Result<String> {
+    let hr = Api::<HelmRelease>::namespaced(sb.client.clone(), name)
+        .get(name)
+        .await?;
+    let version = hr
+        .status
+        .and_then(|s| s.history.first().map(|h| h.chart_version.clone()));
+    Ok(version
+        .context("no release yet")?
+        .split('+')
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
 async fn app(sb: &Sandbox, name: &str) -> anyhow::Result<ManagedApp> {
     Ok(Api::<ManagedApp>::namespaced(sb.client.clone(), name)
         .get(name)
@@ -157,12 +206,7 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         Scope::default(),
         async move { t.cancelled().await },
     ));
-    let t = stop.clone();
-    tokio::spawn(upgrade::controller::run(
-        sb.client.clone(),
-        Scope::default(),
-        async move { t.cancelled().await },
-    ));
+    let mut upgrader = start_upgrader(&sb, &stop);
 
     // Requests of an earlier run in this sandbox are deleted first (their finalizer resumes Flux).
     for name in ["webapp", "datastore"] {
@@ -374,5 +418,75 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
     assert_eq!(head()?, head_before, "a failed upgrade committed");
     apps.delete("datastore-broken-snapshots", &Default::default())
         .await?;
+
+    // The operator killed at each phase, then started again: every upgrade still ends
+    // Succeeded, with one commit, and Flux resumed.
+    let phases = [
+        UpgradePhase::Preflight,
+        UpgradePhase::Suspending,
+        UpgradePhase::Committing,
+        UpgradePhase::Reconciling,
+        UpgradePhase::HealthChecking,
+    ];
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), "webapp");
+    let original = deployed(&sb, "webapp").await?;
+    for (i, kill_at) in phases.iter().enumerate() {
+        let before = deployed(&sb, "webapp").await?;
+        let target = if before == "1.1.0" { "1.0.1" } else { "1.1.0" };
+        let request = format!("webapp-{run}-kill-{i}");
+        let req: UpgradeRequest = serde_json::from_value(json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest", "metadata": {"name": request},
+            "spec": {"managedAppRef": {"name": "webapp"}, "targetVersion": {"chart": target}},
+        }))?;
+        api.create(&PostParams::default(), &req).await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let phase = api
+                .get(&request)
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_default();
+            if phase >= *kill_at {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "never reached {kill_at:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        upgrader.abort();
+        let _ = (&mut upgrader).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        upgrader = start_upgrader(&sb, &stop);
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let done = loop {
+            let r = api.get(&request).await?;
+            if r.status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .is_some_and(|p| p.is_terminal())
+            {
+                break r;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "killed at {kill_at:?}: stuck at {:?}",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        check_rolled_out(&sb, "webapp", &done, target).await?;
+        assert_eq!(
+            commits_of(&sb, &repo, &format!("webapp/{request}"))?,
+            1,
+            "killed at {kill_at:?}: commits"
+        );
+        println!("killed at {kill_at:?}: converged to {target}");
+    }
+    let last = deployed(&sb, "webapp").await?;
+    if last != original {
+        let back = upgrade_to(&sb, "webapp", &format!("webapp-{run}-restore"), &original).await?;
+        check_rolled_out(&sb, "webapp", &back, &original).await?;
+    }
+    upgrader.abort();
     Ok(())
 }
