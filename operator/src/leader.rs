@@ -32,12 +32,25 @@ pub async fn run_controllers(
     lease_namespace: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
-        .with_namespace(lease_namespace)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(GRACE_SECONDS)
-        .build()
-        .await?;
+    // The API server may not answer yet (or for a while): keep trying until it does.
+    let manager = loop {
+        match LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+            .with_namespace(lease_namespace)
+            .with_duration(LEASE_SECONDS)
+            .with_grace(GRACE_SECONDS)
+            .build()
+            .await
+        {
+            Ok(manager) => break manager,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the Lease yet; retrying in 5 s");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
     let (mut leader, lease_task) = manager.watch().await;
     loop {
         tracing::info!(lease = %format!("{lease_namespace}/{LEASE_NAME}"), "waiting to lead");

@@ -89,7 +89,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(signal)
         .await?;
     if let Some(controllers) = controllers {
-        controllers.await??;
+        // In-flight reconciles get time to finish; an unreachable API server does not keep
+        // the process from exiting.
+        match tokio::time::timeout(std::time::Duration::from_secs(20), controllers).await {
+            Ok(result) => result??,
+            Err(_) => tracing::warn!("the controllers did not stop within 20 s; exiting anyway"),
+        }
         tracing::info!(requests = %requests.summary(), "Kubernetes API requests made");
     }
     tracing::info!("FluxUp stopped");
