@@ -8,13 +8,11 @@
 //! Output that cannot be used changes no findings: every app keeps its last good result and
 //! says why in its `Scanned` condition and an Event.
 
-use crate::Scope;
 use crate::renovate::{Dependency, Findings, IngestError, split_digest};
+use crate::{Scope, events};
 use fluxup_api::condition::SCANNED;
-use fluxup_api::{Condition, DetectedUpdate, DetectedUpdates, ManagedApp, Time, UpdateType};
-use k8s_openapi::jiff::Timestamp;
+use fluxup_api::{Condition, DetectedUpdate, DetectedUpdates, ManagedApp, UpdateType};
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -199,10 +197,6 @@ pub struct Summary {
     pub unmatched: Vec<String>,
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now())
-}
-
 fn scanned_condition(app: &ManagedApp, status: &str, reason: &str, message: String) -> Condition {
     let old = app.status.as_ref().and_then(|s| {
         s.conditions
@@ -215,7 +209,7 @@ fn scanned_condition(app: &ManagedApp, status: &str, reason: &str, message: Stri
         reason: reason.into(),
         message,
         observed_generation: app.metadata.generation,
-        last_transition_time: old.map_or(Time(now()), |c| c.last_transition_time.clone()),
+        last_transition_time: old.map_or(events::now_time(), |c| c.last_transition_time.clone()),
     }
 }
 
@@ -228,18 +222,9 @@ pub async fn record(
     source: &str,
     result: &Result<Findings, IngestError>,
 ) -> anyhow::Result<Summary> {
-    let api: Api<ManagedApp> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api: Api<ManagedApp> = scope.api(client);
     let apps = api.list(&ListParams::default()).await?.items;
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "fluxup".into(),
-            instance: std::env::var("HOSTNAME").ok(),
-        },
-    );
+    let recorder = events::recorder(client);
     let mut summary = Summary::default();
     let assignment = result.as_ref().ok().map(|f| assign(f, &apps));
     for app in &apps {
@@ -259,7 +244,7 @@ pub async fn record(
                 };
                 let detected = DetectedUpdates {
                     source: source.to_string(),
-                    scanned_at: Some(Time(now())),
+                    scanned_at: Some(events::now_time()),
                     renovate_version: findings.renovate_version.clone(),
                     updates,
                 };
@@ -285,7 +270,16 @@ pub async fn record(
                 let message = format!(
                     "the output of Renovate run {source} could not be used: {error}; {kept}"
                 );
-                publish(&recorder, app, reason, &message).await;
+                let object = app.object_ref(&());
+                events::publish(
+                    &recorder,
+                    &object,
+                    true,
+                    "IngestRenovateOutput",
+                    reason,
+                    &message,
+                )
+                .await;
                 // Re-sent as they are: a server-side apply without them would delete them.
                 (previous, scanned_condition(app, "False", reason, message))
             }
@@ -310,19 +304,6 @@ pub async fn record(
     tracing::info!(%source, apps = summary.apps, updates = summary.updates,
         unmatched = summary.unmatched.len(), ok = result.is_ok(), "Renovate findings recorded");
     Ok(summary)
-}
-
-async fn publish(recorder: &Recorder, app: &ManagedApp, reason: &str, message: &str) {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "IngestRenovateOutput".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &app.object_ref(&())).await {
-        tracing::warn!(error = %e, "could not record an event");
-    }
 }
 
 #[cfg(test)]

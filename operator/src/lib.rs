@@ -4,6 +4,7 @@
 
 pub mod api_requests;
 pub mod chart_versions;
+pub mod events;
 pub mod git;
 pub mod ingest;
 pub mod leader;
@@ -24,4 +25,17 @@ pub mod sandbox;
 pub struct Scope {
     /// One namespace, or every namespace when `None` (the default).
     pub namespace: Option<String>,
+}
+
+impl Scope {
+    /// The API for kind `K` in this scope.
+    pub fn api<K>(&self, client: &kube::Client) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => kube::Api::namespaced(client.clone(), ns),
+            None => kube::Api::all(client.clone()),
+        }
+    }
 }

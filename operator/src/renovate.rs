@@ -187,15 +187,7 @@ struct Record {
 /// Reads Renovate's JSON log and returns the findings of its last `packageFiles with updates`
 /// record (a log may hold several runs; the last is the newest).
 pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
-    if log.iter().all(u8::is_ascii_whitespace) {
-        return Err(IngestError::Empty);
-    }
-    if log.len() > MAX_LOG_BYTES {
-        return Err(IngestError::TooLarge {
-            size: log.len(),
-            limit: MAX_LOG_BYTES,
-        });
-    }
+    check_size(log)?;
     let findings_marker = memmem::Finder::new(FINDINGS_MESSAGE.as_bytes());
     let renovate_marker = memmem::Finder::new(br#""name":"renovate""#);
     let version_marker = memmem::Finder::new(br#""renovateVersion""#);
@@ -220,19 +212,7 @@ pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
     let Some((line_number, line)) = last else {
         return Err(missing_findings(log, seen_renovate));
     };
-    let record: Record = serde_json::from_slice(line).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            IngestError::Malformed {
-                line: line_number,
-                reason: e.to_string(),
-            }
-        } else {
-            IngestError::UnexpectedShape {
-                line: line_number,
-                reason: e.to_string(),
-            }
-        }
-    })?;
+    let record: Record = serde_json::from_slice(line).map_err(|e| json_error(&e, line_number))?;
     if record.msg.as_deref() != Some(FINDINGS_MESSAGE) {
         // The phrase appeared inside some other record's text: treat as not found.
         return Err(missing_findings(log, seen_renovate));
@@ -241,7 +221,26 @@ pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
         line: line_number,
         reason: "it has no \"config\" object".into(),
     })?;
-    let package_files = config
+    Ok(Findings {
+        repository: record.repository,
+        renovate_version,
+        package_files: by_manager(config),
+    })
+}
+
+/// A JSON error on `line`: cut-off or invalid JSON, or valid JSON of another shape.
+fn json_error(e: &serde_json::Error, line: usize) -> IngestError {
+    let reason = e.to_string();
+    if e.is_syntax() || e.is_eof() {
+        IngestError::Malformed { line, reason }
+    } else {
+        IngestError::UnexpectedShape { line, reason }
+    }
+}
+
+/// Package files listed by manager, as one list with each file's manager filled in.
+fn by_manager(files: impl IntoIterator<Item = (String, Vec<PackageFile>)>) -> Vec<PackageFile> {
+    files
         .into_iter()
         .flat_map(|(manager, files)| {
             files.into_iter().map(move |mut file| {
@@ -249,12 +248,21 @@ pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
                 file
             })
         })
-        .collect();
-    Ok(Findings {
-        repository: record.repository,
-        renovate_version,
-        package_files,
-    })
+        .collect()
+}
+
+/// Empty or oversized output is refused before it is read.
+fn check_size(output: &[u8]) -> Result<(), IngestError> {
+    if output.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Empty);
+    }
+    if output.len() > MAX_LOG_BYTES {
+        return Err(IngestError::TooLarge {
+            size: output.len(),
+            limit: MAX_LOG_BYTES,
+        });
+    }
+    Ok(())
 }
 
 /// Why a log has no findings: cut off mid-record, a Renovate run without them, or not Renovate.
@@ -296,42 +304,17 @@ struct ReportRepository {
 /// Reads a Renovate report file. Several repositories are merged; `repository` names the one
 /// when there is one.
 pub fn parse_report(report: &[u8]) -> Result<Findings, IngestError> {
-    if report.iter().all(u8::is_ascii_whitespace) {
-        return Err(IngestError::Empty);
-    }
-    if report.len() > MAX_LOG_BYTES {
-        return Err(IngestError::TooLarge {
-            size: report.len(),
-            limit: MAX_LOG_BYTES,
-        });
-    }
-    let parsed: Report = serde_json::from_slice(report).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            IngestError::Malformed {
-                line: e.line(),
-                reason: e.to_string(),
-            }
-        } else {
-            IngestError::UnexpectedShape {
-                line: e.line(),
-                reason: e.to_string(),
-            }
-        }
-    })?;
+    check_size(report)?;
+    let parsed: Report = serde_json::from_slice(report).map_err(|e| json_error(&e, e.line()))?;
     let repository = (parsed.repositories.len() == 1)
         .then(|| parsed.repositories.keys().next().cloned())
         .flatten();
-    let package_files = parsed
-        .repositories
-        .into_values()
-        .flat_map(|r| r.package_files)
-        .flat_map(|(manager, files)| {
-            files.into_iter().map(move |mut file| {
-                file.manager = manager.clone();
-                file
-            })
-        })
-        .collect();
+    let package_files = by_manager(
+        parsed
+            .repositories
+            .into_values()
+            .flat_map(|r| r.package_files),
+    );
     Ok(Findings {
         repository,
         renovate_version: None,

@@ -57,10 +57,7 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let jobs: Api<Job> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let jobs: Api<Job> = scope.api(&client);
     let ctx = Arc::new(Context { client, scope });
     Controller::new(
         jobs,

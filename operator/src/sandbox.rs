@@ -18,8 +18,9 @@
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 use std::collections::BTreeMap;
@@ -159,6 +160,75 @@ impl Sandbox {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    /// Server-side applies `object` (JSON with `apiVersion`, `kind` and `metadata.name`) in the
+    /// test's namespace, as `kubectl apply --server-side --force-conflicts` would.
+    pub async fn apply(&self, mut object: serde_json::Value) -> anyhow::Result<DynamicObject> {
+        object["metadata"]["namespace"] = self.ns().into();
+        let api_version = object["apiVersion"].as_str().context("apiVersion")?;
+        let kind = object["kind"].as_str().context("kind")?;
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let name = object["metadata"]["name"]
+            .as_str()
+            .context("metadata.name")?
+            .to_string();
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), self.ns(), &resource)
+            .patch(
+                &name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("applying {kind} {name}"))
+    }
+}
+
+/// Runs `sandbox/demo/<script>` against the full-profile test sandbox and returns what it
+/// printed: `seed` (the demo repository and apps, idempotent; prints `GITEA_REPO=owner/name`)
+/// or `renovate <owner/repo>` (the real Renovate CLI in lookup mode; prints its log's path and
+/// writes its report beside it as `renovate-report.json`).
+pub fn demo_script(script: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(repo_root().join("sandbox/demo").join(script))
+        .args(args)
+        .env("SANDBOX_STATE", full_state_dir())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "sandbox/demo/{script} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Seeds the demo into the full-profile test sandbox and returns its repository (`owner/name`).
+pub fn seed_demo() -> anyhow::Result<String> {
+    demo_script("seed", &[])?
+        .lines()
+        .find_map(|l| l.strip_prefix("GITEA_REPO=").map(str::to_string))
+        .context("seed printed no GITEA_REPO")
+}
+
+/// Polls `check` every 250 ms until it gives `Ok(Ok(value))`, or fails after `timeout` with the
+/// last state it reported (`Ok(Err(state))`) or the last error.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(state)) => state,
+            Err(e) => format!("error: {e:#}"),
+        };
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

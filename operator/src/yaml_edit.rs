@@ -145,11 +145,16 @@ pub fn set_scalar(
                     keys.pop();
                 }
             }
-            Event::Scalar(text, style, _, _) => {
+            // A scalar, or an alias (which has no text or style of its own).
+            Event::Scalar(..) | Event::Alias(_) => {
+                let (text, style) = match event {
+                    Event::Scalar(text, style, _, _) => (Some(text), Some(style)),
+                    _ => (None, None),
+                };
                 if let Some(Frame::Mapping { key }) = stack.last_mut()
                     && key.is_none()
                 {
-                    *key = Some(text.into_owned());
+                    *key = Some(text.map_or_else(|| "\u{0}".into(), |t| t.into_owned()));
                     continue;
                 }
                 let Some(seg) = segment(&mut stack) else {
@@ -161,37 +166,14 @@ pub fn set_scalar(
                     .chain([seg.as_str()])
                     .collect();
                 if at == ["kind"] {
-                    kind = Some(text.to_string());
+                    kind = text.as_ref().map(|t| t.to_string());
                 } else if at == ["metadata", "name"] {
-                    name = Some(text.to_string());
+                    name = text.as_ref().map(|t| t.to_string());
                 }
                 if at == wanted {
                     target = Some(Found {
                         span,
-                        style: Some(style),
-                        container: false,
-                    });
-                }
-            }
-            Event::Alias(_) => {
-                if let Some(Frame::Mapping { key }) = stack.last_mut()
-                    && key.is_none()
-                {
-                    *key = Some(String::from("\u{0}"));
-                    continue;
-                }
-                let Some(seg) = segment(&mut stack) else {
-                    continue;
-                };
-                let at: Vec<&str> = keys
-                    .iter()
-                    .map(String::as_str)
-                    .chain([seg.as_str()])
-                    .collect();
-                if at == wanted {
-                    target = Some(Found {
-                        span,
-                        style: None,
+                        style,
                         container: false,
                     });
                 }

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use fluxup_api::{ManagedApp, ManagedAppStatus};
 use fluxup_operator::Scope;
 use fluxup_operator::managed_app::{self, FIELD_MANAGER};
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_operator::sandbox::{Sandbox, eventually};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -62,26 +62,27 @@ impl Fixture {
     }
 
     /// Server-side applies `object` in the test namespace, as a person's `kubectl apply` would.
-    async fn apply(&self, mut object: Value) -> anyhow::Result<()> {
-        object["metadata"]["namespace"] = json!(self.ns());
-        let api_version = object["apiVersion"]
-            .as_str()
-            .context("apiVersion")?
-            .to_string();
-        let kind = object["kind"].as_str().context("kind")?.to_string();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .context("name")?
-            .to_string();
-        self.dynamic(&api_version, &kind)
-            .patch(
-                &name,
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&object),
-            )
-            .await
-            .with_context(|| format!("applying {kind} {name}"))?;
+    async fn apply(&self, object: Value) -> anyhow::Result<()> {
+        self.sb.apply(object).await?;
         Ok(())
+    }
+
+    /// Waits up to 10 s for an Event in the test namespace that matches.
+    async fn event_until(
+        &self,
+        what: &str,
+        matches: impl Fn(&Event) -> bool,
+    ) -> anyhow::Result<()> {
+        let events: Api<Event> = self.sb.api();
+        eventually(what, Duration::from_secs(10), || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(if list.items.iter().any(&matches) {
+                Ok(())
+            } else {
+                Err(format!("{} events, none matching", list.items.len()))
+            })
+        })
+        .await
     }
 
     /// Writes a HelmRelease's status the way helm-controller does after installing `version`.
@@ -391,22 +392,11 @@ async fn policy_decides_what_is_available_and_what_is_held_back() -> anyhow::Res
     assert_eq!(status.state, Some(fluxup_api::AppState::UpdateAvailable));
 
     // A person sees it in the app's events too.
-    let events: Api<Event> = fx.sb.api();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let list = events.list(&ListParams::default()).await?;
-        if list.items.iter().any(|e| {
-            e.involved_object.name.as_deref() == Some("web")
-                && e.reason.as_deref() == Some("UpdateAvailable")
-        }) {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no UpdateAvailable event for web"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fx.event_until("an UpdateAvailable event for web", |e| {
+        e.involved_object.name.as_deref() == Some("web")
+            && e.reason.as_deref() == Some("UpdateAvailable")
+    })
+    .await?;
 
     // Tightening the policy holds the chart update back too, and says why.
     let ns = fx.ns().to_string();
@@ -705,22 +695,9 @@ async fn unusable_renovate_output_keeps_the_last_findings_and_says_why() -> anyh
     );
     assert_eq!(status.available_update, good.available_update);
 
-    let events: Api<Event> = fx.sb.api();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .iter()
-        .any(|e| {
-            e.reason.as_deref() == Some("MalformedOutput") && e.type_.as_deref() == Some("Warning")
-        })
-    {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no Warning event MalformedOutput"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    fx.event_until("a Warning event MalformedOutput", |e| {
+        e.reason.as_deref() == Some("MalformedOutput") && e.type_.as_deref() == Some("Warning")
+    })
+    .await?;
     Ok(())
 }

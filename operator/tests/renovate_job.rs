@@ -4,12 +4,12 @@
 
 use anyhow::Context as _;
 use fluxup_api::ManagedApp;
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_operator::sandbox::{Sandbox, eventually};
 use fluxup_operator::{Scope, managed_app, renovate_jobs};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, Patch, PatchParams};
+use kube::Api;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
@@ -35,48 +35,24 @@ async fn a_finished_renovate_job_updates_the_apps() -> anyhow::Result<()> {
     let _stop = stop.drop_guard();
 
     // An app whose HelmRelease takes chart "webapp" from a HelmRepository.
-    let apply = |value: serde_json::Value| {
-        let client = sb.client.clone();
-        let ns = ns.clone();
-        async move {
-            let (group, version) = value["apiVersion"]
-                .as_str()
-                .unwrap()
-                .split_once('/')
-                .unwrap();
-            let ar = kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-                group,
-                version,
-                value["kind"].as_str().unwrap(),
-            ));
-            let name = value["metadata"]["name"].as_str().unwrap().to_string();
-            Api::<kube::api::DynamicObject>::namespaced_with(client, &ns, &ar)
-                .patch(
-                    &name,
-                    &PatchParams::apply("test").force(),
-                    &Patch::Apply(&value),
-                )
-                .await
-        }
-    };
-    apply(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+    sb.apply(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
         "metadata": {"name": "charts"}, "spec": {"interval": "1h", "url": "https://charts.example.com"}}))
     .await?;
-    apply(
+    sb.apply(
         json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
         "metadata": {"name": "web"},
         "spec": {"interval": "10m", "chart": {"spec": {"chart": "webapp", "version": "1.2.0",
                  "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}}),
     )
     .await?;
-    apply(
+    sb.apply(
         json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": "apps"},
         "spec": {"interval": "10m", "prune": true, "path": "./apps/web",
                  "sourceRef": {"kind": "GitRepository", "name": "fleet"}}}),
     )
     .await?;
-    apply(json!({"apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp", "metadata": {"name": "web"},
+    sb.apply(json!({"apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp", "metadata": {"name": "web"},
         "spec": {"helmReleaseRef": {"name": "web"}, "kustomizationRef": {"name": "apps", "namespace": ns}}}))
     .await?;
     let apps: Api<ManagedApp> = sb.api();
@@ -85,7 +61,7 @@ async fn a_finished_renovate_job_updates_the_apps() -> anyhow::Result<()> {
             .get("web")
             .await?
             .status
-            .is_some_and(|s| s.resolved.is_some()))
+            .filter(|s| s.resolved.is_some()))
     })
     .await?;
 
@@ -146,36 +122,15 @@ async fn a_finished_renovate_job_updates_the_apps() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls `check` until it yields something (`Ok(true)` or `Ok(Some(_))`), for up to 60 s.
-async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T::Out>
+/// Polls `check` until it yields something, for up to 60 s.
+async fn until<T, F, Fut>(what: &str, mut check: F) -> anyhow::Result<T>
 where
-    T: Found,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = check().await?.found() {
-            return Ok(v);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-trait Found {
-    type Out;
-    fn found(self) -> Option<Self::Out>;
-}
-impl Found for bool {
-    type Out = ();
-    fn found(self) -> Option<()> {
-        self.then_some(())
-    }
-}
-impl<T> Found for Option<T> {
-    type Out = T;
-    fn found(self) -> Option<T> {
-        self
-    }
+    eventually(what, Duration::from_secs(60), || {
+        let next = check();
+        async move { Ok(next.await?.ok_or_else(|| "not yet".to_string())) }
+    })
+    .await
 }

@@ -5,94 +5,19 @@
 
 use anyhow::{Context as _, bail};
 use fluxup_api::{ManagedApp, UpdateType};
-use fluxup_operator::sandbox::{Sandbox, full_state_dir, read_env_file, repo_root};
+use fluxup_operator::sandbox::{Sandbox, demo_script, seed_demo};
 use fluxup_operator::{Scope, ingest, managed_app, renovate};
 use kube::Api;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-fn renovate_bin() -> anyhow::Result<PathBuf> {
-    let versions = read_env_file(&repo_root().join("sandbox/versions.env"))?;
-    let version = versions
-        .get("RENOVATE_VERSION")
-        .context("RENOVATE_VERSION in sandbox/versions.env")?;
-    let cache = std::env::var_os("FLUXUP_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fluxup")
-        });
-    let bin = cache.join(format!("renovate-{version}/node_modules/.bin/renovate"));
-    anyhow::ensure!(
-        bin.exists(),
-        "{} is missing: run scripts/setup",
-        bin.display()
-    );
-    Ok(bin)
-}
-
-/// Seeds the demo repository and apps (idempotent) and waits until Flux installed them.
-fn seed_demo() -> anyhow::Result<String> {
-    let out = Command::new(repo_root().join("sandbox/demo/seed"))
-        .env("SANDBOX_STATE", full_state_dir())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "sandbox/demo/seed failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    String::from_utf8(out.stdout)?
-        .lines()
-        .find_map(|l| l.strip_prefix("GITEA_REPO=").map(str::to_string))
-        .context("seed printed no GITEA_REPO")
-}
-
 /// Runs Renovate in lookup mode, the way config/renovate/cronjob.yaml does, and returns its
 /// JSON log and its report file.
-fn run_renovate(sb: &Sandbox, repo: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let registry = sb.env("REGISTRY_HOST")?;
-    let base = tempfile_dir("renovate-base")?;
-    // The sandbox registry speaks plain HTTP: say so for its images and charts.
-    let http_registry = format!(
-        r#"[{{"matchDatasources":["docker"],"matchPackageNames":["{registry}/**"],"registryUrls":["http://{registry}"]}}]"#
-    );
-    let out = Command::new(renovate_bin()?)
-        .env(
-            "RENOVATE_CONFIG_FILE",
-            repo_root().join("config/renovate/renovate.json"),
-        )
-        .env("RENOVATE_PLATFORM", "gitea")
-        .env(
-            "RENOVATE_ENDPOINT",
-            format!("{}/api/v1", sb.env("GITEA_URL")?),
-        )
-        .env("RENOVATE_TOKEN", sb.env("GITEA_TOKEN")?)
-        .env("RENOVATE_REPOSITORIES", repo)
-        .env("RENOVATE_PACKAGE_RULES", http_registry)
-        .env("RENOVATE_BASE_DIR", &base)
-        .env("RENOVATE_REPORT_TYPE", "file")
-        .env("RENOVATE_REPORT_PATH", base.join("report.json"))
-        .env("LOG_FORMAT", "json")
-        .env("LOG_LEVEL", "debug")
-        .output()?;
-    let report = std::fs::read(base.join("report.json")).unwrap_or_default();
-    std::fs::remove_dir_all(&base).ok();
-    if !out.status.success() {
-        bail!(
-            "renovate exited with {}:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok((out.stdout, report))
-}
-
-fn tempfile_dir(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = full_state_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+fn run_renovate(repo: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let log = PathBuf::from(demo_script("renovate", &[repo])?.trim());
+    let report = log.with_file_name("renovate-report.json");
+    Ok((std::fs::read(&log)?, std::fs::read(report)?))
 }
 
 struct Expected {
@@ -120,7 +45,7 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         async move { token.cancelled().await },
     ));
 
-    let (log, report) = run_renovate(&sb, &repo)?;
+    let (log, report) = run_renovate(&repo)?;
     let findings = renovate::parse_log(&log).context("parsing Renovate's real log")?;
     assert!(
         findings.renovate_version.is_some(),

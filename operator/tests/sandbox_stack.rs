@@ -13,7 +13,7 @@
 //! what is not cached (cold: about 25 minutes, see sandbox/README.md) and starts it.
 
 use anyhow::{Context as _, bail};
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_operator::sandbox::{Sandbox, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -21,9 +21,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-const MANAGER: &str = "fluxup-sandbox-stack-test";
+use std::time::Duration;
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -35,14 +33,6 @@ fn git_repository() -> ApiResource {
         "v1",
         "GitRepository",
         "gitrepositories",
-    )
-}
-fn kustomization() -> ApiResource {
-    resource(
-        "kustomize.toolkit.fluxcd.io",
-        "v1",
-        "Kustomization",
-        "kustomizations",
     )
 }
 fn helm_release() -> ApiResource {
@@ -68,42 +58,6 @@ fn volume_snapshot_content() -> ApiResource {
         "VolumeSnapshotContent",
         "volumesnapshotcontents",
     )
-}
-
-/// Server-side applies a JSON object (apiVersion/kind/metadata set) in the test's namespace.
-async fn apply(sb: &Sandbox, ar: &ApiResource, obj: Value) -> anyhow::Result<()> {
-    let obj: DynamicObject = serde_json::from_value(obj)?;
-    let name = obj.metadata.name.clone().context("object without a name")?;
-    let api: Api<DynamicObject> = Api::namespaced_with(sb.client.clone(), sb.ns(), ar);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .with_context(|| format!("applying {} {name}", ar.kind))?;
-    Ok(())
-}
-
-/// Polls `check` every 500 ms until it gives `Ok(Ok(value))`, or fails after `timeout` with the
-/// last state it reported (`Ok(Err(state))`) or the last error.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
-{
-    let start = Instant::now();
-    loop {
-        let last = match check().await {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(state)) => state,
-            Err(e) => format!("error: {e:#}"),
-        };
-        if start.elapsed() > timeout {
-            bail!("timed out after {timeout:?} waiting for {what}; last state: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The Ready condition of a Flux object: (status, reason, message).
@@ -262,27 +216,19 @@ async fn gitea_commit_is_rolled_out_by_flux_for_helm_and_oci_charts() -> anyhow:
             }))?,
         )
         .await?;
-    apply(
-        &sb,
-        &git_repository(),
-        json!({
-            "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
-            "metadata": {"name": "apps", "namespace": ns},
-            "spec": {"interval": "1m", "url": gitea.clone_url(&repo), "ref": {"branch": "main"},
-                     "secretRef": {"name": "gitea"}},
-        }),
-    )
+    sb.apply(json!({
+        "apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+        "metadata": {"name": "apps", "namespace": ns},
+        "spec": {"interval": "1m", "url": gitea.clone_url(&repo), "ref": {"branch": "main"},
+                 "secretRef": {"name": "gitea"}},
+    }))
     .await?;
-    apply(
-        &sb,
-        &kustomization(),
-        json!({
-            "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
-            "metadata": {"name": "apps", "namespace": ns},
-            "spec": {"interval": "1m", "path": "./app", "prune": true, "targetNamespace": ns,
-                     "sourceRef": {"kind": "GitRepository", "name": "apps"}},
-        }),
-    )
+    sb.apply(json!({
+        "apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+        "metadata": {"name": "apps", "namespace": ns},
+        "spec": {"interval": "1m", "path": "./app", "prune": true, "targetNamespace": ns,
+                 "sourceRef": {"kind": "GitRepository", "name": "apps"}},
+    }))
     .await?;
 
     let git_repos: Api<DynamicObject> =
@@ -450,16 +396,12 @@ async fn csi_snapshot_and_restore_keep_the_data() -> anyhow::Result<()> {
 
     let snapshots: Api<DynamicObject> =
         Api::namespaced_with(sb.client.clone(), sb.ns(), &volume_snapshot());
-    apply(
-        &sb,
-        &volume_snapshot(),
-        json!({
-            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": {"name": "before-upgrade", "namespace": sb.ns()},
-            "spec": {"volumeSnapshotClassName": sb.env("CSI_SNAPSHOT_CLASS")?,
-                     "source": {"persistentVolumeClaimName": "data"}},
-        }),
-    )
+    sb.apply(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "before-upgrade", "namespace": sb.ns()},
+        "spec": {"volumeSnapshotClassName": sb.env("CSI_SNAPSHOT_CLASS")?,
+                 "source": {"persistentVolumeClaimName": "data"}},
+    }))
     .await?;
     let content_name = eventually(
         "VolumeSnapshot readyToUse",

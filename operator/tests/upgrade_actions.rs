@@ -7,28 +7,10 @@ use fluxup_api::{StoppedWorkload, WorkloadReference};
 use fluxup_operator::sandbox::Sandbox;
 use fluxup_operator::upgrade::{flux, workloads};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-async fn apply(sb: &Sandbox, object: Value) -> anyhow::Result<()> {
-    let (group, version) = object["apiVersion"]
-        .as_str()
-        .unwrap()
-        .split_once('/')
-        .unwrap_or(("", "v1"));
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
-        group,
-        version,
-        object["kind"].as_str().unwrap(),
-    ));
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    Api::<DynamicObject>::namespaced_with(sb.client.clone(), sb.ns(), &ar)
-        .patch(&name, &PatchParams::apply("test"), &Patch::Apply(&object))
-        .await?;
-    Ok(())
-}
 
 fn pod_template(app: &str) -> Value {
     json!({"metadata": {"labels": {"app": app}},
@@ -51,11 +33,10 @@ async fn until(
 async fn workloads_stop_for_the_snapshot_and_come_back_at_their_size() -> anyhow::Result<()> {
     let sb = Sandbox::start("upgrade-workloads").await?;
     let ns = sb.ns().to_string();
-    apply(&sb, json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+    sb.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": pod_template("web")}}))
     .await?;
-    apply(
-        &sb,
+    sb.apply(
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
         "spec": {"replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
                  "template": pod_template("db")}}),
@@ -63,7 +44,8 @@ async fn workloads_stop_for_the_snapshot_and_come_back_at_their_size() -> anyhow
     .await?;
     let deployments: Api<Deployment> = sb.api();
     let stateful_sets: Api<StatefulSet> = sb.api();
-    until("both running", async || {
+    // web runs 2 pods and db 1, all ready.
+    let both_running = async || {
         let d = deployments
             .get("web")
             .await?
@@ -77,8 +59,8 @@ async fn workloads_stop_for_the_snapshot_and_come_back_at_their_size() -> anyhow
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
         Ok(d == 2 && s == 1)
-    })
-    .await?;
+    };
+    until("both running", both_running).await?;
 
     let found = [
         WorkloadReference {
@@ -124,22 +106,7 @@ async fn workloads_stop_for_the_snapshot_and_come_back_at_their_size() -> anyhow
 
     workloads::restart(&sb.client, &ns, &recorded).await?;
     assert!(!workloads::all_stopped(&sb.client, &ns, &recorded).await?);
-    until("both running again", async || {
-        let d = deployments
-            .get("web")
-            .await?
-            .status
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        let s = stateful_sets
-            .get("db")
-            .await?
-            .status
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        Ok(d == 2 && s == 1)
-    })
-    .await?;
+    until("both running again", both_running).await?;
     Ok(())
 }
 
@@ -147,15 +114,14 @@ async fn workloads_stop_for_the_snapshot_and_come_back_at_their_size() -> anyhow
 async fn a_kustomization_is_suspended_resumed_and_nudged() -> anyhow::Result<()> {
     let sb = Sandbox::start("upgrade-flux").await?;
     let ns = sb.ns().to_string();
-    apply(
-        &sb,
+    sb.apply(
         json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
         "metadata": {"name": "web"},
         "spec": {"interval": "10m", "prune": true, "path": "./apps/web",
                  "sourceRef": {"kind": "GitRepository", "name": "fleet"}}}),
     )
     .await?;
-    apply(&sb, json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+    sb.apply(json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
         "metadata": {"name": "fleet"}, "spec": {"interval": "10m", "url": "https://git.example.com/fleet"}}))
     .await?;
     let kustomizations: Api<Kustomization> = sb.api();

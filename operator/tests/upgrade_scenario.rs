@@ -5,30 +5,19 @@
 //! line; Flux rolled the new version out; the Kustomization is resumed. Each app is then moved
 //! back, so the demo stays as other tests expect it.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
-use fluxup_operator::sandbox::{Sandbox, full_state_dir, repo_root};
+use fluxup_operator::managed_app::resolve::without_flux_digest;
+use fluxup_operator::sandbox::{Sandbox, demo_script, eventually, seed_demo};
 use fluxup_operator::{Scope, ingest, managed_app, renovate, upgrade};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-fn script(name: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(repo_root().join(name))
-        .args(args)
-        .env("SANDBOX_STATE", full_state_dir())
-        .output()?;
-    if !out.status.success() {
-        bail!("{name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 /// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs).
 fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
@@ -71,12 +60,7 @@ async fn deployed(sb: &Sandbox, name: &str) -> anyhow::Result<String> {
     let version = hr
         .status
         .and_then(|s| s.history.first().map(|h| h.chart_version.clone()));
-    Ok(version
-        .context("no release yet")?
-        .split('+')
-        .next()
-        .unwrap_or_default()
-        .to_string())
+    Ok(without_flux_digest(&version.context("no release yet")?).to_string())
 }
 
 async fn app(sb: &Sandbox, name: &str) -> anyhow::Result<ManagedApp> {
@@ -104,28 +88,48 @@ async fn run_request(
     dry_run: bool,
 ) -> anyhow::Result<UpgradeRequest> {
     let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), name);
+    create_request(&api, name, request, version, dry_run).await?;
+    wait_ended(&api, request, Duration::from_secs(240), name).await
+}
+
+/// Creates an UpgradeRequest of app `name` (in its namespace) to chart `version`.
+async fn create_request(
+    api: &Api<UpgradeRequest>,
+    name: &str,
+    request: &str,
+    version: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     let req: UpgradeRequest = serde_json::from_value(json!({
         "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
         "metadata": {"name": request},
         "spec": {"managedAppRef": {"name": name}, "targetVersion": {"chart": version}, "dryRun": dry_run},
     }))?;
     api.create(&PostParams::default(), &req).await?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
+    Ok(())
+}
+
+/// Waits until the request has ended (Succeeded, Failed or RolledBack) and returns it.
+async fn wait_ended(
+    api: &Api<UpgradeRequest>,
+    request: &str,
+    timeout: Duration,
+    what: &str,
+) -> anyhow::Result<UpgradeRequest> {
+    eventually(what, timeout, || async {
         let req = api.get(request).await?;
         let phase = req
             .status
             .as_ref()
             .and_then(|s| s.phase)
             .unwrap_or_default();
-        if phase.is_terminal() {
-            return Ok(req);
-        }
-        if Instant::now() > deadline {
-            bail!("{name}: upgrade stuck in {phase:?}: {:?}", req.status);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        Ok(if phase.is_terminal() {
+            Ok(req)
+        } else {
+            Err(format!("stuck in {phase:?}: {:?}", req.status))
+        })
+    })
+    .await
 }
 
 async fn check_rolled_out(
@@ -193,10 +197,7 @@ async fn check_rolled_out(
 #[tokio::test]
 async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("upgrade-scenario").await?;
-    let repo = script("sandbox/demo/seed", &[])?
-        .lines()
-        .find_map(|l| l.strip_prefix("GITEA_REPO=").map(str::to_string))
-        .context("GITEA_REPO")?;
+    let repo = seed_demo()?;
 
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
@@ -237,7 +238,7 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let log = script("sandbox/demo/renovate", &[&repo])?;
+    let log = demo_script("renovate", &[&repo])?;
     let findings = renovate::parse_log(&std::fs::read(log.trim())?)?;
     ingest::record(
         &sb.client,
@@ -434,11 +435,7 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         let before = deployed(&sb, "webapp").await?;
         let target = if before == "1.1.0" { "1.0.1" } else { "1.1.0" };
         let request = format!("webapp-{run}-kill-{i}");
-        let req: UpgradeRequest = serde_json::from_value(json!({
-            "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest", "metadata": {"name": request},
-            "spec": {"managedAppRef": {"name": "webapp"}, "targetVersion": {"chart": target}},
-        }))?;
-        api.create(&PostParams::default(), &req).await?;
+        create_request(&api, "webapp", &request, target, false).await?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let phase = api
@@ -457,23 +454,13 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         let _ = (&mut upgrader).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         upgrader = start_upgrader(&sb, &stop);
-        let deadline = Instant::now() + Duration::from_secs(180);
-        let done = loop {
-            let r = api.get(&request).await?;
-            if r.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(|p| p.is_terminal())
-            {
-                break r;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "killed at {kill_at:?}: stuck at {:?}",
-                r.status
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let done = wait_ended(
+            &api,
+            &request,
+            Duration::from_secs(180),
+            &format!("killed at {kill_at:?}"),
+        )
+        .await?;
         check_rolled_out(&sb, "webapp", &done, target).await?;
         assert_eq!(
             commits_of(&sb, &repo, &format!("webapp/{request}"))?,

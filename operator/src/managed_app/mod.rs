@@ -8,16 +8,15 @@
 pub mod resolve;
 pub mod status;
 
-use crate::Scope;
+use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
 use fluxup_api::{ManagedApp, condition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -186,31 +185,21 @@ fn apps_with_volumes(apps: &Store<ManagedApp>, ns: Option<String>) -> Vec<Object
         .collect()
 }
 
-fn api<K>(client: &Client, scope: &Scope) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Runs the ManagedApp controller until `shutdown` resolves; in-flight reconciles finish first.
 pub async fn run(
     client: Client,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (helm_releases, hr_stream) = reflect::<HelmRelease>(api(&client, &scope), false);
-    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(api(&client, &scope), false);
-    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(api(&client, &scope), false);
-    let (kustomizations, ks_stream) = reflect::<Kustomization>(api(&client, &scope), false);
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, &scope), false);
-    let (deployments, deploy_stream) = reflect::<Deployment>(api(&client, &scope), false);
-    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(api(&client, &scope), false);
+    let (helm_releases, hr_stream) = reflect::<HelmRelease>(scope.api(&client), false);
+    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(scope.api(&client), false);
+    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(scope.api(&client), false);
+    let (kustomizations, ks_stream) = reflect::<Kustomization>(scope.api(&client), false);
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(scope.api(&client), false);
+    let (deployments, deploy_stream) = reflect::<Deployment>(scope.api(&client), false);
+    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(scope.api(&client), false);
 
-    let (apps, app_stream) = reflect::<ManagedApp>(api(&client, &scope), true);
+    let (apps, app_stream) = reflect::<ManagedApp>(scope.api(&client), true);
     let controller = Controller::for_stream(app_stream, apps.clone());
     let stores = Stores {
         apps: apps.clone(),
@@ -222,12 +211,8 @@ pub async fn run(
         deployments,
         stateful_sets,
     };
-    let reporter = Reporter {
-        controller: "fluxup".into(),
-        instance: std::env::var("HOSTNAME").ok(),
-    };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: events::recorder(&client),
         client,
         stores,
     });
@@ -302,10 +287,7 @@ async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Er
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let resolution = resolve::resolve(&app, &ctx.stores);
-    // Whole seconds: the API server stores no more, and equal values must compare equal.
-    let now =
-        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
-    let desired = status::desired_status(&app, &resolution, now);
+    let desired = status::desired_status(&app, &resolution, events::now());
     if status::changes(&app, &desired) {
         let api: Api<ManagedApp> =
             Api::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default());
@@ -337,7 +319,7 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
             .find(|c| c.type_ == t)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
-    let mut events = Vec::new();
+    let mut news = Vec::new();
     let (old_ready, new_ready) = (
         find(&old.conditions, condition::READY),
         find(&new.conditions, condition::READY),
@@ -347,7 +329,7 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
     {
         // The first status an app gets is not a transition; its condition says it all.
         if old_ready.is_some() {
-            events.push((status != "True", reason.clone(), message.clone()));
+            news.push((status != "True", reason.clone(), message.clone()));
         }
     }
     if new.available_update.is_some()
@@ -355,24 +337,19 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
             != new.available_update.as_ref().map(|u| (&u.chart, &u.images))
         && let Some((_, _, message)) = find(&new.conditions, condition::UPDATE_AVAILABLE)
     {
-        events.push((false, "UpdateAvailable".into(), message));
+        news.push((false, "UpdateAvailable".into(), message));
     }
     let reference = app.object_ref(&());
-    for (warning, reason, note) in events {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason,
-            note: Some(note.chars().take(1000).collect()),
-            action: "Resolve".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, "could not record an event");
-        }
+    for (warning, reason, note) in news {
+        events::publish(
+            &ctx.recorder,
+            &reference,
+            warning,
+            "Resolve",
+            &reason,
+            &note,
+        )
+        .await;
     }
 }
 

@@ -260,7 +260,7 @@ pub fn resolve(app: &ManagedApp, cluster: &impl Cluster) -> Resolution {
 
 /// helm-controller records a chart from an OCI artifact as `1.0.0+<12 hex of its digest>`:
 /// the version a person wrote, and Renovate compares, is the part before.
-fn without_flux_digest(version: &str) -> &str {
+pub fn without_flux_digest(version: &str) -> &str {
     match version.rsplit_once('+') {
         Some((v, meta)) if meta.len() == 12 && meta.bytes().all(|b| b.is_ascii_hexdigit()) => v,
         _ => version,

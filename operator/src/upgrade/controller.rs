@@ -4,16 +4,17 @@
 
 use super::decide::{Observed, Release, Step, decide};
 use super::{flux, workloads};
-use crate::Scope;
 use crate::git::bump::{Outcome, VersionEdit, apply_edits, commit_version_bump};
 use crate::git::gitea::Gitea;
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{GitBackend, GitError};
+use crate::managed_app::resolve::without_flux_digest;
 use crate::snapshots;
-use crate::yaml_edit::Document;
+use crate::yaml_edit::{Document, image_tag_value};
+use crate::{Scope, events};
 use fluxup_api::flux::{GitRepository, HelmRelease, Kustomization};
 use fluxup_api::{
-    Condition, DryRunResult, ManagedApp, PreflightCheck, SnapshotRecord, Time, UpgradePhase,
+    Condition, DryRunResult, ManagedApp, PreflightCheck, SnapshotRecord, UpgradePhase,
     UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
@@ -22,7 +23,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -58,16 +59,9 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<UpgradeRequest> = match &scope.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let reporter = Reporter {
-        controller: "fluxup".into(),
-        instance: std::env::var("HOSTNAME").ok(),
-    };
+    let api: Api<UpgradeRequest> = scope.api(&client);
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: events::recorder(&client),
         client,
     });
     Controller::new(api, watcher::Config::default())
@@ -116,8 +110,28 @@ async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 /// Where the versions go: the edits, and the Git repository and branch.
 struct Plan {
     chart: Option<String>,
-    edits: Vec<(String, String, String, String, Option<String>)>, // file, kind, name, field, value
+    edits: Vec<PlannedEdit>,
     problems: Vec<String>,
+}
+
+/// One version to write: what it is (`chart` or an image), where, and the new value.
+struct PlannedEdit {
+    what: String,
+    file: String,
+    kind: String,
+    name: String,
+    field: String,
+    value: String,
+}
+
+/// `Kind/namespace/name`, as status writes object references, in its three parts.
+fn object_parts(reference: &str) -> (&str, &str, &str) {
+    let mut parts = reference.splitn(3, '/');
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
 }
 
 fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
@@ -159,18 +173,16 @@ fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
     for image in &images {
         let Some(tag) = &image.tag else { continue };
         let old = current_images.iter().find(|i| i.name == image.name);
-        let value = match old.and_then(|o| o.digest.as_ref()) {
-            Some(_) => match &image.digest {
-                Some(d) => format!("{tag}@{d}"),
-                None => {
-                    out.problems.push(format!(
-                        "image {} is pinned by digest; the new digest is not known",
-                        image.name
-                    ));
-                    continue;
-                }
-            },
+        let old_tag = match old.and_then(|o| o.digest.as_ref()) {
+            Some(digest) => format!("{tag}@{digest}"),
             None => tag.clone(),
+        };
+        let Ok(value) = image_tag_value(&old_tag, tag, image.digest.as_deref()) else {
+            out.problems.push(format!(
+                "image {} is pinned by digest; the new digest is not known",
+                image.name
+            ));
+            continue;
         };
         wanted.push((image.name.clone(), value));
     }
@@ -186,25 +198,21 @@ fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
             ));
             continue;
         };
-        let mut parts = location.object.splitn(3, '/');
-        let (kind, _ns, obj) = (
-            parts.next().unwrap_or_default(),
-            parts.next(),
-            parts.next().unwrap_or_default(),
-        );
+        let (kind, _, object) = object_parts(&location.object);
         // A string image reference (`image: repo:tag`) is rewritten whole.
         let value = if location.field.ends_with(".tag") || name == "chart" {
             value
         } else {
             format!("{name}:{value}")
         };
-        out.edits.push((
+        out.edits.push(PlannedEdit {
+            what: name.clone(),
             file,
-            kind.to_string(),
-            obj.to_string(),
-            location.field.clone(),
-            Some(value),
-        ));
+            kind: kind.to_string(),
+            name: object.to_string(),
+            field: location.field.clone(),
+            value,
+        });
     }
     out
 }
@@ -212,14 +220,14 @@ fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
 fn version_edits(plan: &Plan) -> Vec<VersionEdit<'_>> {
     plan.edits
         .iter()
-        .map(|(file, kind, name, field, value)| VersionEdit {
-            file,
+        .map(|e| VersionEdit {
+            file: &e.file,
             document: Document {
-                kind: Some(kind),
-                name: Some(name),
+                kind: Some(&e.kind),
+                name: Some(&e.name),
             },
-            field,
-            value: value.clone().unwrap_or_default(),
+            field: &e.field,
+            value: e.value.clone(),
         })
         .collect()
 }
@@ -232,12 +240,7 @@ async fn git_for(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), E
         .and_then(|s| s.resolved.as_ref())
         .and_then(|r| r.git_source.clone())
         .ok_or_else(|| Error::Other("the app's Git source is not resolved yet".into()))?;
-    let mut parts = source.splitn(3, '/');
-    let (_, ns, name) = (
-        parts.next(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
+    let (_, ns, name) = object_parts(&source);
     let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
         .get(name)
         .await?;
@@ -459,13 +462,10 @@ async fn observe(
             .conditions
             .iter()
             .find(|c| c.type_ == "Ready");
-        let at = hr_status.history.first().map(|h| {
-            h.chart_version
-                .split('+')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        });
+        let at = hr_status
+            .history
+            .first()
+            .map(|h| without_flux_digest(&h.chart_version).to_string());
         let current_generation = hr_status.flux.observed_generation == hr.metadata.generation;
         seen.release = match ready {
             Some(c) if c.status == "False" && c.reason.contains("Failed") => {
@@ -535,23 +535,16 @@ async fn write_status(
     Ok(())
 }
 
-fn now() -> Time {
-    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
-}
-
 async fn event(ctx: &Context, req: &UpgradeRequest, warning: bool, reason: &str, note: String) {
-    let e = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Upgrade".into(),
-        secondary: None,
-    };
-    let _ = ctx.recorder.publish(&e, &req.object_ref(&())).await;
+    events::publish(
+        &ctx.recorder,
+        &req.object_ref(&()),
+        warning,
+        "Upgrade",
+        reason,
+        &note,
+    )
+    .await;
 }
 
 fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
@@ -561,7 +554,7 @@ fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) 
         reason: reason.into(),
         message: message.into(),
         observed_generation: generation,
-        last_transition_time: now(),
+        last_transition_time: events::now_time(),
     }
 }
 
@@ -607,7 +600,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 
     match next {
         Step::Enter(phase) => {
-            let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": now(), "observedGeneration": gen_,
+            let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": events::now_time(), "observedGeneration": gen_,
                 "message": format!("{phase:?}")});
             if phase == UpgradePhase::Preflight {
                 let current = app
@@ -616,7 +609,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .and_then(|s| s.current_version.clone())
                     .unwrap_or_default();
                 s["upgrade"] = serde_json::to_value(UpgradeRecord {
-                    started_at: Some(now()),
+                    started_at: Some(events::now_time()),
                     previous_version: current.chart,
                     new_version: plan.chart.clone(),
                     ..Default::default()
@@ -662,7 +655,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 Ok((git, branch)) => {
                     let mut before = BTreeMap::new();
                     let mut failed = None;
-                    for (file, ..) in &plan.edits {
+                    for PlannedEdit { file, .. } in &plan.edits {
                         match git.read_file(&branch, file).await {
                             Ok(f) => {
                                 before.insert(file.clone(), f.content);
@@ -757,7 +750,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             let record = SnapshotRecord {
                 pvcs: taken,
-                created_at: Some(now()),
+                created_at: Some(events::now_time()),
                 ..Default::default()
             };
             write_status(ctx, req, serde_json::json!({"snapshot": record})).await?;
@@ -775,14 +768,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 changes: plan
                     .edits
                     .iter()
-                    .map(|(_, kind, _, field, value)| {
-                        let what = if field.ends_with("version") || kind == "OCIRepository" {
-                            "chart".to_string()
-                        } else {
-                            field.clone()
-                        };
-                        (what, value.clone().unwrap_or_default())
-                    })
+                    .map(|e| (e.what.clone(), e.value.clone()))
                     .collect(),
                 previous_version: current.chart,
                 snapshots: status
@@ -804,7 +790,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
             upgrade.git_commit = sha.clone();
             write_status(ctx, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
-                "phaseStartedAt": now(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
+                "phaseStartedAt": events::now_time(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
             .await?;
             event(
                 ctx,
@@ -829,12 +815,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 .and_then(|s| s.resolved.as_ref())
                 .and_then(|r| r.git_source.clone())
             {
-                let mut parts = source.splitn(3, '/');
-                let (_, gns, gname) = (
-                    parts.next(),
-                    parts.next().unwrap_or_default(),
-                    parts.next().unwrap_or_default(),
-                );
+                let (_, gns, gname) = object_parts(&source);
                 flux::fetch_now(&ctx.client, gns, gname).await?;
             }
             Ok(Action::requeue(Duration::from_secs(1)))
@@ -862,7 +843,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
         }
         Step::Succeed => {
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
-            upgrade.completed_at = Some(now());
+            upgrade.completed_at = Some(events::now_time());
             let message = format!(
                 "{} runs {}",
                 app.name_any(),
@@ -871,7 +852,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .unwrap_or_else(|| "the new images".into())
             );
             write_status(ctx, req, serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
-                "healthCheck": {"status": "Healthy", "checkedAt": now()},
+                "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
             event(ctx, req, false, "Succeeded", message).await;
