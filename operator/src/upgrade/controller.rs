@@ -64,7 +64,7 @@ pub async fn run(
         recorder: events::recorder(&client),
         client,
     });
-    Controller::new(api, watcher::Config::default())
+    Controller::new(api, watcher::Config::default().streaming_lists())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
