@@ -212,6 +212,8 @@ pub fn set_scalar(
     let written = &source[start..end];
     // An anchor or tag before the value stays: `&registry-image ghcr.io/x` → edit after it.
     let value_start = start + properties_len(written);
+    // The parser's span of a scalar can run past it, over a comment on the same line.
+    let end = value_start + scalar_len(&source[value_start..end], style);
     let rendered = render(&source[value_start..end], style, value, path)?;
     let mut out = String::with_capacity(source.len() + rendered.len());
     out.push_str(&source[..value_start]);
@@ -229,6 +231,45 @@ fn byte_range(source: &str, span: Span) -> (usize, usize) {
             .map_or(source.len(), |(b, _)| b)
     };
     (byte(span.start.index()), byte(span.end.index()))
+}
+
+/// Length in bytes of the scalar written at the start of `text`: up to its closing quote, or for
+/// a plain scalar up to a comment (` #`) or the end, without trailing blanks.
+fn scalar_len(text: &str, style: ScalarStyle) -> usize {
+    let mut chars = text.char_indices().skip(1).peekable();
+    match style {
+        ScalarStyle::DoubleQuoted => {
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => return i + 1,
+                    _ => {}
+                }
+            }
+            text.len()
+        }
+        ScalarStyle::SingleQuoted => {
+            while let Some((i, c)) = chars.next() {
+                if c == '\'' {
+                    if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                        chars.next();
+                    } else {
+                        return i + 1;
+                    }
+                }
+            }
+            text.len()
+        }
+        _ => {
+            let cut = text
+                .char_indices()
+                .find(|&(i, c)| c == '#' && i > 0 && text[..i].ends_with([' ', '\t']))
+                .map_or(text.len(), |(i, _)| i);
+            text[..cut].trim_end().len()
+        }
+    }
 }
 
 /// Length of the `&anchor ` / `!tag ` properties written before a scalar.
@@ -464,5 +505,29 @@ mod tests {
             set_scalar("kind: [", HR, "a", "b"),
             Err(EditError::Invalid(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod comment_tests {
+    use super::*;
+
+    #[test]
+    fn a_comment_after_the_value_stays() {
+        let doc = Document {
+            kind: None,
+            name: None,
+        };
+        for (before, after) in [
+            ("tag: \"1.0.0\" # c\n", "tag: \"1.2.0\" # c\n"),
+            ("tag: '1.0.0'  # c\n", "tag: '1.2.0'  # c\n"),
+            ("tag: 1.0.0 # c\n", "tag: 1.2.0 # c\n"),
+            (
+                "tag: \"1.0.0\"\nnext: 1 # c\n",
+                "tag: \"1.2.0\"\nnext: 1 # c\n",
+            ),
+        ] {
+            assert_eq!(set_scalar(before, doc, "tag", "1.2.0").unwrap(), after);
+        }
     }
 }

@@ -105,6 +105,14 @@ fn check(file: &str, kind: &str, name: Option<&str>, path: &str, version: &str) 
             after[i].ends_with("\r\n"),
             "{file}: line end"
         );
+        // A comment after the value stays, spaces before it included.
+        if let Some(pos) = before[i].find(" #") {
+            assert!(
+                after[i].ends_with(&before[i][pos..]),
+                "{file}: the comment after the value was lost: {:?}",
+                after[i]
+            );
+        }
     }
 
     // Meaning: the documents are the originals with that one value replaced.
