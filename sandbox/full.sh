@@ -687,13 +687,15 @@ up_full() {
     wait_healthy "$c" 120
   done
   write_env_full
-  # The demo charts and images: published once per state dir.
-  if full_built registry && full_built helm-repo && [[ ! -f $STATE/.published ]]; then
+  # The demo charts and images: published once per state dir, and again when the charts change.
+  local charts_hash
+  charts_hash=$(cd "$SANDBOX_DIR/demo" && find charts publish -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+  if full_built registry && full_built helm-repo && [[ $(cat "$STATE/.published" 2>/dev/null) != "$charts_hash" ]]; then
     SANDBOX_STATE=$STATE SANDBOX_ENV_FILE=$STATE/env.full "$SANDBOX_DIR/demo/publish" >>"$STATE/logs/publish.log" 2>&1 || {
       tail -n 30 "$STATE/logs/publish.log" >&2
       die "publishing the demo charts and images failed (log: $STATE/logs/publish.log)"
     }
-    touch "$STATE/.published"
+    echo "$charts_hash" >"$STATE/.published"
   fi
   log "full profile up in $(elapsed "$t0") s: $(full_enabled | tr '\n' ' ')"
 }

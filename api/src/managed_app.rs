@@ -110,6 +110,13 @@ pub struct VolumeSnapshotPolicy {
     /// How many pre-upgrade snapshots to keep, and for how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_policy: Option<RetentionPolicy>,
+
+    /// How long the snapshots may take to become ready to use before the upgrade fails, as a
+    /// duration such as `15m`. Default: 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')").message("volumeSnapshots.timeout must be a duration such as 15m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub timeout: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -487,12 +494,17 @@ pub struct LastUpgrade {
     /// When the upgrade ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// How it ended, e.g. `Succeeded` or `Failed`.
+    /// `Running` while it runs, then how it ended: `Succeeded` or `Failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// The pre-upgrade snapshot a rollback would restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_name: Option<String>,
+}
+
+impl LastUpgrade {
+    /// `status` of an upgrade that has not ended.
+    pub const RUNNING: &str = "Running";
 }
 
 impl ManagedApp {

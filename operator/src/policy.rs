@@ -135,6 +135,8 @@ pub fn judge(
         .iter()
         .filter_map(|c| Some((parse_version(c)?, c)))
         .filter(|(v, _)| v > &current_version)
+        // Pre-releases are offered only to apps already on one, as Renovate does by default.
+        .filter(|(v, _)| v.pre.is_empty() || !current_version.pre.is_empty())
         .collect();
     newer.sort_by(|a, b| b.0.cmp(&a.0));
     newer.dedup_by(|a, b| a.0 == b.0);
@@ -280,6 +282,19 @@ mod tests {
             verdicts[1].held_back.as_deref(),
             Some("outside the constraint \"<12.5.0\"")
         );
+    }
+
+    #[test]
+    fn release_candidates_only_for_apps_already_on_one() {
+        let candidates: Vec<String> = ["2.1.0-rc.1", "2.0.0"].map(String::from).to_vec();
+        let versions = |current: &str| -> Vec<String> {
+            judge(current, &candidates, AutoUpdate::None, None)
+                .into_iter()
+                .map(|v| v.version)
+                .collect()
+        };
+        assert_eq!(versions("1.0.0"), ["2.0.0"]);
+        assert_eq!(versions("2.1.0-beta.1"), ["2.1.0-rc.1"]);
     }
 
     #[test]

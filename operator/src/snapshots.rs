@@ -4,8 +4,9 @@
 use crate::upgrade::decide::Snapshots;
 use fluxup_api::PvcSnapshot;
 use fluxup_api::snapshot::VolumeSnapshot;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
 
 /// Labels on every snapshot FluxUp takes: the app, and the request that took it.
@@ -76,6 +77,61 @@ pub async fn observe(client: &Client, ns: &str, names: &[String]) -> kube::Resul
     } else {
         Snapshots::Pending
     })
+}
+
+/// Deletes the snapshots of `app` that retention no longer keeps: beyond the newest `keep_last`
+/// upgrades, or older than `max_age`; never those of `protected`. Returns the upgrades whose
+/// snapshots were deleted.
+pub async fn apply_retention(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    keep_last: usize,
+    max_age: Option<Duration>,
+    protected: &str,
+) -> kube::Result<Vec<String>> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
+    let taken = api
+        .list(&ListParams::default().labels(&format!("{APP_LABEL}={app}")))
+        .await?;
+    let now = Timestamp::now();
+    let mut upgrades: Vec<UpgradeSnapshots> = Vec::new();
+    for snapshot in &taken.items {
+        let Some(request) = snapshot.labels().get(REQUEST_LABEL) else {
+            continue;
+        };
+        let age = snapshot
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| Duration::from_secs((now.as_second() - t.0.as_second()).max(0) as u64))
+            .unwrap_or_default();
+        match upgrades.iter_mut().find(|u| &u.request == request) {
+            Some(u) => u.age = u.age.max(age),
+            None => upgrades.push(UpgradeSnapshots {
+                request: request.clone(),
+                age,
+            }),
+        }
+    }
+    let doomed = to_delete(&upgrades, keep_last, max_age, Some(protected));
+    for snapshot in &taken.items {
+        if snapshot
+            .labels()
+            .get(REQUEST_LABEL)
+            .is_some_and(|r| doomed.contains(r))
+        {
+            match api
+                .delete(&snapshot.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(doomed)
 }
 
 /// Kubernetes object names are at most 253 characters; labels 63. Snapshot names stay under 63

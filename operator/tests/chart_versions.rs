@@ -17,7 +17,7 @@ fn source(kind: &str, url: String) -> ChartSource {
 async fn every_published_version_newest_first_from_both_kinds_of_source() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("chart-versions").await?;
     // sandbox/demo/charts/versions: what `sandbox up --profile full` publishes to both.
-    let published = ["2.0.0", "1.1.0", "1.0.1", "1.0.0"];
+    let published = ["2.1.0-rc.1", "2.0.0", "1.1.0", "1.0.1", "1.0.0"];
 
     let helm = source("HelmRepository", sb.env("HELM_REPO_URL")?.to_string());
     assert_eq!(list(&helm, "webapp", false).await?, published);

@@ -112,6 +112,9 @@ impl GitBackend for Contended<'_> {
         }
         self.gitea.write_files(branch, files, message).await
     }
+    async fn check_writable(&self, branch: &str) -> Result<(), GitError> {
+        self.gitea.check_writable(branch).await
+    }
     async fn find_commit(
         &self,
         branch: &str,

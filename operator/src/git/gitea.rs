@@ -81,11 +81,73 @@ struct ListedCommitDetail {
 fn refused(status: u16, body: &str) -> GitError {
     GitError::Refused(format!(
         "HTTP {status}: {}",
-        body.chars().take(300).collect::<String>()
+        body.trim().chars().take(300).collect::<String>()
     ))
 }
 
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+    #[serde(default)]
+    archived: bool,
+    #[serde(default)]
+    permissions: Option<Permissions>,
+}
+
+#[derive(Deserialize)]
+struct Permissions {
+    #[serde(default)]
+    push: bool,
+}
+
+#[derive(Deserialize)]
+struct Branch {
+    #[serde(default)]
+    user_can_push: bool,
+}
+
 impl GitBackend for Gitea {
+    async fn check_writable(&self, branch: &str) -> Result<(), GitError> {
+        let (status, body) = self.send(self.client.get(&self.repo_url)).await?;
+        if status != 200 {
+            return Err(refused(status, &body));
+        }
+        let repo: Repository =
+            serde_json::from_str(&body).map_err(|e| GitError::Refused(e.to_string()))?;
+        if repo.archived {
+            return Err(GitError::Refused(format!(
+                "repository {} is archived and takes no commits; unarchive it in Gitea",
+                repo.full_name
+            )));
+        }
+        if !repo.permissions.is_some_and(|p| p.push) {
+            return Err(GitError::Refused(format!(
+                "the token may not push to {}; give its user write access",
+                repo.full_name
+            )));
+        }
+        let url = format!("{}/branches/{branch}", self.repo_url);
+        let (status, body) = self.send(self.client.get(&url)).await?;
+        if status == 404 {
+            return Err(GitError::Refused(format!(
+                "branch {branch} does not exist in {}",
+                repo.full_name
+            )));
+        }
+        if status != 200 {
+            return Err(refused(status, &body));
+        }
+        let found: Branch =
+            serde_json::from_str(&body).map_err(|e| GitError::Refused(e.to_string()))?;
+        if !found.user_can_push {
+            return Err(GitError::Refused(format!(
+                "branch {branch} of {} is protected against the token's user",
+                repo.full_name
+            )));
+        }
+        Ok(())
+    }
+
     async fn read_file(&self, branch: &str, path: &str) -> Result<FileAtHead, GitError> {
         let url = format!("{}/contents/{path}", self.repo_url);
         let (status, body) = self

@@ -62,6 +62,10 @@ pub trait GitBackend: Sync {
         message: &str,
     ) -> impl Future<Output = Result<Commit, GitError>> + Send;
 
+    /// Whether this token may commit to `branch`: an archived repository, a read-only token or a
+    /// protected branch is found before anything is changed, with what to fix.
+    fn check_writable(&self, branch: &str) -> impl Future<Output = Result<(), GitError>> + Send;
+
     /// The newest of the last `depth` commits of `branch` whose trailer `key` is `value`.
     fn find_commit(
         &self,

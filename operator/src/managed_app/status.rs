@@ -6,7 +6,7 @@ use crate::policy::{Constraint, judge};
 use fluxup_api::condition::{READY, UPDATE_AVAILABLE};
 use fluxup_api::{
     AppState, AutoUpdate, AvailableUpdate, Condition, DetectedUpdate, HeldBackUpdate, ImageVersion,
-    ManagedApp, ManagedAppStatus, Time, UpdateType,
+    LastUpgrade, ManagedApp, ManagedAppStatus, Time, UpdateType,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -249,7 +249,15 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
         ),
     ];
 
-    let state = if !is_ready {
+    // The upgrade controller writes `lastUpgrade`; while it runs, the app is upgrading (and
+    // may look degraded, with its workloads stopped for the snapshot).
+    let upgrading = old
+        .last_upgrade
+        .as_ref()
+        .is_some_and(|u| u.status.as_deref() == Some(LastUpgrade::RUNNING));
+    let state = if upgrading {
+        AppState::Upgrading
+    } else if !is_ready {
         AppState::Degraded
     } else if available.is_some() {
         AppState::UpdateAvailable

@@ -3,8 +3,8 @@
 //! if the request is deleted mid-way.
 
 use super::decide::{Observed, Release, Step, decide};
-use super::{flux, workloads};
-use crate::git::bump::{Outcome, VersionEdit, apply_edits, commit_version_bump};
+use super::{flux, preflight, workloads};
+use crate::git::bump::{BumpError, Outcome, VersionEdit, apply_edits, commit_version_bump};
 use crate::git::gitea::Gitea;
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{GitBackend, GitError};
@@ -14,14 +14,15 @@ use crate::yaml_edit::{Document, image_tag_value};
 use crate::{Scope, events};
 use fluxup_api::flux::{GitRepository, HelmRelease, Kustomization};
 use fluxup_api::{
-    Condition, DryRunResult, ManagedApp, PreflightCheck, SnapshotRecord, UpgradePhase,
-    UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
+    Condition, DryRunResult, ImageVersion, LastUpgrade, ManagedApp, PreflightCheck,
+    RollbackRequest, SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest,
+    UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -110,6 +111,7 @@ async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 /// Where the versions go: the edits, and the Git repository and branch.
 struct Plan {
     chart: Option<String>,
+    images: Vec<ImageVersion>,
     edits: Vec<PlannedEdit>,
     problems: Vec<String>,
 }
@@ -148,6 +150,7 @@ fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
     };
     let mut out = Plan {
         chart: chart.clone(),
+        images: images.clone(),
         edits: Vec::new(),
         problems: Vec::new(),
     };
@@ -368,6 +371,14 @@ async fn observe(
             .volume_snapshots
             .as_ref()
             .is_none_or(|v| v.stop_workloads),
+        auto_rollback: app.spec.auto_rollback,
+        snapshot_timeout: duration(
+            app.spec
+                .volume_snapshots
+                .as_ref()
+                .and_then(|v| v.timeout.as_deref()),
+            Duration::from_secs(900),
+        ),
         ..Default::default()
     };
     if let Some(started) = &status.phase_started_at {
@@ -467,15 +478,28 @@ async fn observe(
             .first()
             .map(|h| without_flux_digest(&h.chart_version).to_string());
         let current_generation = hr_status.flux.observed_generation == hr.metadata.generation;
+        // Until Flux has applied the commit, the HelmRelease still describes the old version
+        // and may be Ready (or failed) at it: only the target counts.
+        let at_target = match &plan.chart {
+            Some(chart) => at.as_ref() == Some(chart),
+            None => release_has_values(&hr, &plan.edits),
+        };
+        let attempted_target = plan.chart.is_none()
+            || hr_status
+                .last_attempted_revision
+                .as_deref()
+                .map(without_flux_digest)
+                == plan.chart.as_deref();
         seen.release = match ready {
-            Some(c) if c.status == "False" && c.reason.contains("Failed") => {
+            Some(c)
+                if c.status == "False"
+                    && c.reason.contains("Failed")
+                    && current_generation
+                    && attempted_target =>
+            {
                 Release::Failed(c.message.clone())
             }
-            Some(c)
-                if c.status == "True"
-                    && current_generation
-                    && (plan.chart.is_none() || at == plan.chart) =>
-            {
+            Some(c) if c.status == "True" && current_generation && at_target => {
                 Release::ReadyAtTarget
             }
             _ => Release::NotYet,
@@ -484,6 +508,18 @@ async fn observe(
             && workloads_ready(&ctx.client, &ns, &found).await?;
     }
     Ok(seen)
+}
+
+/// Whether the HelmRelease in the cluster carries the new values of the edits made to it (image
+/// tags in `spec.values`), i.e. whether Flux has applied the commit to it.
+fn release_has_values(hr: &HelmRelease, edits: &[PlannedEdit]) -> bool {
+    let Ok(live) = serde_json::to_value(hr) else {
+        return false;
+    };
+    edits.iter().filter(|e| e.kind == "HelmRelease").all(|e| {
+        let pointer = format!("/{}", e.field.replace('.', "/"));
+        live.pointer(&pointer).and_then(|v| v.as_str()) == Some(e.value.as_str())
+    })
 }
 
 async fn workloads_ready(
@@ -594,6 +630,10 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let mut spec = req.spec.clone();
     spec.skip_snapshot |= pvcs.is_empty();
     let next = decide(&spec, &status, &seen);
+    let phase = status.phase.unwrap_or_default();
+    if !req.spec.dry_run && phase != UpgradePhase::Pending && !phase.is_terminal() {
+        mark_running(ctx, &app, req, &plan).await?;
+    }
     tracing::info!(request = %format!("{ns}/{}", req.name_any()), phase = ?status.phase, step = ?next, "upgrade step");
     let request = format!("{ns}/{}", req.name_any());
     let gen_ = req.metadata.generation;
@@ -642,14 +682,21 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 .as_ref()
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
                 .cloned();
+            // A failing release does not block: moving to another version is how it is fixed.
+            let release_failing = ready
+                .as_ref()
+                .is_some_and(|c| c.reason == "HelmReleaseNotReady");
             checks.push(PreflightCheck {
                 name: "app".into(),
-                passed: ready.as_ref().is_some_and(|c| c.status == "True"),
+                passed: ready
+                    .as_ref()
+                    .is_some_and(|c| c.status == "True" || release_failing),
                 message: ready.map(|c| c.message),
             });
             if let Some(target) = &plan.chart {
                 checks.push(version_exists(&ctx.client, &app, target).await);
             }
+            checks.push(preflight::policy(&app, plan.chart.as_deref(), &plan.images));
             let mut diff_text = None;
             match git_for(&ctx.client, &app).await {
                 Ok((git, branch)) => {
@@ -663,6 +710,11 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                             Err(e) => failed = Some(e.to_string()),
                         }
                     }
+                    if failed.is_none()
+                        && let Err(e) = git.check_writable(&branch).await
+                    {
+                        failed = Some(e.to_string());
+                    }
                     match failed {
                         Some(e) => checks.push(PreflightCheck {
                             name: "git".into(),
@@ -675,7 +727,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                                 checks.push(PreflightCheck {
                                     name: "git".into(),
                                     passed: true,
-                                    message: Some(format!("branch {branch} readable")),
+                                    message: Some(format!("branch {branch} readable and writable")),
                                 });
                             }
                             Err(e) => checks.push(PreflightCheck {
@@ -780,9 +832,24 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             }
             .render();
             let outcome =
-                commit_version_bump(&git, &branch, &version_edits(&plan), &message, &request)
+                match commit_version_bump(&git, &branch, &version_edits(&plan), &message, &request)
                     .await
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                {
+                    Ok(outcome) => outcome,
+                    // The server may come back: try again until the phase times out.
+                    Err(BumpError::Git(GitError::Unreachable(e))) => {
+                        let why = format!("the Git server could not be reached; retrying: {e}");
+                        write_status(ctx, req, serde_json::json!({"message": why})).await?;
+                        return Ok(Action::requeue(Duration::from_secs(10)));
+                    }
+                    Err(e) => {
+                        let message = format!(
+                            "the version bump could not be committed, so Git is unchanged: {e}; \
+                         fix the repository or the token, then create a new UpgradeRequest"
+                        );
+                        return fail(ctx, req, "GitFailed", message).await;
+                    }
+                };
             let sha = match &outcome {
                 Outcome::Committed(c) | Outcome::AlreadyCommitted(c) => Some(c.sha.clone()),
                 Outcome::NothingToChange => None,
@@ -803,12 +870,8 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::ResumeFlux => {
-            flux::resume(
-                &ctx.client,
-                app.kustomization_namespace(),
-                &app.spec.kustomization_ref.name,
-            )
-            .await?;
+            // The fetch is asked for first: resuming is what ends this step, so a crash between
+            // the two repeats both instead of leaving Flux to find the commit on its interval.
             if let Some(source) = app
                 .status
                 .as_ref()
@@ -818,6 +881,12 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 let (_, gns, gname) = object_parts(&source);
                 flux::fetch_now(&ctx.client, gns, gname).await?;
             }
+            flux::resume(
+                &ctx.client,
+                app.kustomization_namespace(),
+                &app.spec.kustomization_ref.name,
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::RestartWorkloads => {
@@ -830,15 +899,42 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             }
             Ok(Action::requeue(recheck))
         }
-        Step::Fail { reason, message } => {
+        Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
+        Step::RequestRollback => {
+            let name = format!("{}-rollback", req.name_any());
+            let rollback: RollbackRequest = serde_json::from_value(serde_json::json!({
+                "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"upgradeRequestRef": {"name": req.name_any()}},
+            }))
+            .map_err(|e| Error::Other(e.to_string()))?;
+            match Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns)
+                .create(&PostParams::default(), &rollback)
+                .await
+            {
+                Ok(_) => {}
+                // Created before a restart.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            let message = format!(
+                "{}; auto-rollback requested: RollbackRequest {name}",
+                status.message.clone().unwrap_or_default()
+            );
             write_status(
                 ctx,
                 req,
-                serde_json::json!({"phase": UpgradePhase::Failed, "message": message,
-                "conditions": [complete("False", reason, &message, gen_)]}),
+                serde_json::json!({"rollbackRef": {"name": name}, "message": message}),
             )
             .await?;
-            event(ctx, req, true, reason, message).await;
+            event(
+                ctx,
+                req,
+                true,
+                "RollbackRequested",
+                format!("the upgrade failed; RollbackRequest {name} created"),
+            )
+            .await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Succeed => {
@@ -858,6 +954,152 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             event(ctx, req, false, "Succeeded", message).await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Step::Done => Ok(Action::await_change()),
+        Step::Done => {
+            finish(ctx, &app, req, &status).await?;
+            Ok(Action::await_change())
+        }
     }
+}
+
+/// Records `Failed` with a reason and what a person can do; the clean-up steps follow.
+async fn fail(
+    ctx: &Context,
+    req: &UpgradeRequest,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
+    write_status(
+        ctx,
+        req,
+        serde_json::json!({"phase": UpgradePhase::Failed, "message": message,
+        "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
+    )
+    .await?;
+    event(ctx, req, true, reason, message).await;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// `lastUpgrade` of the ManagedApp, as this request has it now.
+fn last_upgrade(
+    req: &UpgradeRequest,
+    plan_chart: Option<String>,
+    outcome: &str,
+    completed: Option<Time>,
+) -> serde_json::Value {
+    let status = req.status.clone().unwrap_or_default();
+    let record = status.upgrade.unwrap_or_default();
+    // Every key is written, absent ones as null: this is a merge patch over the previous upgrade.
+    serde_json::json!({
+        "requestName": req.name_any(),
+        "fromVersion": record.previous_version,
+        "toVersion": record.new_version.or(plan_chart),
+        "startedAt": record.started_at.unwrap_or_else(events::now_time),
+        "completedAt": completed,
+        "status": outcome,
+        "snapshotName": status.snapshot.and_then(|s| s.pvcs.first().map(|p| p.snapshot_name.clone())),
+    })
+}
+
+async fn patch_last_upgrade(
+    ctx: &Context,
+    app: &ManagedApp,
+    last: serde_json::Value,
+) -> Result<(), Error> {
+    Api::<ManagedApp>::namespaced(ctx.client.clone(), &app.namespace().unwrap_or_default())
+        .patch_status(
+            &app.name_any(),
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(serde_json::json!({"status": {"lastUpgrade": last}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// While the upgrade runs, the ManagedApp says so (its state becomes `Upgrading`).
+async fn mark_running(
+    ctx: &Context,
+    app: &ManagedApp,
+    req: &UpgradeRequest,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let last = app.status.as_ref().and_then(|s| s.last_upgrade.as_ref());
+    if last.is_some_and(|l| {
+        l.request_name.as_deref() == Some(req.name_any().as_str())
+            && l.status.as_deref() == Some(LastUpgrade::RUNNING)
+    }) {
+        return Ok(());
+    }
+    patch_last_upgrade(
+        ctx,
+        app,
+        last_upgrade(req, plan.chart.clone(), LastUpgrade::RUNNING, None),
+    )
+    .await
+}
+
+/// After the request has ended and nothing is left suspended or stopped: snapshot retention
+/// (after a success, never touching this upgrade's snapshots, which a rollback would restore),
+/// then the ManagedApp's `lastUpgrade`. Both are repeated if a restart interrupts them.
+async fn finish(
+    ctx: &Context,
+    app: &ManagedApp,
+    req: &UpgradeRequest,
+    status: &UpgradeRequestStatus,
+) -> Result<(), Error> {
+    let last = app.status.as_ref().and_then(|s| s.last_upgrade.as_ref());
+    let mine_running = last.is_some_and(|l| {
+        l.request_name.as_deref() == Some(req.name_any().as_str())
+            && l.status.as_deref() == Some(LastUpgrade::RUNNING)
+    });
+    if !mine_running {
+        return Ok(());
+    }
+    let phase = status.phase.unwrap_or_default();
+    if phase == UpgradePhase::Succeeded {
+        let policy = app
+            .spec
+            .volume_snapshots
+            .as_ref()
+            .and_then(|v| v.retention_policy.clone())
+            .unwrap_or_default();
+        let keep_last = policy.keep_last.unwrap_or(3).max(1) as usize;
+        let max_age = policy
+            .max_age
+            .as_deref()
+            .map(|a| duration(Some(a), Duration::MAX));
+        let ns = req.namespace().unwrap_or_default();
+        let deleted = snapshots::apply_retention(
+            &ctx.client,
+            &ns,
+            &app.name_any(),
+            keep_last,
+            max_age,
+            &req.name_any(),
+        )
+        .await?;
+        if !deleted.is_empty() {
+            event(
+                ctx,
+                req,
+                false,
+                "SnapshotsPruned",
+                format!("retention deleted the snapshots of {}", deleted.join(", ")),
+            )
+            .await;
+        }
+    }
+    let completed = status
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.completed_at.clone())
+        .unwrap_or_else(events::now_time);
+    patch_last_upgrade(
+        ctx,
+        app,
+        last_upgrade(req, None, &format!("{phase:?}"), Some(completed)),
+    )
+    .await
 }

@@ -60,6 +60,10 @@ pub struct Observed {
     pub stop_workloads: bool,
     /// The ManagedApp's health check timeout.
     pub health_timeout: Duration,
+    /// How long the ManagedApp lets snapshots take.
+    pub snapshot_timeout: Duration,
+    /// The ManagedApp asks for a rollback when an upgrade fails (its `autoRollback`).
+    pub auto_rollback: bool,
 }
 
 /// The one thing to do next.
@@ -89,6 +93,8 @@ pub enum Step {
         reason: &'static str,
         message: String,
     },
+    /// Create the RollbackRequest that undoes this failed upgrade, and link it in status.
+    RequestRollback,
     /// Record `Succeeded`.
     Succeed,
     /// Terminal, and nothing is left suspended or stopped.
@@ -96,14 +102,14 @@ pub enum Step {
 }
 
 /// How long each phase may take before the upgrade fails.
-pub fn timeout(phase: UpgradePhase, health_timeout: Duration) -> Duration {
+pub fn timeout(phase: UpgradePhase, seen: &Observed) -> Duration {
     match phase {
         UpgradePhase::Preflight | UpgradePhase::Suspending | UpgradePhase::Committing => {
             Duration::from_secs(120)
         }
         UpgradePhase::Quiescing => Duration::from_secs(300),
-        UpgradePhase::Snapshotting => Duration::from_secs(900),
-        UpgradePhase::Reconciling | UpgradePhase::HealthChecking => health_timeout,
+        UpgradePhase::Snapshotting => seen.snapshot_timeout,
+        UpgradePhase::Reconciling | UpgradePhase::HealthChecking => seen.health_timeout,
         _ => Duration::MAX,
     }
 }
@@ -124,11 +130,8 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
     use UpgradePhase::*;
     let phase = status.phase.unwrap_or_default();
 
-    if !phase.is_terminal()
-        && phase != Pending
-        && seen.in_phase > timeout(phase, seen.health_timeout)
-    {
-        let limit = timeout(phase, seen.health_timeout).as_secs();
+    if !phase.is_terminal() && phase != Pending && seen.in_phase > timeout(phase, seen) {
+        let limit = timeout(phase, seen).as_secs();
         let hint = match phase {
             Snapshotting => "check the VolumeSnapshots' events and the CSI driver",
             Reconciling | HealthChecking => {
@@ -136,9 +139,14 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
             }
             _ => "check the Flux Kustomization and FluxUp's events",
         };
+        let committed = if phase < Committing {
+            "; nothing was committed"
+        } else {
+            ""
+        };
         return Step::Fail {
             reason: "Timeout",
-            message: format!("{phase:?} did not finish within {limit} s: {hint}"),
+            message: format!("{phase:?} did not finish within {limit} s: {hint}{committed}"),
         };
     }
 
@@ -202,6 +210,17 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
         // Whatever ended the request, nothing stays suspended or stopped.
         Failed | Succeeded | RolledBack if seen.kustomization_suspended => Step::ResumeFlux,
         Failed | Succeeded | RolledBack if left_stopped(status, seen) => Step::RestartWorkloads,
+        // Only a commit changed something worth undoing; before it, Git and data are as they were.
+        Failed
+            if seen.auto_rollback
+                && status.rollback_ref.is_none()
+                && status
+                    .upgrade
+                    .as_ref()
+                    .is_some_and(|u| u.git_commit.is_some()) =>
+        {
+            Step::RequestRollback
+        }
         Failed | Succeeded | RolledBack => Step::Done,
     }
 }
@@ -234,6 +253,7 @@ mod tests {
             workloads_to_stop: 1,
             stop_workloads: true,
             health_timeout: Duration::from_secs(300),
+            snapshot_timeout: Duration::from_secs(900),
             ..Default::default()
         }
     }
@@ -401,8 +421,44 @@ mod tests {
     }
 
     #[test]
+    fn auto_rollback_is_requested_once_and_only_after_a_commit() {
+        let spec = UpgradeRequestSpec::default();
+        let mut observed = seen();
+        observed.auto_rollback = true;
+        let mut failed = status(Failed, false);
+        // Failed before the commit: Git and data are untouched, nothing to roll back.
+        assert_eq!(decide(&spec, &failed, &observed), Step::Done);
+        failed.upgrade = Some(fluxup_api::UpgradeRecord {
+            git_commit: Some("abc123".into()),
+            ..Default::default()
+        });
+        // Flux is resumed first, then the rollback is asked for.
+        observed.kustomization_suspended = true;
+        assert_eq!(decide(&spec, &failed, &observed), Step::ResumeFlux);
+        observed.kustomization_suspended = false;
+        assert_eq!(decide(&spec, &failed, &observed), Step::RequestRollback);
+        failed.rollback_ref = Some(fluxup_api::LocalObjectReference {
+            name: "web-rollback".into(),
+        });
+        assert_eq!(decide(&spec, &failed, &observed), Step::Done);
+        // Off by default.
+        failed.rollback_ref = None;
+        observed.auto_rollback = false;
+        assert_eq!(decide(&spec, &failed, &observed), Step::Done);
+    }
+
+    #[test]
     fn timeouts_failures_dry_runs_and_queues() {
         let spec = UpgradeRequestSpec::default();
+        let mut observed = seen();
+        observed.snapshot_timeout = Duration::from_secs(30);
+        observed.in_phase = Duration::from_secs(31);
+        observed.snapshots = Snapshots::Pending;
+        let Step::Fail { message, .. } = decide(&spec, &status(Snapshotting, true), &observed)
+        else {
+            panic!("the app's snapshot timeout applies")
+        };
+        assert!(message.contains("within 30 s"), "{message}");
         let mut observed = seen();
         observed.in_phase = Duration::from_secs(1000);
         observed.snapshots = Snapshots::Pending;

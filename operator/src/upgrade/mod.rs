@@ -5,4 +5,5 @@
 pub mod controller;
 pub mod decide;
 pub mod flux;
+pub mod preflight;
 pub mod workloads;

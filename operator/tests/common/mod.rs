@@ -1,0 +1,321 @@
+//! What the upgrade scenario tests share: creating UpgradeRequests, following them to their end
+//! with a timeline of their phases, and checking what a person would check afterwards.
+#![allow(dead_code)] // each test file uses part of it
+
+use anyhow::Context as _;
+use fluxup_api::flux::{HelmRelease, Kustomization};
+use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
+use fluxup_operator::managed_app::resolve::without_flux_digest;
+use fluxup_operator::sandbox::Sandbox;
+use fluxup_operator::{Scope, upgrade};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs).
+pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let t = stop.clone();
+    tokio::spawn(upgrade::controller::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ))
+}
+
+/// The head commit of `main` in Gitea.
+pub fn head(sb: &Sandbox, repo: &str) -> anyhow::Result<String> {
+    let b = sb
+        .gitea()?
+        .ok("GET", &format!("/repos/{repo}/branches/main"), None)?;
+    Ok(b["commit"]["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// How many commits on `main` carry the trailer of `request` (`namespace/name`).
+pub fn commits_of(sb: &Sandbox, repo: &str, request: &str) -> anyhow::Result<usize> {
+    let gitea = sb.gitea()?;
+    let commits = gitea.ok(
+        "GET",
+        &format!("/repos/{repo}/commits?sha=main&limit=50&stat=false&files=false"),
+        None,
+    )?;
+    let trailer = format!("FluxUp-Request: {request}");
+    Ok(commits
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|c| {
+                    c["commit"]["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&trailer))
+                })
+                .count()
+        })
+        .unwrap_or(0))
+}
+
+/// The lines a commit adds and removes, from Gitea's diff of it.
+pub fn changed_lines(sb: &Sandbox, repo: &str, sha: &str) -> anyhow::Result<Vec<String>> {
+    let (code, diff) = sb.gitea()?.call(
+        "GET",
+        &format!("/repos/{repo}/git/commits/{sha}.diff"),
+        None,
+    )?;
+    anyhow::ensure!(code == 200, "no diff of {sha}: HTTP {code}");
+    Ok(diff
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .map(String::from)
+        .collect())
+}
+
+/// The chart version Flux runs now (from the HelmRelease, not the app's status, which follows it).
+pub async fn deployed(sb: &Sandbox, name: &str) -> anyhow::Result<String> {
+    let hr = Api::<HelmRelease>::namespaced(sb.client.clone(), name)
+        .get(name)
+        .await?;
+    let version = hr
+        .status
+        .and_then(|s| s.history.first().map(|h| h.chart_version.clone()));
+    Ok(without_flux_digest(&version.context("no release yet")?).to_string())
+}
+
+pub async fn app(sb: &Sandbox, namespace: &str, name: &str) -> anyhow::Result<ManagedApp> {
+    Ok(Api::<ManagedApp>::namespaced(sb.client.clone(), namespace)
+        .get(name)
+        .await?)
+}
+
+/// Waits until the ManagedApp `namespace/name` knows its workloads and where its versions live.
+pub async fn wait_resolved(sb: &Sandbox, namespace: &str, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app(sb, namespace, name)
+        .await?
+        .status
+        .and_then(|s| s.resolved)
+        .is_none()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "{name} not resolved");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Creates (server-side applies) a ManagedApp from its JSON.
+pub async fn apply_app(sb: &Sandbox, app: Value) -> anyhow::Result<()> {
+    let app: ManagedApp = serde_json::from_value(app)?;
+    let ns = app.metadata.namespace.clone().context("namespace")?;
+    Api::<ManagedApp>::namespaced(sb.client.clone(), &ns)
+        .patch(
+            &app.metadata.name.clone().context("name")?,
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(&app),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes every UpgradeRequest in `namespace` (their finalizer resumes Flux) and waits.
+pub async fn delete_requests(sb: &Sandbox, namespace: &str) -> anyhow::Result<()> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), namespace);
+    api.delete_collection(&Default::default(), &Default::default())
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !api.list(&Default::default()).await?.items.is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "old UpgradeRequests in {namespace} not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Ok(())
+}
+
+/// Creates an UpgradeRequest in `namespace` for ManagedApp `app` with `target` as its
+/// `targetVersion`.
+pub async fn create_request(
+    sb: &Sandbox,
+    namespace: &str,
+    app: &str,
+    request: &str,
+    target: Value,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let req: UpgradeRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
+        "metadata": {"name": request},
+        "spec": {"managedAppRef": {"name": app}, "targetVersion": target, "dryRun": dry_run},
+    }))?;
+    Api::<UpgradeRequest>::namespaced(sb.client.clone(), namespace)
+        .create(&PostParams::default(), &req)
+        .await?;
+    Ok(())
+}
+
+/// An ended request and when each phase was first seen, from its creation.
+pub struct Ended {
+    pub request: UpgradeRequest,
+    pub timeline: Vec<(UpgradePhase, Duration)>,
+}
+
+impl Ended {
+    pub fn phase(&self) -> UpgradePhase {
+        self.request
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default()
+    }
+
+    pub fn status(&self) -> fluxup_api::UpgradeRequestStatus {
+        self.request.status.clone().unwrap_or_default()
+    }
+
+    /// When `phase` was first seen.
+    pub fn at(&self, phase: UpgradePhase) -> Option<Duration> {
+        self.timeline
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, t)| *t)
+    }
+
+    /// The phases as a line: `Preflight 0.1 s, Suspending 0.3 s, …`.
+    pub fn timeline_text(&self) -> String {
+        self.timeline
+            .iter()
+            .map(|(p, t)| format!("{p:?} {:.1} s", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Follows a request until it has ended (Succeeded, Failed or RolledBack), noting when each
+/// phase is first seen (polled every 50 ms, so a phase shorter than that may be missed).
+pub async fn follow(
+    sb: &Sandbox,
+    namespace: &str,
+    request: &str,
+    timeout: Duration,
+) -> anyhow::Result<Ended> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), namespace);
+    let started = Instant::now();
+    let mut timeline: Vec<(UpgradePhase, Duration)> = Vec::new();
+    loop {
+        let req = api.get(request).await?;
+        let phase = req
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if timeline.last().map(|(p, _)| *p) != Some(phase) {
+            timeline.push((phase, started.elapsed()));
+        }
+        if phase.is_terminal() {
+            return Ok(Ended {
+                request: req,
+                timeline,
+            });
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{namespace}/{request} stuck in {phase:?}: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates an UpgradeRequest and follows it to its end.
+pub async fn run_request(
+    sb: &Sandbox,
+    namespace: &str,
+    app: &str,
+    request: &str,
+    target: Value,
+    dry_run: bool,
+) -> anyhow::Result<Ended> {
+    create_request(sb, namespace, app, request, target, dry_run).await?;
+    follow(sb, namespace, request, Duration::from_secs(240)).await
+}
+
+/// Waits until the upgrade `request` of the demo app `name` reaches `phase` (or a later one).
+pub async fn wait_for_phase(
+    sb: &Sandbox,
+    name: &str,
+    request: &str,
+    phase: UpgradePhase,
+) -> anyhow::Result<()> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), name);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let now = api
+            .get(request)
+            .await?
+            .status
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if now >= phase {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{request} never reached {phase:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the Flux Kustomization of demo app `name` is suspended.
+pub async fn suspended(sb: &Sandbox, name: &str) -> anyhow::Result<bool> {
+    let ks = Api::<Kustomization>::namespaced(sb.client.clone(), "flux-system")
+        .get(name)
+        .await?;
+    Ok(ks.spec.suspend == Some(true))
+}
+
+/// What a person checks after an upgrade of demo app `name`: it Succeeded, its commit changed
+/// only the version line(s), Flux runs `version`, the Kustomization is resumed.
+pub async fn check_rolled_out(
+    sb: &Sandbox,
+    name: &str,
+    ended: &Ended,
+    version: &str,
+) -> anyhow::Result<()> {
+    let status = ended.status();
+    assert_eq!(
+        status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{name}: {:?}",
+        status.message
+    );
+    let sha = status
+        .upgrade
+        .and_then(|u| u.git_commit)
+        .context("no commit recorded")?;
+    let repo = format!("{}/fleet", sb.gitea()?.user);
+    let changed = changed_lines(sb, &repo, &sha)?;
+    assert_eq!(
+        changed.len(),
+        2,
+        "{name}: the diff is the version line only: {changed:?}"
+    );
+    assert!(changed[1].contains(version), "{changed:?}");
+    assert_eq!(deployed(sb, name).await?, version, "{name}: what Flux runs");
+    assert!(
+        !suspended(sb, name).await?,
+        "{name}: the Kustomization was left suspended"
+    );
+    Ok(())
+}
+
+/// `targetVersion` for a chart version.
+pub fn chart(version: &str) -> Value {
+    json!({"chart": version})
+}

@@ -1,0 +1,317 @@
+//! Scenario: upgrades that fail, with real Flux, CSI snapshots and Gitea. Each ends in a clear
+//! `Failed` that says what happened and what to do, with the Flux Kustomization resumed and the
+//! app's workloads running again:
+//! - a chart release that Flux cannot install (the demo's 2.1.0-rc.1), on an app with
+//!   auto-rollback: a RollbackRequest is created and linked;
+//! - Gitea refusing the commit (the repository archived while the snapshot is taken): Git is
+//!   unchanged; and an archived repository refused already by the preflight;
+//! - a snapshot that never becomes ready (a class whose CSI driver is not running): the app's
+//!   snapshot timeout ends it, before any commit.
+
+mod common;
+
+use anyhow::Context as _;
+use common::*;
+use fluxup_api::snapshot::VolumeSnapshotClass;
+use fluxup_api::{RollbackRequest, UpgradePhase};
+use fluxup_operator::sandbox::{Sandbox, seed_demo};
+use fluxup_operator::{Scope, managed_app};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A copy of a demo app's ManagedApp, with where its chart version is written in Git (so no
+/// Renovate run is needed) and `extra` merged into its spec.
+fn app_copy(name: &str, of: &str, chart_file: &str, extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "helmReleaseRef": {"name": of},
+        "kustomizationRef": {"name": of, "namespace": "flux-system"},
+        "versionPolicy": {"chart": {"git": {"file": chart_file}}},
+        "healthCheck": {"timeout": "90s"},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+        "metadata": {"name": name, "namespace": of},
+        "spec": spec,
+    })
+}
+
+/// Archives or unarchives the demo repository in Gitea.
+fn set_archived(sb: &Sandbox, repo: &str, archived: bool) -> anyhow::Result<()> {
+    sb.gitea()?.ok(
+        "PATCH",
+        &format!("/repos/{repo}"),
+        Some(&json!({"archived": archived})),
+    )?;
+    Ok(())
+}
+
+/// Waits until the demo app `name` is cleaned up after a failure: Flux resumed and, for the
+/// datastore, its StatefulSet back at one replica.
+async fn cleaned_up(sb: &Sandbox, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = if name == "datastore" {
+            Api::<StatefulSet>::namespaced(sb.client.clone(), name)
+                .get(name)
+                .await?
+                .spec
+                .and_then(|s| s.replicas)
+                == Some(1)
+        } else {
+            true
+        };
+        if running && !suspended(sb, name).await? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{name}: no clean-up after the failure"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn failure(ended: &Ended) -> (String, String) {
+    let status = ended.status();
+    assert_eq!(
+        status.phase,
+        Some(UpgradePhase::Failed),
+        "{:?}",
+        status.message
+    );
+    (
+        status
+            .conditions
+            .first()
+            .map(|c| c.reason.clone())
+            .unwrap_or_default(),
+        status.message.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn failed_upgrades_say_why_and_leave_flux_resumed() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("upgrade-failures").await?;
+    let repo = seed_demo()?;
+    // A run that died half-way may have left the repository archived.
+    set_archived(&sb, &repo, false)?;
+
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let t = stop.clone();
+    tokio::spawn(managed_app::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ));
+    let _upgrader = start_upgrader(&sb, &stop);
+    for name in ["api", "datastore", "webapp"] {
+        delete_requests(&sb, name).await?;
+        Api::<RollbackRequest>::namespaced(sb.client.clone(), name)
+            .delete_collection(&Default::default(), &Default::default())
+            .await?;
+    }
+    let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
+
+    // 1. A release Flux cannot install. The app asks for auto-rollback: a RollbackRequest for
+    //    this upgrade is created and linked from its status.
+    apply_app(
+        &sb,
+        app_copy(
+            "api-failing",
+            "api",
+            "apps/api/ocirepository.yaml",
+            json!({"autoRollback": true}),
+        ),
+    )
+    .await?;
+    wait_resolved(&sb, "api", "api-failing").await?;
+    let before = deployed(&sb, "api").await?;
+    let request = format!("api-{run}-rc");
+    let ended = run_request(
+        &sb,
+        "api",
+        "api-failing",
+        &request,
+        chart("2.1.0-rc.1"),
+        false,
+    )
+    .await?;
+    let (reason, message) = failure(&ended);
+    println!("failing release: {message} [{}]", ended.timeline_text());
+    assert_eq!(reason, "ReleaseFailed", "{message}");
+    assert!(
+        message.starts_with("Flux could not roll out the new version")
+            && message.contains("changes the data format"),
+        "Flux's own words are passed on: {message}"
+    );
+    assert!(
+        ended.status().upgrade.and_then(|u| u.git_commit).is_some(),
+        "the bump was committed before Flux failed"
+    );
+    cleaned_up(&sb, "api").await?;
+    let rollback_name = eventually_rollback_ref(&sb, &request).await?;
+    let rollback = Api::<RollbackRequest>::namespaced(sb.client.clone(), "api")
+        .get(&rollback_name)
+        .await?;
+    assert_eq!(
+        rollback.spec.upgrade_request_ref.map(|r| r.name),
+        Some(request.clone()),
+        "the RollbackRequest undoes this upgrade"
+    );
+    let last = app(&sb, "api", "api-failing")
+        .await?
+        .status
+        .and_then(|s| s.last_upgrade)
+        .context("lastUpgrade")?;
+    assert_eq!(last.status.as_deref(), Some("Failed"));
+    // Until the rollback controller exists, move the app back with an upgrade: a failing
+    // release does not block the upgrade that fixes it.
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), "api")
+        .delete(&rollback_name, &Default::default())
+        .await?;
+    let back = run_request(
+        &sb,
+        "api",
+        "api-failing",
+        &format!("api-{run}-back"),
+        chart(&before),
+        false,
+    )
+    .await?;
+    check_rolled_out(&sb, "api", &back, &before).await?;
+
+    // 2. Gitea refuses the commit: the repository is archived while the snapshot is taken.
+    apply_app(
+        &sb,
+        app_copy(
+            "datastore-git-refused",
+            "datastore",
+            "apps/datastore/ocirepository.yaml",
+            json!({"volumeSnapshots": {"volumeSnapshotClassName": "csi-snapclass",
+                                       "pvcs": [{"name": "data-datastore-0"}]}}),
+        ),
+    )
+    .await?;
+    wait_resolved(&sb, "datastore", "datastore-git-refused").await?;
+    let head_before = head(&sb, &repo)?;
+    let target = if deployed(&sb, "datastore").await? == "1.0.1" {
+        "1.0.0"
+    } else {
+        "1.0.1"
+    };
+    let request = format!("datastore-{run}-git-refused");
+    create_request(
+        &sb,
+        "datastore",
+        "datastore-git-refused",
+        &request,
+        chart(target),
+        false,
+    )
+    .await?;
+    wait_for_phase(&sb, "datastore", &request, UpgradePhase::Quiescing).await?;
+    set_archived(&sb, &repo, true)?;
+    let ended = follow(&sb, "datastore", &request, Duration::from_secs(120)).await?;
+    let (reason, message) = failure(&ended);
+    println!("Git refused: {message}");
+    assert_eq!(reason, "GitFailed", "{message}");
+    assert!(
+        message.contains("Git is unchanged") && message.contains("refused"),
+        "{message}"
+    );
+    cleaned_up(&sb, "datastore").await?;
+
+    // While it is archived, the preflight refuses before anything is stopped or suspended.
+    let ended = run_request(
+        &sb,
+        "webapp",
+        "webapp",
+        &format!("webapp-{run}-archived"),
+        chart("1.0.1"),
+        false,
+    )
+    .await?;
+    let (reason, message) = failure(&ended);
+    assert_eq!(reason, "PreflightFailed", "{message}");
+    assert!(message.contains("is archived"), "{message}");
+    assert!(
+        ended.at(UpgradePhase::Suspending).is_none(),
+        "nothing was suspended: {}",
+        ended.timeline_text()
+    );
+    set_archived(&sb, &repo, false)?;
+    assert_eq!(head(&sb, &repo)?, head_before, "Git changed");
+
+    // 3. A snapshot that never becomes ready: its class names a CSI driver nobody runs. The
+    //    app's 5 s snapshot timeout ends the upgrade before any commit.
+    let classes = ApiResource::erase::<VolumeSnapshotClass>(&());
+    Api::<DynamicObject>::all_with(sb.client.clone(), &classes)
+        .patch(
+            "never-ready",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+                "metadata": {"name": "never-ready"},
+                "driver": "nobody.fluxup.dev", "deletionPolicy": "Delete",
+            })),
+        )
+        .await?;
+    apply_app(
+        &sb,
+        app_copy(
+            "datastore-slow-snapshots",
+            "datastore",
+            "apps/datastore/ocirepository.yaml",
+            json!({"volumeSnapshots": {"volumeSnapshotClassName": "never-ready", "timeout": "5s",
+                                       "pvcs": [{"name": "data-datastore-0"}]}}),
+        ),
+    )
+    .await?;
+    wait_resolved(&sb, "datastore", "datastore-slow-snapshots").await?;
+    let ended = run_request(
+        &sb,
+        "datastore",
+        "datastore-slow-snapshots",
+        &format!("datastore-{run}-slow-snapshot"),
+        chart(target),
+        false,
+    )
+    .await?;
+    let (reason, message) = failure(&ended);
+    println!("snapshot never ready: {message}");
+    assert!(
+        (reason == "Timeout" && message.starts_with("Snapshotting did not finish within 5 s"))
+            || reason == "SnapshotFailed",
+        "{reason}: {message}"
+    );
+    assert!(message.contains("nothing was committed"), "{message}");
+    cleaned_up(&sb, "datastore").await?;
+    assert_eq!(head(&sb, &repo)?, head_before, "Git changed");
+    Ok(())
+}
+
+/// Waits until the UpgradeRequest `request` of the api app links its RollbackRequest.
+async fn eventually_rollback_ref(sb: &Sandbox, request: &str) -> anyhow::Result<String> {
+    let api: Api<fluxup_api::UpgradeRequest> = Api::namespaced(sb.client.clone(), "api");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = api.get(request).await?;
+        if let Some(r) = req.status.as_ref().and_then(|s| s.rollback_ref.clone()) {
+            return Ok(r.name);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no RollbackRequest linked: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

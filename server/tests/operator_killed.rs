@@ -1,0 +1,116 @@
+//! Scenario: the real `fluxup serve` process is killed with SIGKILL while an upgrade of the demo
+//! datastore (a StatefulSet on a CSI volume) waits inside a phase — for its snapshot to become
+//! ready, and for Flux to roll the new version out — and then started again. Each upgrade still
+//! ends Succeeded with one commit and one snapshot, the StatefulSet runs again and the Flux
+//! Kustomization is resumed.
+
+#[path = "../../operator/tests/common/mod.rs"]
+mod common;
+
+use anyhow::Context as _;
+use common::*;
+use fluxup_api::UpgradePhase;
+use fluxup_api::snapshot::VolumeSnapshot;
+use fluxup_operator::sandbox::{Sandbox, repo_root, seed_demo};
+use fluxup_operator::snapshots::REQUEST_LABEL;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `fluxup serve` with its controllers, against the sandbox; its log goes to target/.
+fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<Child> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::fs::File::create(repo_root().join("target").join(log))?;
+    Command::new(env!("CARGO_BIN_EXE_fluxup"))
+        .args(["serve", "--controllers", "true"])
+        .env("KUBECONFIG", sb.env("KUBECONFIG")?)
+        // The leader lease lives in the test's namespace.
+        .env("POD_NAMESPACE", sb.ns())
+        .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting fluxup serve")
+}
+
+/// Kills the process with SIGKILL (no clean-up code runs) and reaps it.
+fn sigkill(mut child: Child) -> anyhow::Result<()> {
+    child.kill()?;
+    child.wait()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("operator-killed").await?;
+    let repo = seed_demo()?;
+    let mut operator = start_operator(&sb, "operator-killed-0.log")?;
+    // Requests of an earlier run: their finalizer needs the operator.
+    delete_requests(&sb, "datastore").await?;
+    apply_app(
+        &sb,
+        json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": "datastore-killed", "namespace": "datastore"},
+            "spec": {"helmReleaseRef": {"name": "datastore"},
+                     "kustomizationRef": {"name": "datastore", "namespace": "flux-system"},
+                     "volumeSnapshots": {"volumeSnapshotClassName": "csi-snapclass",
+                                         "pvcs": [{"name": "data-datastore-0"}]},
+                     "versionPolicy": {"chart": {"git": {"file": "apps/datastore/ocirepository.yaml"}}}},
+        }),
+    )
+    .await?;
+    wait_resolved(&sb, "datastore", "datastore-killed").await?;
+    let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
+
+    for (i, kill_in) in [UpgradePhase::Snapshotting, UpgradePhase::Reconciling]
+        .into_iter()
+        .enumerate()
+    {
+        let before = deployed(&sb, "datastore").await?;
+        let target = if before == "1.0.1" { "1.0.0" } else { "1.0.1" };
+        let request = format!("datastore-{run}-sigkill-{i}");
+        create_request(
+            &sb,
+            "datastore",
+            "datastore-killed",
+            &request,
+            chart(target),
+            false,
+        )
+        .await?;
+        wait_for_phase(&sb, "datastore", &request, kill_in).await?;
+        sigkill(operator)?;
+        println!("SIGKILL in {kill_in:?}");
+        // Nothing moves while it is down; a new process (after the dead one's lease expires)
+        // picks the upgrade up from its status.
+        operator = start_operator(&sb, &format!("operator-killed-{}.log", i + 1))?;
+        let ended = follow(&sb, "datastore", &request, Duration::from_secs(240)).await?;
+        println!(
+            "killed in {kill_in:?}: converged [{}]",
+            ended.timeline_text()
+        );
+        check_rolled_out(&sb, "datastore", &ended, target).await?;
+        assert_eq!(
+            commits_of(&sb, &repo, &format!("datastore/{request}"))?,
+            1,
+            "one commit"
+        );
+        let snapshots = Api::<VolumeSnapshot>::namespaced(sb.client.clone(), "datastore")
+            .list(&ListParams::default().labels(&format!("{REQUEST_LABEL}={request}")))
+            .await?;
+        assert_eq!(snapshots.items.len(), 1, "one snapshot");
+        let sts = Api::<StatefulSet>::namespaced(sb.client.clone(), "datastore")
+            .get("datastore")
+            .await?;
+        assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1), "runs again");
+    }
+    sigkill(operator)?;
+    Ok(())
+}
