@@ -91,11 +91,15 @@ pub async fn apply_retention(
     protected: &str,
 ) -> kube::Result<Vec<String>> {
     let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
-    let taken = api
+    let mut taken = api
         .list(&ListParams::default().labels(&format!("{APP_LABEL}={app}")))
         .await?;
     let now = Timestamp::now();
     let mut upgrades: Vec<UpgradeSnapshots> = Vec::new();
+    // Snapshots already being deleted are done with.
+    taken
+        .items
+        .retain(|s| s.metadata.deletion_timestamp.is_none());
     for snapshot in &taken.items {
         let Some(request) = snapshot.labels().get(REQUEST_LABEL) else {
             continue;

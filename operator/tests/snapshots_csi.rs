@@ -75,3 +75,55 @@ async fn snapshots_are_taken_once_and_become_ready() -> anyhow::Result<()> {
     assert!(why.contains("no-such-class"), "{why}");
     Ok(())
 }
+
+/// Retention keeps the newest `keepLast` upgrades' snapshots and the protected one (the upgrade a
+/// rollback would restore), whatever its age, and deletes the rest; other apps' are untouched.
+#[tokio::test]
+async fn retention_keeps_the_newest_and_the_rollback_target() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("snapshot-retention").await?;
+    let api = sb.api::<VolumeSnapshot>();
+    let snapshot = |app: &str, request: &str| {
+        json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {"name": format!("{request}-data"),
+                         "labels": {snapshots::APP_LABEL: app, REQUEST_LABEL: request}},
+            // A PVC that does not exist: these snapshots never become ready, which retention
+            // does not care about.
+            "spec": {"source": {"persistentVolumeClaimName": "gone"}},
+        })
+    };
+    // Oldest first, a second apart so their ages differ.
+    for request in ["u1", "u2", "u3", "u4"] {
+        sb.apply(snapshot("db", request)).await?;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    sb.apply(snapshot("other", "o1")).await?;
+
+    let deleted = snapshots::apply_retention(&sb.client, sb.ns(), "db", 2, None, "u1").await?;
+    assert_eq!(
+        deleted,
+        ["u2"],
+        "beyond the newest two, except the protected u1"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut left: Vec<String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        left.sort();
+        if left == ["o1-data", "u1-data", "u3-data", "u4-data"] {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Again: nothing more to delete.
+    let again = snapshots::apply_retention(&sb.client, sb.ns(), "db", 2, None, "u1").await?;
+    assert!(again.is_empty(), "{again:?}");
+    Ok(())
+}
