@@ -4,6 +4,7 @@
 
 pub mod api_requests;
 pub mod chart_versions;
+pub mod duration;
 pub mod events;
 pub mod git;
 pub mod ingest;

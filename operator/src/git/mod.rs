@@ -3,6 +3,7 @@
 //! is the first ([`gitea::Gitea`]). [`bump::commit_version_bump`] is the whole version bump.
 
 pub mod bump;
+pub mod cluster;
 pub mod gitea;
 pub mod message;
 

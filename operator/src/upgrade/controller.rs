@@ -3,24 +3,20 @@
 //! if the request is deleted mid-way.
 
 use super::decide::{Observed, Release, Step, decide};
-use super::{flux, preflight, workloads};
-use crate::git::bump::{BumpError, Outcome, VersionEdit, apply_edits, commit_version_bump};
-use crate::git::gitea::Gitea;
+use super::plan::{self, Plan, PlannedEdit, diff, object_parts, version_edits};
+use super::{flux, preflight, release, workloads};
+use crate::git::bump::{BumpError, Outcome, apply_edits, commit_version_bump};
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
-use crate::git::{GitBackend, GitError};
-use crate::managed_app::resolve::without_flux_digest;
+use crate::git::{self, GitBackend, GitError};
 use crate::snapshots;
-use crate::yaml_edit::{Document, image_tag_value};
 use crate::{Scope, events};
-use fluxup_api::flux::{GitRepository, HelmRelease, Kustomization};
+use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::{
-    Condition, DryRunResult, ImageVersion, LastUpgrade, ManagedApp, PreflightCheck,
-    RollbackRequest, SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest,
-    UpgradeRequestStatus, condition,
+    Condition, DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackRequest,
+    SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus,
+    condition,
 };
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -42,6 +38,15 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<git::cluster::Error> for Error {
+    fn from(e: git::cluster::Error) -> Self {
+        match e {
+            git::cluster::Error::Kube(e) => Error::Kube(e),
+            git::cluster::Error::Other(e) => Error::Other(e),
+        }
+    }
 }
 
 impl From<GitError> for Error {
@@ -108,184 +113,6 @@ async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
-/// Where the versions go: the edits, and the Git repository and branch.
-struct Plan {
-    chart: Option<String>,
-    images: Vec<ImageVersion>,
-    edits: Vec<PlannedEdit>,
-    problems: Vec<String>,
-}
-
-/// One version to write: what it is (`chart` or an image), where, and the new value.
-struct PlannedEdit {
-    what: String,
-    file: String,
-    kind: String,
-    name: String,
-    field: String,
-    value: String,
-}
-
-/// `Kind/namespace/name`, as status writes object references, in its three parts.
-fn object_parts(reference: &str) -> (&str, &str, &str) {
-    let mut parts = reference.splitn(3, '/');
-    (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    )
-}
-
-fn plan(req: &UpgradeRequest, app: &ManagedApp) -> Plan {
-    let status = app.status.clone().unwrap_or_default();
-    let target = req.spec.target_version.clone();
-    let available = status.available_update.clone().unwrap_or_default();
-    let chart = target
-        .as_ref()
-        .and_then(|t| t.chart.clone())
-        .or_else(|| target.is_none().then(|| available.chart.clone()).flatten());
-    let images = match &target {
-        Some(t) => t.images.clone(),
-        None => available.images.clone(),
-    };
-    let mut out = Plan {
-        chart: chart.clone(),
-        images: images.clone(),
-        edits: Vec::new(),
-        problems: Vec::new(),
-    };
-    if chart.is_none() && images.is_empty() {
-        out.problems
-            .push("no target version, and the app has no available update".into());
-    }
-    let resolved = status.resolved.clone().unwrap_or_default();
-    let detected = status.detected.clone().unwrap_or_default().updates;
-    let file_of = |name: &str, explicit: &Option<String>| {
-        explicit.clone().or_else(|| {
-            detected
-                .iter()
-                .filter(|u| u.name == name)
-                .find_map(|u| u.package_file.clone())
-        })
-    };
-    let mut wanted: Vec<(String, String)> = Vec::new();
-    if let Some(c) = &chart {
-        wanted.push(("chart".into(), c.clone()));
-    }
-    let current_images = status.current_version.clone().unwrap_or_default().images;
-    for image in &images {
-        let Some(tag) = &image.tag else { continue };
-        let old = current_images.iter().find(|i| i.name == image.name);
-        let old_tag = match old.and_then(|o| o.digest.as_ref()) {
-            Some(digest) => format!("{tag}@{digest}"),
-            None => tag.clone(),
-        };
-        let Ok(value) = image_tag_value(&old_tag, tag, image.digest.as_deref()) else {
-            out.problems.push(format!(
-                "image {} is pinned by digest; the new digest is not known",
-                image.name
-            ));
-            continue;
-        };
-        wanted.push((image.name.clone(), value));
-    }
-    for (name, value) in wanted {
-        let Some(location) = resolved.locations.iter().find(|l| l.name == name) else {
-            out.problems
-                .push(format!("where {name} is written is not known"));
-            continue;
-        };
-        let Some(file) = file_of(&name, &location.file) else {
-            out.problems.push(format!(
-                "the Git file holding {name} is not known: set versionPolicy.*.git.file, or let Renovate find it"
-            ));
-            continue;
-        };
-        let (kind, _, object) = object_parts(&location.object);
-        // A string image reference (`image: repo:tag`) is rewritten whole.
-        let value = if location.field.ends_with(".tag") || name == "chart" {
-            value
-        } else {
-            format!("{name}:{value}")
-        };
-        out.edits.push(PlannedEdit {
-            what: name.clone(),
-            file,
-            kind: kind.to_string(),
-            name: object.to_string(),
-            field: location.field.clone(),
-            value,
-        });
-    }
-    out
-}
-
-fn version_edits(plan: &Plan) -> Vec<VersionEdit<'_>> {
-    plan.edits
-        .iter()
-        .map(|e| VersionEdit {
-            file: &e.file,
-            document: Document {
-                kind: Some(&e.kind),
-                name: Some(&e.name),
-            },
-            field: &e.field,
-            value: e.value.clone(),
-        })
-        .collect()
-}
-
-/// The app's Git repository as a Gitea backend, and the branch Flux follows.
-async fn git_for(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), Error> {
-    let source = app
-        .status
-        .as_ref()
-        .and_then(|s| s.resolved.as_ref())
-        .and_then(|r| r.git_source.clone())
-        .ok_or_else(|| Error::Other("the app's Git source is not resolved yet".into()))?;
-    let (_, ns, name) = object_parts(&source);
-    let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
-        .get(name)
-        .await?;
-    let url = repo.spec.url.trim_end_matches(".git").to_string();
-    let (base, path) = url
-        .split_once("://")
-        .and_then(|(scheme, rest)| {
-            rest.split_once('/')
-                .map(|(host, path)| (format!("{scheme}://{host}"), path.to_string()))
-        })
-        .ok_or_else(|| Error::Other(format!("cannot read the Git URL {url}")))?;
-    let secret_name = repo
-        .spec
-        .secret_ref
-        .as_ref()
-        .map(|s| s.name.clone())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "GitRepository {ns}/{name} names no credentials Secret"
-            ))
-        })?;
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&secret_name)
-        .await?;
-    let data = secret.data.unwrap_or_default();
-    let token = ["bearerToken", "token", "password"]
-        .iter()
-        .find_map(|k| data.get(*k))
-        .map(|b| String::from_utf8_lossy(&b.0).to_string())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "Secret {ns}/{secret_name} has no token or password"
-            ))
-        })?;
-    let branch = repo
-        .spec
-        .r#ref
-        .and_then(|r| r.branch)
-        .unwrap_or_else(|| "main".into());
-    Ok((Gitea::new(&base, &path, &token)?, branch))
-}
-
 /// Whether the chart source offers the target version: a typo or a withdrawn version is caught
 /// before anything changes, instead of as a HelmRelease that cannot install.
 async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> PreflightCheck {
@@ -336,19 +163,6 @@ async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> Pref
     }
 }
 
-fn duration(text: Option<&str>, default: Duration) -> Duration {
-    let Some(text) = text else { return default };
-    let (number, unit) = text.split_at(text.trim_end_matches(char::is_alphabetic).len());
-    let n: f64 = number.parse().unwrap_or(0.0);
-    let secs = match unit {
-        "h" => n * 3600.0,
-        "m" => n * 60.0,
-        "s" => n,
-        _ => return default,
-    };
-    Duration::from_secs_f64(secs)
-}
-
 async fn observe(
     req: &UpgradeRequest,
     app: &ManagedApp,
@@ -359,7 +173,7 @@ async fn observe(
     let status = req.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
     let mut seen = Observed {
-        health_timeout: duration(
+        health_timeout: crate::duration::or(
             app.spec
                 .health_check
                 .as_ref()
@@ -372,7 +186,7 @@ async fn observe(
             .as_ref()
             .is_none_or(|v| v.stop_workloads),
         auto_rollback: app.spec.auto_rollback,
-        snapshot_timeout: duration(
+        snapshot_timeout: crate::duration::or(
             app.spec
                 .volume_snapshots
                 .as_ref()
@@ -451,7 +265,7 @@ async fn observe(
     }
 
     if phase == UpgradePhase::Committing {
-        let (git, branch) = git_for(&ctx.client, app).await?;
+        let (git, branch) = git::cluster::for_app(&ctx.client, app).await?;
         let request = format!("{ns}/{}", req.name_any());
         seen.commit = git
             .find_commit(&branch, REQUEST_TRAILER, &request, 50)
@@ -467,88 +281,11 @@ async fn observe(
         let hr = Api::<HelmRelease>::namespaced(ctx.client.clone(), &hr_ns)
             .get(&app.spec.helm_release_ref.name)
             .await?;
-        let hr_status = hr.status.clone().unwrap_or_default();
-        let ready = hr_status
-            .flux
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready");
-        let at = hr_status
-            .history
-            .first()
-            .map(|h| without_flux_digest(&h.chart_version).to_string());
-        let current_generation = hr_status.flux.observed_generation == hr.metadata.generation;
-        // Until Flux has applied the commit, the HelmRelease still describes the old version
-        // and may be Ready (or failed) at it: only the target counts.
-        let at_target = match &plan.chart {
-            Some(chart) => at.as_ref() == Some(chart),
-            None => release_has_values(&hr, &plan.edits),
-        };
-        let attempted_target = plan.chart.is_none()
-            || hr_status
-                .last_attempted_revision
-                .as_deref()
-                .map(without_flux_digest)
-                == plan.chart.as_deref();
-        seen.release = match ready {
-            Some(c)
-                if c.status == "False"
-                    && c.reason.contains("Failed")
-                    && current_generation
-                    && attempted_target =>
-            {
-                Release::Failed(c.message.clone())
-            }
-            Some(c) if c.status == "True" && current_generation && at_target => {
-                Release::ReadyAtTarget
-            }
-            _ => Release::NotYet,
-        };
+        seen.release = release::state(&hr, plan);
         seen.healthy = seen.release == Release::ReadyAtTarget
-            && workloads_ready(&ctx.client, &ns, &found).await?;
+            && release::workloads_ready(&ctx.client, &ns, &found).await?;
     }
     Ok(seen)
-}
-
-/// Whether the HelmRelease in the cluster carries the new values of the edits made to it (image
-/// tags in `spec.values`), i.e. whether Flux has applied the commit to it.
-fn release_has_values(hr: &HelmRelease, edits: &[PlannedEdit]) -> bool {
-    let Ok(live) = serde_json::to_value(hr) else {
-        return false;
-    };
-    edits.iter().filter(|e| e.kind == "HelmRelease").all(|e| {
-        let pointer = format!("/{}", e.field.replace('.', "/"));
-        live.pointer(&pointer).and_then(|v| v.as_str()) == Some(e.value.as_str())
-    })
-}
-
-async fn workloads_ready(
-    client: &Client,
-    ns: &str,
-    found: &[fluxup_api::WorkloadReference],
-) -> Result<bool, Error> {
-    for w in found {
-        let ready = match w.kind.as_str() {
-            "StatefulSet" => {
-                let s = Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .get(&w.name)
-                    .await?;
-                let want = s.spec.and_then(|s| s.replicas).unwrap_or(1);
-                s.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-            }
-            _ => {
-                let d = Api::<Deployment>::namespaced(client.clone(), ns)
-                    .get(&w.name)
-                    .await?;
-                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                d.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-            }
-        };
-        if !ready {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Records part of the status. A merge patch, not an apply: each step writes only what it
@@ -594,31 +331,13 @@ fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) 
     }
 }
 
-/// The unified lines a person reviews: `-old` / `+new` per changed line, by file.
-fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    for (path, old) in before {
-        let new = &after[path];
-        if old == new {
-            continue;
-        }
-        out.push_str(&format!("--- a/{path}\n+++ b/{path}\n"));
-        for (a, b) in old.lines().zip(new.lines()) {
-            if a != b {
-                out.push_str(&format!("-{a}\n+{b}\n"));
-            }
-        }
-    }
-    out
-}
-
 async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
     let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
         .get(&req.spec.managed_app_ref.name)
         .await?;
     let status: UpgradeRequestStatus = req.status.clone().unwrap_or_default();
-    let plan = plan(req, &app);
+    let plan = plan::for_request(req, &app);
     let seen = observe(req, &app, &plan, ctx).await?;
     let pvcs: Vec<String> = app
         .spec
@@ -648,10 +367,19 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .as_ref()
                     .and_then(|s| s.current_version.clone())
                     .unwrap_or_default();
+                // What a rollback writes back: the versions before, of what changes.
+                let previous_images = current
+                    .images
+                    .iter()
+                    .filter(|i| plan.images.iter().any(|p| p.name == i.name))
+                    .cloned()
+                    .collect();
                 s["upgrade"] = serde_json::to_value(UpgradeRecord {
                     started_at: Some(events::now_time()),
-                    previous_version: current.chart,
+                    previous_version: plan.chart.as_ref().and(current.chart),
                     new_version: plan.chart.clone(),
+                    previous_images,
+                    new_images: plan.images.clone(),
                     ..Default::default()
                 })
                 .unwrap_or_default();
@@ -698,7 +426,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             }
             checks.push(preflight::policy(&app, plan.chart.as_deref(), &plan.images));
             let mut diff_text = None;
-            match git_for(&ctx.client, &app).await {
+            match git::cluster::for_app(&ctx.client, &app).await {
                 Ok((git, branch)) => {
                     let mut before = BTreeMap::new();
                     let mut failed = None;
@@ -809,7 +537,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::CommitVersionBump => {
-            let (git, branch) = git_for(&ctx.client, &app).await?;
+            let (git, branch) = git::cluster::for_app(&ctx.client, &app).await?;
             let current = app
                 .status
                 .as_ref()
@@ -1069,7 +797,7 @@ async fn finish(
         let max_age = policy
             .max_age
             .as_deref()
-            .map(|a| duration(Some(a), Duration::MAX));
+            .map(|a| crate::duration::or(Some(a), Duration::MAX));
         let ns = req.namespace().unwrap_or_default();
         let deleted = snapshots::apply_retention(
             &ctx.client,

@@ -5,5 +5,7 @@
 pub mod controller;
 pub mod decide;
 pub mod flux;
+pub mod plan;
 pub mod preflight;
+pub mod release;
 pub mod workloads;

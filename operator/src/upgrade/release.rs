@@ -1,0 +1,89 @@
+//! How a rollout is going: the HelmRelease at the versions of a plan (or failed at them), and
+//! the app's workloads ready.
+
+use super::decide::Release;
+use super::plan::{Plan, PlannedEdit};
+use crate::managed_app::resolve::without_flux_digest;
+use fluxup_api::flux::HelmRelease;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use kube::{Api, Client};
+
+/// Where the HelmRelease stands with respect to the versions of `plan`.
+pub fn state(hr: &HelmRelease, plan: &Plan) -> Release {
+    let hr_status = hr.status.clone().unwrap_or_default();
+    let ready = hr_status
+        .flux
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready");
+    let at = hr_status
+        .history
+        .first()
+        .map(|h| without_flux_digest(&h.chart_version).to_string());
+    let current_generation = hr_status.flux.observed_generation == hr.metadata.generation;
+    // Until Flux has applied the commit, the HelmRelease still describes the old version
+    // and may be Ready (or failed) at it: only the target counts.
+    let at_target = match &plan.chart {
+        Some(chart) => at.as_ref() == Some(chart),
+        None => release_has_values(hr, &plan.edits),
+    };
+    let attempted_target = plan.chart.is_none()
+        || hr_status
+            .last_attempted_revision
+            .as_deref()
+            .map(without_flux_digest)
+            == plan.chart.as_deref();
+    match ready {
+        Some(c)
+            if c.status == "False"
+                && c.reason.contains("Failed")
+                && current_generation
+                && attempted_target =>
+        {
+            Release::Failed(c.message.clone())
+        }
+        Some(c) if c.status == "True" && current_generation && at_target => Release::ReadyAtTarget,
+        _ => Release::NotYet,
+    }
+}
+
+/// Whether the HelmRelease in the cluster carries the new values of the edits made to it (image
+/// tags in `spec.values`), i.e. whether Flux has applied the commit to it.
+fn release_has_values(hr: &HelmRelease, edits: &[PlannedEdit]) -> bool {
+    let Ok(live) = serde_json::to_value(hr) else {
+        return false;
+    };
+    edits.iter().filter(|e| e.kind == "HelmRelease").all(|e| {
+        let pointer = format!("/{}", e.field.replace('.', "/"));
+        live.pointer(&pointer).and_then(|v| v.as_str()) == Some(e.value.as_str())
+    })
+}
+
+pub async fn workloads_ready(
+    client: &Client,
+    ns: &str,
+    found: &[fluxup_api::WorkloadReference],
+) -> kube::Result<bool> {
+    for w in found {
+        let ready = match w.kind.as_str() {
+            "StatefulSet" => {
+                let s = Api::<StatefulSet>::namespaced(client.clone(), ns)
+                    .get(&w.name)
+                    .await?;
+                let want = s.spec.and_then(|s| s.replicas).unwrap_or(1);
+                s.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+            }
+            _ => {
+                let d = Api::<Deployment>::namespaced(client.clone(), ns)
+                    .get(&w.name)
+                    .await?;
+                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
+                d.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
+            }
+        };
+        if !ready {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
