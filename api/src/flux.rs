@@ -149,7 +149,7 @@ pub struct KustomizationSpec {
     version = "v1",
     kind = "GitRepository",
     namespaced,
-    status = "FluxStatus",
+    status = "GitRepositoryStatus",
     schema = "disabled"
 )]
 #[serde(rename_all = "camelCase")]
@@ -162,6 +162,27 @@ pub struct GitRepositorySpec {
     /// Secret with the credentials Flux uses (`username`/`password`, or `bearerToken`).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "secretRef")]
     pub secret_ref: Option<crate::common::LocalObjectReference>,
+}
+
+/// What source-controller reports of a GitRepository.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepositoryStatus {
+    /// Conditions, observed generation and the last reconcile request handled.
+    #[serde(flatten)]
+    pub flux: FluxStatus,
+    /// The revision fetched last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<Artifact>,
+}
+
+/// An artifact of a Flux source.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// e.g. `main@sha1:3f2a…`.
+    #[serde(default)]
+    pub revision: String,
 }
 
 /// `spec.ref` of a GitRepository.

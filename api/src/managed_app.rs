@@ -494,7 +494,8 @@ pub struct LastUpgrade {
     /// When the upgrade ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// `Running` while it runs, then how it ended: `Succeeded` or `Failed`.
+    /// `Running` while it runs, then how it ended: `Succeeded` or `Failed`; `RollingBack` and
+    /// `RolledBack` (or `RollbackFailed`) when a rollback undoes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// The pre-upgrade snapshot a rollback would restore.
@@ -505,6 +506,10 @@ pub struct LastUpgrade {
 impl LastUpgrade {
     /// `status` of an upgrade that has not ended.
     pub const RUNNING: &str = "Running";
+    /// `status` while a RollbackRequest undoes the upgrade.
+    pub const ROLLING_BACK: &str = "RollingBack";
+    /// `status` once a RollbackRequest has undone the upgrade.
+    pub const ROLLED_BACK: &str = "RolledBack";
 }
 
 impl ManagedApp {

@@ -5,6 +5,7 @@ use crate::upgrade_request::{DryRunResult, StoppedWorkload};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Roll a ManagedApp back: stop it, restore its volumes from the pre-upgrade snapshots, commit
 /// the previous version to Git, and start it again at its old replica counts.
@@ -48,7 +49,20 @@ pub struct RollbackRequestSpec {
 }
 
 /// Where a rollback is.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
 pub enum RollbackPhase {
     /// Accepted, not started.
     #[default]
@@ -95,6 +109,11 @@ pub struct RollbackRequestStatus {
     /// What the app was restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<RestoredFrom>,
+    /// Each PersistentVolumeClaim to restore: how to recreate it, recorded before it is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["pvcName".into()]))]
+    pub volumes: Vec<RestoredVolume>,
+
     /// Workloads scaled to zero, with the replica counts to restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_workloads: Vec<StoppedWorkload>,
@@ -132,4 +151,32 @@ pub struct RestoredFrom {
     /// The UpgradeRequest undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_request_name: Option<String>,
+}
+
+/// A PersistentVolumeClaim a rollback recreates from a snapshot, as it was before: FluxUp records
+/// this before deleting the claim, so a restarted operator can always recreate it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredVolume {
+    /// The claim's name (kept: the workloads mount it by name).
+    pub pvc_name: String,
+    /// The VolumeSnapshot its data comes from.
+    pub snapshot_name: String,
+    /// Requested size, e.g. `1Gi`.
+    pub storage: String,
+    /// StorageClass of the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Access modes of the claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<String>,
+    /// `Filesystem` or `Block`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+    /// The claim's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The claim's annotations, without those Kubernetes sets on binding.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }

@@ -70,10 +70,11 @@ pub async fn run_controllers(
             }
         };
         let stop = futures::future::FutureExt::shared(Box::pin(stop));
-        let controllers = futures::future::join3(
+        let controllers = futures::future::join4(
             crate::managed_app::run(client.clone(), scope.clone(), stop.clone()),
             crate::renovate_jobs::run(client.clone(), scope.clone(), stop.clone()),
-            crate::upgrade::controller::run(client.clone(), scope.clone(), stop),
+            crate::upgrade::controller::run(client.clone(), scope.clone(), stop.clone()),
+            crate::rollback::controller::run(client.clone(), scope.clone(), stop),
         );
         tokio::pin!(controllers);
         tokio::select! {

@@ -14,6 +14,7 @@ pub mod policy;
 pub mod rbac;
 pub mod renovate;
 pub mod renovate_jobs;
+pub mod rollback;
 pub mod snapshots;
 pub mod upgrade;
 pub mod yaml_edit;

@@ -138,6 +138,34 @@ pub async fn apply_retention(
     Ok(doomed)
 }
 
+/// The snapshots named that exist, are not being deleted, and are not ready to use.
+pub async fn unready(client: &Client, ns: &str, names: &[String]) -> kube::Result<Vec<String>> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(s) = api.get_opt(name).await?
+            && s.metadata.deletion_timestamp.is_none()
+            && s.status.and_then(|st| st.ready_to_use) != Some(true)
+        {
+            out.push(name.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the snapshots named; one already gone is fine.
+pub async fn delete(client: &Client, ns: &str, names: &[String]) -> kube::Result<()> {
+    let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
+    for name in names {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Kubernetes object names are at most 253 characters; labels 63. Snapshot names stay under 63
 /// so they can also be label values.
 const MAX_NAME: usize = 63;

@@ -12,15 +12,17 @@
 //! scripts/test starts the full profile before `cargo test`; run alone, the first test builds
 //! what is not cached (cold: about 25 minutes, see sandbox/README.md) and starts it.
 
-use anyhow::{Context as _, bail};
+mod common;
+
+use anyhow::Context as _;
+use common::{bound_volume_dir, checksums};
 use fluxup_operator::sandbox::{Sandbox, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -291,68 +293,6 @@ async fn gitea_commit_is_rolled_out_by_flux_for_helm_and_oci_charts() -> anyhow:
     Ok(())
 }
 
-/// Every regular file under `dir`, by relative path, with its SHA-256 (from `sha256sum`).
-fn checksums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if path.is_file() {
-                out.push(path);
-            }
-        }
-        Ok(())
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    let mut sums = BTreeMap::new();
-    for file in files {
-        let out = std::process::Command::new("sha256sum")
-            .arg(&file)
-            .output()?;
-        if !out.status.success() {
-            bail!("sha256sum {} failed", file.display());
-        }
-        let sum = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        sums.insert(file.strip_prefix(dir)?.display().to_string(), sum);
-    }
-    Ok(sums)
-}
-
-/// Waits until PVC `name` is Bound and returns the directory of its volume in the driver's state.
-async fn bound_volume_dir(sb: &Sandbox, name: &str) -> anyhow::Result<PathBuf> {
-    let pvcs: Api<PersistentVolumeClaim> = sb.api();
-    let pv_name = eventually(
-        &format!("PVC {name} Bound"),
-        Duration::from_secs(90),
-        || async {
-            let pvc = pvcs.get(name).await?;
-            let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
-            let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
-            Ok(match (phase.as_deref(), volume) {
-                (Some("Bound"), Some(v)) => Ok(v),
-                (p, _) => Err(format!("phase {p:?}")),
-            })
-        },
-    )
-    .await?;
-    let pvs: Api<PersistentVolume> = Api::all(sb.client.clone());
-    let pv = pvs.get(&pv_name).await?;
-    let csi = pv
-        .spec
-        .and_then(|s| s.csi)
-        .context("PV without a CSI source")?;
-    assert_eq!(csi.driver, sb.env("CSI_DRIVER")?);
-    let dir = Path::new(sb.env("CSI_STATE_DIR")?).join(&csi.volume_handle);
-    assert!(dir.is_dir(), "no volume directory {}", dir.display());
-    Ok(dir)
-}
-
 fn pvc(
     name: &str,
     storage_class: &str,
@@ -379,7 +319,7 @@ async fn csi_snapshot_and_restore_keep_the_data() -> anyhow::Result<()> {
 
     pvcs.create(&PostParams::default(), &pvc("data", &class, None)?)
         .await?;
-    let dir = bound_volume_dir(&sb, "data").await?;
+    let dir = bound_volume_dir(&sb, sb.ns(), "data").await?;
 
     // Data as an app would have written it (no kubelet mounts anything here).
     let payload: Vec<u8> = (0u32..300_000)
@@ -446,7 +386,7 @@ async fn csi_snapshot_and_restore_keep_the_data() -> anyhow::Result<()> {
         &pvc("data-restored", &class, Some("before-upgrade"))?,
     )
     .await?;
-    let restored = bound_volume_dir(&sb, "data-restored").await?;
+    let restored = bound_volume_dir(&sb, sb.ns(), "data-restored").await?;
     assert_ne!(restored, dir);
     assert_eq!(checksums(&restored)?, before);
     assert_eq!(std::fs::read(restored.join("payload.bin"))?, payload);

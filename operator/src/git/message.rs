@@ -52,6 +52,55 @@ impl BumpMessage {
     }
 }
 
+/// What a rollback's commit says: which versions come back, and which upgrade it undoes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevertMessage {
+    /// The app, as people call it.
+    pub app: String,
+    /// `chart` or an image's name, with the version restored.
+    pub changes: Vec<(String, String)>,
+    /// `namespace/name` of the UpgradeRequest undone, and its commit if it made one.
+    pub upgrade: String,
+    pub reverts: Option<String>,
+    /// VolumeSnapshots the data was restored from.
+    pub snapshots: Vec<String>,
+    /// `namespace/name` of the RollbackRequest.
+    pub request: String,
+}
+
+impl RevertMessage {
+    pub fn render(&self) -> String {
+        let what = self
+            .changes
+            .iter()
+            .map(|(name, version)| {
+                if name == "chart" {
+                    version.clone()
+                } else {
+                    format!("{name} {version}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut out = format!(
+            "revert: roll {} back to {what}\n\nRolled back in FluxUp, undoing {}.\n",
+            self.app, self.upgrade
+        );
+        if !self.snapshots.is_empty() {
+            out.push_str("Data restored from:\n");
+            for s in &self.snapshots {
+                out.push_str(&format!("- {s}\n"));
+            }
+        }
+        out.push_str("\nManaged-By: fluxup\n");
+        if let Some(sha) = &self.reverts {
+            out.push_str(&format!("Reverts: {sha}\n"));
+        }
+        out.push_str(&format!("{REQUEST_TRAILER}: {}\n", self.request));
+        out
+    }
+}
+
 /// The value of trailer `key` in a commit message (the last paragraph's `Key: value` lines).
 pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
     let last_paragraph = message.trim_end().rsplit("\n\n").next()?;
@@ -64,6 +113,27 @@ pub fn trailer<'m>(message: &'m str, key: &str) -> Option<&'m str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revert_says_what_comes_back_and_what_it_undoes() {
+        let message = RevertMessage {
+            app: "db".into(),
+            changes: vec![("chart".into(), "1.0.0".into())],
+            upgrade: "apps/db-1.1.0".into(),
+            reverts: Some("abc123".into()),
+            snapshots: vec!["db-1.1.0-data-db-0".into()],
+            request: "apps/db-1.1.0-rollback".into(),
+        }
+        .render();
+        assert!(message.starts_with(
+            "revert: roll db back to 1.0.0\n\nRolled back in FluxUp, undoing apps/db-1.1.0.\n"
+        ));
+        assert_eq!(trailer(&message, "Reverts"), Some("abc123"));
+        assert_eq!(
+            trailer(&message, REQUEST_TRAILER),
+            Some("apps/db-1.1.0-rollback")
+        );
+    }
 
     #[test]
     fn the_message_reads_well_and_its_trailers_can_be_found() {

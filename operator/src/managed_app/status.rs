@@ -255,8 +255,14 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
         .last_upgrade
         .as_ref()
         .is_some_and(|u| u.status.as_deref() == Some(LastUpgrade::RUNNING));
+    let rolling_back = old
+        .last_upgrade
+        .as_ref()
+        .is_some_and(|u| u.status.as_deref() == Some(LastUpgrade::ROLLING_BACK));
     let state = if upgrading {
         AppState::Upgrading
+    } else if rolling_back {
+        AppState::RollingBack
     } else if !is_ready {
         AppState::Degraded
     } else if available.is_some() {

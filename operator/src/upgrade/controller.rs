@@ -12,9 +12,9 @@ use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::{
-    Condition, DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackRequest,
-    SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus,
-    condition,
+    Condition, DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackPhase,
+    RollbackRequest, SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest,
+    UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -226,6 +226,37 @@ async fn observe(
         })
         .map(|o| format!("{ns}/{}", o.name_any()))
         .next();
+    if seen.other_request_running.is_none() && !status.phase.is_some_and(|p| p.is_terminal()) {
+        // A rollback of one of this app's upgrades that has not ended.
+        let of_this_app: Vec<String> = others
+            .items
+            .iter()
+            .filter(|o| o.spec.managed_app_ref.name == req.spec.managed_app_ref.name)
+            .map(|o| o.name_any())
+            .collect();
+        seen.other_request_running = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|r| {
+                let p = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
+                // A pending rollback goes first only if it is older (it waits for us otherwise).
+                let ahead = p != RollbackPhase::Pending
+                    || (
+                        r.metadata.creation_timestamp.clone().map(|t| t.0),
+                        r.name_any(),
+                    ) < me;
+                !p.is_terminal()
+                    && ahead
+                    && r.spec
+                        .upgrade_request_ref
+                        .as_ref()
+                        .is_some_and(|u| of_this_app.contains(&u.name))
+            })
+            .map(|r| format!("rollback {ns}/{}", r.name_any()))
+            .next();
+    }
 
     seen.preflight = status.dry_run.as_ref().map(|d| {
         d.checks
@@ -262,6 +293,11 @@ async fn observe(
         .unwrap_or_default();
     if !names.is_empty() {
         seen.snapshots = snapshots::observe(&ctx.client, &ns, &names).await?;
+        if phase == UpgradePhase::Failed {
+            seen.unready_snapshots = !snapshots::unready(&ctx.client, &ns, &names)
+                .await?
+                .is_empty();
+        }
     }
 
     if phase == UpgradePhase::Committing {
@@ -621,7 +657,35 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
+        Step::DeleteUnreadySnapshots => {
+            let names: Vec<String> = status
+                .snapshot
+                .as_ref()
+                .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
+                .unwrap_or_default();
+            let unready = snapshots::unready(&ctx.client, &ns, &names).await?;
+            snapshots::delete(&ctx.client, &ns, &unready).await?;
+            event(
+                ctx,
+                req,
+                false,
+                "SnapshotsDeleted",
+                format!(
+                    "deleted the snapshots that will not become ready: {}",
+                    unready.join(", ")
+                ),
+            )
+            .await;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Step::Wait { why, recheck } => {
+            let commit = status.upgrade.as_ref().and_then(|u| u.git_commit.clone());
+            if phase == UpgradePhase::Reconciling
+                && let (Some(commit), Some(source)) = (commit, git_source(&app))
+            {
+                let (_, gns, gname) = object_parts(&source);
+                flux::refetch_if_missed(&ctx.client, gns, gname, &commit).await?;
+            }
             if status.message.as_deref() != Some(why.as_str()) {
                 write_status(ctx, req, serde_json::json!({"message": why})).await?;
             }
@@ -687,6 +751,14 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::await_change())
         }
     }
+}
+
+/// `GitRepository/namespace/name` of the Flux source the app's Kustomization follows.
+pub fn git_source(app: &ManagedApp) -> Option<String> {
+    app.status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .and_then(|r| r.git_source.clone())
 }
 
 /// Records `Failed` with a reason and what a person can do; the clean-up steps follow.

@@ -64,6 +64,8 @@ pub struct Observed {
     pub snapshot_timeout: Duration,
     /// The ManagedApp asks for a rollback when an upgrade fails (its `autoRollback`).
     pub auto_rollback: bool,
+    /// Some of this request's VolumeSnapshots exist but will not become ready (after a failure).
+    pub unready_snapshots: bool,
 }
 
 /// The one thing to do next.
@@ -95,6 +97,9 @@ pub enum Step {
     },
     /// Create the RollbackRequest that undoes this failed upgrade, and link it in status.
     RequestRollback,
+    /// Delete this failed request's snapshots that are not ready: they restore nothing, and
+    /// while one is being taken Kubernetes keeps its claim from being deleted.
+    DeleteUnreadySnapshots,
     /// Record `Succeeded`.
     Succeed,
     /// Terminal, and nothing is left suspended or stopped.
@@ -210,6 +215,7 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
         // Whatever ended the request, nothing stays suspended or stopped.
         Failed | Succeeded | RolledBack if seen.kustomization_suspended => Step::ResumeFlux,
         Failed | Succeeded | RolledBack if left_stopped(status, seen) => Step::RestartWorkloads,
+        Failed if seen.unready_snapshots => Step::DeleteUnreadySnapshots,
         // Only a commit changed something worth undoing; before it, Git and data are as they were.
         Failed
             if seen.auto_rollback
@@ -417,6 +423,12 @@ mod tests {
             Step::RestartWorkloads
         );
         observed.workloads_stopped = false;
+        observed.unready_snapshots = true;
+        assert_eq!(
+            decide(&spec, &status(Failed, true), &observed),
+            Step::DeleteUnreadySnapshots
+        );
+        observed.unready_snapshots = false;
         assert_eq!(decide(&spec, &status(Failed, true), &observed), Step::Done);
     }
 

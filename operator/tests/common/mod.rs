@@ -6,11 +6,14 @@ use anyhow::Context as _;
 use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
 use fluxup_operator::managed_app::resolve::without_flux_digest;
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_operator::sandbox::{Sandbox, eventually};
 use fluxup_operator::{Scope, upgrade};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -318,4 +321,66 @@ pub async fn check_rolled_out(
 /// `targetVersion` for a chart version.
 pub fn chart(version: &str) -> Value {
     json!({"chart": version})
+}
+
+/// Every regular file under `dir`, by relative path, with its SHA-256 (from `sha256sum`).
+pub fn checksums(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.is_file() {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    let mut sums = BTreeMap::new();
+    for file in files {
+        let out = std::process::Command::new("sha256sum")
+            .arg(&file)
+            .output()?;
+        if !out.status.success() {
+            anyhow::bail!("sha256sum {} failed", file.display());
+        }
+        let sum = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        sums.insert(file.strip_prefix(dir)?.display().to_string(), sum);
+    }
+    Ok(sums)
+}
+
+/// Waits until PVC `ns/name` is Bound and returns the directory of its volume in the driver's state.
+pub async fn bound_volume_dir(sb: &Sandbox, ns: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(sb.client.clone(), ns);
+    let pv_name = eventually(
+        &format!("PVC {name} Bound"),
+        Duration::from_secs(90),
+        || async {
+            let pvc = pvcs.get(name).await?;
+            let phase = pvc.status.as_ref().and_then(|s| s.phase.clone());
+            let volume = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
+            Ok(match (phase.as_deref(), volume) {
+                (Some("Bound"), Some(v)) => Ok(v),
+                (p, _) => Err(format!("phase {p:?}")),
+            })
+        },
+    )
+    .await?;
+    let pvs: Api<PersistentVolume> = Api::all(sb.client.clone());
+    let pv = pvs.get(&pv_name).await?;
+    let csi = pv
+        .spec
+        .and_then(|s| s.csi)
+        .context("PV without a CSI source")?;
+    assert_eq!(csi.driver, sb.env("CSI_DRIVER")?);
+    let dir = Path::new(sb.env("CSI_STATE_DIR")?).join(&csi.volume_handle);
+    assert!(dir.is_dir(), "no volume directory {}", dir.display());
+    Ok(dir)
 }

@@ -1,0 +1,402 @@
+//! Scenario: rollback with data, with real Flux, CSI snapshots and Gitea. Known data is written
+//! into the demo datastore's volume, the app is upgraded, the data is changed (as a migration
+//! would), and a RollbackRequest — its controller killed at every phase on the way — brings back
+//! the data (checksums), the Git file (byte for byte), the previous chart version (HelmRelease
+//! Ready) and the StatefulSet at its replica count. Then: a rollback whose snapshot is missing is
+//! refused with nothing touched; and a failing upgrade of an app with auto-rollback is rolled
+//! back on its own.
+
+mod common;
+
+use anyhow::Context as _;
+use common::*;
+use fluxup_api::snapshot::VolumeSnapshot;
+use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase, UpgradeRequest};
+use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
+use fluxup_operator::{Scope, managed_app, rollback};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "datastore";
+const APP: &str = "datastore-rollback";
+const CLAIM: &str = "data-datastore-0";
+const FILE: &str = "apps/datastore/ocirepository.yaml";
+
+/// The rollback controller, as a task that can be killed.
+fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let t = stop.clone();
+    tokio::spawn(rollback::controller::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ))
+}
+
+async fn create_rollback(sb: &Sandbox, name: &str, upgrade: &str) -> anyhow::Result<()> {
+    let req: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": {"upgradeRequestRef": {"name": upgrade}},
+    }))?;
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
+        .create(&PostParams::default(), &req)
+        .await?;
+    Ok(())
+}
+
+async fn rollback_phase(sb: &Sandbox, name: &str) -> anyhow::Result<RollbackRequest> {
+    Ok(Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
+        .get(name)
+        .await?)
+}
+
+/// Follows a rollback to its end; returns it and its phase timeline.
+async fn follow_rollback(
+    sb: &Sandbox,
+    name: &str,
+) -> anyhow::Result<(RollbackRequest, Vec<(RollbackPhase, Duration)>)> {
+    let started = Instant::now();
+    let mut timeline: Vec<(RollbackPhase, Duration)> = Vec::new();
+    loop {
+        let req = rollback_phase(sb, name).await?;
+        let phase = req
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if timeline.last().map(|(p, _)| *p) != Some(phase) {
+            timeline.push((phase, started.elapsed()));
+        }
+        if phase.is_terminal() {
+            return Ok((req, timeline));
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "rollback {name} stuck in {phase:?}: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn timeline_text(timeline: &[(RollbackPhase, Duration)]) -> String {
+    timeline
+        .iter()
+        .map(|(p, t)| format!("{p:?} {:.1} s", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The demo repository's file as it is on `main`.
+fn git_file(sb: &Sandbox, repo: &str) -> anyhow::Result<String> {
+    let (code, body) =
+        sb.gitea()?
+            .call("GET", &format!("/repos/{repo}/raw/{FILE}?ref=main"), None)?;
+    anyhow::ensure!(code == 200, "reading {FILE}: HTTP {code}");
+    Ok(match body {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    })
+}
+
+async fn replicas(sb: &Sandbox) -> anyhow::Result<Option<i32>> {
+    Ok(Api::<StatefulSet>::namespaced(sb.client.clone(), NS)
+        .get("datastore")
+        .await?
+        .spec
+        .and_then(|s| s.replicas))
+}
+
+async fn claim_uid(sb: &Sandbox) -> anyhow::Result<Option<String>> {
+    Ok(
+        Api::<PersistentVolumeClaim>::namespaced(sb.client.clone(), NS)
+            .get(CLAIM)
+            .await?
+            .metadata
+            .uid,
+    )
+}
+
+fn write_data(dir: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("db"))?;
+    std::fs::write(dir.join("db/rows.txt"), text)?;
+    Ok(())
+}
+
+async fn upgrade(sb: &Sandbox, name: &str, version: &str) -> anyhow::Result<Ended> {
+    run_request(sb, NS, APP, name, chart(version), false).await
+}
+
+#[tokio::test]
+async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("rollback-scenario").await?;
+    let repo = seed_demo()?;
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let t = stop.clone();
+    tokio::spawn(managed_app::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ));
+    let _upgrader = start_upgrader(&sb, &stop);
+    let mut rollbacker = start_rollbacker(&sb, &stop);
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
+        .delete_collection(&Default::default(), &Default::default())
+        .await?;
+    delete_requests(&sb, NS).await?;
+    apply_app(
+        &sb,
+        json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": APP, "namespace": NS},
+            "spec": {"helmReleaseRef": {"name": "datastore"},
+                     "kustomizationRef": {"name": "datastore", "namespace": "flux-system"},
+                     "volumeSnapshots": {"volumeSnapshotClassName": "csi-snapclass",
+                                         "pvcs": [{"name": CLAIM}]},
+                     "versionPolicy": {"chart": {"git": {"file": FILE}}},
+                     "healthCheck": {"timeout": "2m"},
+                     "autoRollback": true},
+        }),
+    )
+    .await?;
+    wait_resolved(&sb, NS, APP).await?;
+    let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
+
+    // Known data, the version and the Git file before the upgrade.
+    let dir = bound_volume_dir(&sb, NS, CLAIM).await?;
+    write_data(&dir, &format!("rows before the upgrade ({run})\n"))?;
+    let data_before = checksums(&dir)?;
+    let version_before = deployed(&sb, NS).await?;
+    let file_before = git_file(&sb, &repo)?;
+    let replicas_before = replicas(&sb).await?;
+    let target = if version_before == "1.0.1" {
+        "1.1.0"
+    } else {
+        "1.0.1"
+    };
+
+    let up = format!("datastore-{run}-up");
+    let ended = upgrade(&sb, &up, target).await?;
+    check_rolled_out(&sb, NS, &ended, target).await?;
+    // The new version "migrates" the data.
+    write_data(&dir, &format!("rows migrated by {target} ({run})\n"))?;
+    assert_ne!(checksums(&dir)?, data_before);
+
+    // A dry run shows the revert's exact diff and touches nothing.
+    let uid_before_dry = claim_uid(&sb).await?;
+    let dry = format!("{up}-dry-run");
+    let req: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": dry},
+        "spec": {"upgradeRequestRef": {"name": up}, "dryRun": true},
+    }))?;
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
+        .create(&PostParams::default(), &req)
+        .await?;
+    let (done, _) = follow_rollback(&sb, &dry).await?;
+    let status = done.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RollbackPhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    let result = status.dry_run.context("dry run result")?;
+    assert!(
+        result.checks.iter().all(|c| c.passed),
+        "{:?}",
+        result.checks
+    );
+    let diff = result.diff.unwrap_or_default();
+    assert!(
+        diff.contains(&format!("-    tag: {target}"))
+            && diff.contains(&format!("+    tag: {version_before}")),
+        "{diff}"
+    );
+    assert_eq!(
+        claim_uid(&sb).await?,
+        uid_before_dry,
+        "a dry run touched the claim"
+    );
+    assert!(!suspended(&sb, NS).await?, "a dry run suspended Flux");
+    assert_ne!(checksums(&dir)?, data_before, "a dry run restored data");
+
+    // Roll back; the controller is killed once each phase is reached and started again.
+    let rb = format!("{up}-rollback");
+    create_rollback(&sb, &rb, &up).await?;
+    for kill_at in [
+        RollbackPhase::Suspending,
+        RollbackPhase::StoppingApp,
+        RollbackPhase::RestoringVolumes,
+        RollbackPhase::Reverting,
+        RollbackPhase::StartingApp,
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let phase = rollback_phase(&sb, &rb)
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_default();
+            if phase >= kill_at {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "never reached {kill_at:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rollbacker.abort();
+        let _ = (&mut rollbacker).await;
+        rollbacker = start_rollbacker(&sb, &stop);
+        println!("rollback controller killed in {kill_at:?}");
+    }
+    let (done, timeline) = follow_rollback(&sb, &rb).await?;
+    let status = done.status.clone().unwrap_or_default();
+    println!("rollback: [{}]", timeline_text(&timeline));
+    assert_eq!(
+        status.phase,
+        Some(RollbackPhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+
+    // What a person checks: the data of before the upgrade, in the claim of the same name.
+    let restored = bound_volume_dir(&sb, NS, CLAIM).await?;
+    assert_ne!(restored, dir, "the claim was recreated from the snapshot");
+    assert_eq!(checksums(&restored)?, data_before, "the data is as before");
+    assert!(
+        !dir.exists(),
+        "the migrated volume was deleted with its claim"
+    );
+    // Git's file is the pre-upgrade file, byte for byte, in one revert commit.
+    assert_eq!(git_file(&sb, &repo)?, file_before);
+    assert_eq!(commits_of(&sb, &repo, &format!("{NS}/{rb}"))?, 1);
+    // Flux runs the old version, the app its old replica count, nothing is left suspended.
+    assert_eq!(deployed(&sb, NS).await?, version_before);
+    assert_eq!(replicas(&sb).await?, replicas_before);
+    assert!(!suspended(&sb, NS).await?);
+    // The upgrade says it was rolled back, and by which request (once the rollback is done).
+    let upgrade_status = rolled_back(&sb, &up).await?;
+    assert_eq!(
+        upgrade_status.rollback_ref.map(|r| r.name),
+        Some(rb.clone())
+    );
+    let last = app(&sb, NS, APP)
+        .await?
+        .status
+        .and_then(|s| s.last_upgrade)
+        .context("lastUpgrade")?;
+    assert_eq!(last.status.as_deref(), Some("RolledBack"));
+
+    // A rollback whose snapshot is gone is refused, and nothing is touched.
+    let up2 = format!("datastore-{run}-up-again");
+    let ended = upgrade(&sb, &up2, target).await?;
+    check_rolled_out(&sb, NS, &ended, target).await?;
+    let snapshot = ended
+        .status()
+        .snapshot
+        .context("snapshot")?
+        .pvcs
+        .remove(0)
+        .snapshot_name;
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(sb.client.clone(), NS);
+    snapshots.delete(&snapshot, &Default::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while snapshots.get_opt(&snapshot).await?.is_some() {
+        anyhow::ensure!(Instant::now() < deadline, "snapshot {snapshot} not deleted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let uid_before = claim_uid(&sb).await?;
+    let refused = format!("{up2}-rollback");
+    create_rollback(&sb, &refused, &up2).await?;
+    let (done, _) = follow_rollback(&sb, &refused).await?;
+    let status = done.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(RollbackPhase::Failed));
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("refused; nothing was changed")
+            && message.contains(&format!("VolumeSnapshot {snapshot} does not exist")),
+        "{message}"
+    );
+    assert_eq!(
+        claim_uid(&sb).await?,
+        uid_before,
+        "the claim was not touched"
+    );
+    assert!(!suspended(&sb, NS).await?);
+    assert_eq!(deployed(&sb, NS).await?, target, "the app was not touched");
+
+    // Auto-rollback: an upgrade to a release Flux cannot install fails, and the app, which
+    // asks for auto-rollback, is rolled back to the version and data of before it.
+    let dir = bound_volume_dir(&sb, NS, CLAIM).await?;
+    write_data(&dir, &format!("rows before the failing upgrade ({run})\n"))?;
+    let data_before = checksums(&dir)?;
+    let failing = format!("datastore-{run}-rc");
+    let ended = upgrade(&sb, &failing, "2.1.0-rc.1").await?;
+    assert_eq!(ended.phase(), UpgradePhase::Failed);
+    write_data(&dir, "half-migrated rows\n")?;
+    let auto = eventually_linked(&sb, &failing).await?;
+    let (done, timeline) = follow_rollback(&sb, &auto).await?;
+    println!("auto-rollback: [{}]", timeline_text(&timeline));
+    let status = done.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RollbackPhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(deployed(&sb, NS).await?, target);
+    let restored = bound_volume_dir(&sb, NS, CLAIM).await?;
+    assert_eq!(checksums(&restored)?, data_before);
+    rolled_back(&sb, &failing).await?;
+
+    // Leave the demo at the version it had.
+    let back = upgrade(&sb, &format!("datastore-{run}-back"), &version_before).await?;
+    check_rolled_out(&sb, NS, &back, &version_before).await?;
+    Ok(())
+}
+
+/// Waits until the UpgradeRequest `upgrade` is marked RolledBack, and returns its status.
+async fn rolled_back(
+    sb: &Sandbox,
+    upgrade: &str,
+) -> anyhow::Result<fluxup_api::UpgradeRequestStatus> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), NS);
+    eventually(
+        &format!("{upgrade} RolledBack"),
+        Duration::from_secs(20),
+        || async {
+            let status = api.get(upgrade).await?.status.unwrap_or_default();
+            Ok(if status.phase == Some(UpgradePhase::RolledBack) {
+                Ok(status)
+            } else {
+                Err(format!("{:?}", status.phase))
+            })
+        },
+    )
+    .await
+}
+
+/// Waits until the failed upgrade links the RollbackRequest it created.
+async fn eventually_linked(sb: &Sandbox, upgrade: &str) -> anyhow::Result<String> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = api.get(upgrade).await?;
+        if let Some(r) = req.status.as_ref().and_then(|s| s.rollback_ref.clone()) {
+            return Ok(r.name);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no RollbackRequest linked: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
