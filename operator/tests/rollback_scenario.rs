@@ -13,7 +13,7 @@ use common::*;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase, UpgradeRequest};
 use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
-use fluxup_operator::{Scope, managed_app, rollback};
+use fluxup_operator::{Scope, rollback};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
@@ -139,12 +139,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     let repo = seed_demo()?;
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    let t = stop.clone();
-    tokio::spawn(managed_app::run(
-        sb.client.clone(),
-        Scope::default(),
-        async move { t.cancelled().await },
-    ));
+    start_app_controller(&sb, &stop);
     let _upgrader = start_upgrader(&sb, &stop);
     let mut rollbacker = start_rollbacker(&sb, &stop);
     Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
@@ -341,7 +336,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     let ended = upgrade(&sb, &failing, "2.1.0-rc.1").await?;
     assert_eq!(ended.phase(), UpgradePhase::Failed);
     write_data(&dir, "half-migrated rows\n")?;
-    let auto = eventually_linked(&sb, &failing).await?;
+    let auto = rollback_linked(&sb, NS, &failing).await?;
     let (done, timeline) = follow_rollback(&sb, &auto).await?;
     println!("auto-rollback: [{}]", timeline_text(&timeline));
     let status = done.status.unwrap_or_default();
@@ -381,22 +376,4 @@ async fn rolled_back(
         },
     )
     .await
-}
-
-/// Waits until the failed upgrade links the RollbackRequest it created.
-async fn eventually_linked(sb: &Sandbox, upgrade: &str) -> anyhow::Result<String> {
-    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), NS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = api.get(upgrade).await?;
-        if let Some(r) = req.status.as_ref().and_then(|s| s.rollback_ref.clone()) {
-            return Ok(r.name);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no RollbackRequest linked: {:?}",
-            req.status
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

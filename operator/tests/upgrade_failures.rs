@@ -15,7 +15,6 @@ use common::*;
 use fluxup_api::snapshot::{VolumeSnapshot, VolumeSnapshotClass};
 use fluxup_api::{RollbackRequest, UpgradePhase};
 use fluxup_operator::sandbox::{Sandbox, seed_demo};
-use fluxup_operator::{Scope, managed_app};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -105,12 +104,7 @@ async fn failed_upgrades_say_why_and_leave_flux_resumed() -> anyhow::Result<()> 
 
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    let t = stop.clone();
-    tokio::spawn(managed_app::run(
-        sb.client.clone(),
-        Scope::default(),
-        async move { t.cancelled().await },
-    ));
+    start_app_controller(&sb, &stop);
     let _upgrader = start_upgrader(&sb, &stop);
     for name in ["api", "datastore", "webapp"] {
         delete_requests(&sb, name).await?;
@@ -157,7 +151,7 @@ async fn failed_upgrades_say_why_and_leave_flux_resumed() -> anyhow::Result<()> 
         "the bump was committed before Flux failed"
     );
     cleaned_up(&sb, "api").await?;
-    let rollback_name = eventually_rollback_ref(&sb, &request).await?;
+    let rollback_name = rollback_linked(&sb, "api", &request).await?;
     let rollback = Api::<RollbackRequest>::namespaced(sb.client.clone(), "api")
         .get(&rollback_name)
         .await?;
@@ -347,22 +341,4 @@ async fn forget_never_ready_snapshots(sb: &Sandbox) -> anyhow::Result<()> {
             .ok();
     }
     Ok(())
-}
-
-/// Waits until the UpgradeRequest `request` of the api app links its RollbackRequest.
-async fn eventually_rollback_ref(sb: &Sandbox, request: &str) -> anyhow::Result<String> {
-    let api: Api<fluxup_api::UpgradeRequest> = Api::namespaced(sb.client.clone(), "api");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let req = api.get(request).await?;
-        if let Some(r) = req.status.as_ref().and_then(|s| s.rollback_ref.clone()) {
-            return Ok(r.name);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no RollbackRequest linked: {:?}",
-            req.status
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

@@ -13,7 +13,7 @@ use common::*;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{LastUpgrade, ManagedApp, UpgradePhase};
 use fluxup_operator::sandbox::{Sandbox, demo_script, eventually, seed_demo};
-use fluxup_operator::{Scope, ingest, managed_app, renovate};
+use fluxup_operator::{Scope, ingest, renovate};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::Api;
 use serde_json::json;
@@ -44,12 +44,7 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
 
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    let t = stop.clone();
-    tokio::spawn(managed_app::run(
-        sb.client.clone(),
-        Scope::default(),
-        async move { t.cancelled().await },
-    ));
+    start_app_controller(&sb, &stop);
     let mut upgrader = start_upgrader(&sb, &stop);
 
     // Requests of an earlier run in this sandbox are deleted first (their finalizer resumes Flux).

@@ -2,25 +2,12 @@
 //! follows, with the token of that GitRepository's Secret.
 
 use super::gitea::Gitea;
+use crate::operation::Error;
 use crate::upgrade::plan::object_parts;
 use fluxup_api::ManagedApp;
 use fluxup_api::flux::GitRepository;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<super::GitError> for Error {
-    fn from(e: super::GitError) -> Self {
-        Error::Other(e.to_string())
-    }
-}
 
 /// The app's Git repository as a Gitea backend, and the branch Flux follows.
 pub async fn for_app(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), Error> {

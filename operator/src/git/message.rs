@@ -21,18 +21,7 @@ pub struct BumpMessage {
 
 impl BumpMessage {
     pub fn render(&self) -> String {
-        let what = self
-            .changes
-            .iter()
-            .map(|(name, version)| {
-                if name == "chart" {
-                    version.clone()
-                } else {
-                    format!("{name} {version}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let what = describe(&self.changes);
         let mut out = format!(
             "chore(deps): update {} to {what}\n\nUpgrade approved in FluxUp.\n",
             self.app
@@ -70,18 +59,7 @@ pub struct RevertMessage {
 
 impl RevertMessage {
     pub fn render(&self) -> String {
-        let what = self
-            .changes
-            .iter()
-            .map(|(name, version)| {
-                if name == "chart" {
-                    version.clone()
-                } else {
-                    format!("{name} {version}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let what = describe(&self.changes);
         let mut out = format!(
             "revert: roll {} back to {what}\n\nRolled back in FluxUp, undoing {}.\n",
             self.app, self.upgrade
@@ -99,6 +77,21 @@ impl RevertMessage {
         out.push_str(&format!("{REQUEST_TRAILER}: {}\n", self.request));
         out
     }
+}
+
+/// `12.5.0, ghcr.io/x/app 1.2.3`: the chart version bare, images by name.
+fn describe(changes: &[(String, String)]) -> String {
+    changes
+        .iter()
+        .map(|(name, version)| {
+            if name == "chart" {
+                version.clone()
+            } else {
+                format!("{name} {version}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The value of trailer `key` in a commit message (the last paragraph's `Key: value` lines).

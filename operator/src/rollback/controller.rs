@@ -4,27 +4,26 @@
 
 use super::claims;
 use super::decide::{Claim, Observed, Step, decide};
-use crate::git::bump::{BumpError, Outcome, apply_edits, commit_version_bump};
+use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{REQUEST_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
-use crate::upgrade::plan::{self, Plan, PlannedEdit, diff, object_parts, version_edits};
+use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux};
+use crate::upgrade::plan::{self, Plan, version_edits};
 use crate::upgrade::{flux, release, workloads};
 use crate::{Scope, events, snapshots};
 use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{
-    Condition, DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RestoredFrom, RollbackPhase,
-    RollbackRequest, RollbackRequestStatus, UpgradePhase, UpgradeRequest, condition,
+    DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RestoredFrom, RollbackPhase,
+    RollbackRequest, RollbackRequestStatus, UpgradePhase, UpgradeRequest,
 };
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::BTreeMap;
+use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,38 +31,13 @@ use std::time::Duration;
 pub const FINALIZER: &str = "fluxup.dev/rollback";
 const MANAGER: &str = "fluxup-rollback";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<git::cluster::Error> for Error {
-    fn from(e: git::cluster::Error) -> Self {
-        match e {
-            git::cluster::Error::Kube(e) => Error::Kube(e),
-            git::cluster::Error::Other(e) => Error::Other(e),
-        }
-    }
-}
-
-struct Context {
-    client: Client,
-    recorder: Recorder,
-}
-
 pub async fn run(
     client: Client,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<RollbackRequest> = scope.api(&client);
-    let ctx = Arc::new(Context {
-        recorder: events::recorder(&client),
-        client,
-    });
+    let ctx = Arc::new(Context::new(client));
     Controller::new(api, watcher::Config::default().streaming_lists())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -342,47 +316,6 @@ async fn snapshots_ready(
     Ok(Ok(()))
 }
 
-async fn write_status(
-    ctx: &Context,
-    req: &RollbackRequest,
-    status: serde_json::Value,
-) -> Result<(), Error> {
-    Api::<RollbackRequest>::namespaced(ctx.client.clone(), &req.namespace().unwrap_or_default())
-        .patch_status(
-            &req.name_any(),
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(serde_json::json!({"status": status})),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn event(ctx: &Context, req: &RollbackRequest, warning: bool, reason: &str, note: String) {
-    events::publish(
-        &ctx.recorder,
-        &req.object_ref(&()),
-        warning,
-        "Rollback",
-        reason,
-        &note,
-    )
-    .await;
-}
-
-fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: condition::COMPLETE.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: events::now_time(),
-    }
-}
-
 /// The preflight checks, and the diff of the revert.
 async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
     let record = src.upgrade.status.clone().unwrap_or_default().upgrade;
@@ -433,42 +366,8 @@ async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
             None => "the app is not resolved yet".into(),
         }),
     });
-    let mut result_diff = None;
-    let git_check = match git::cluster::for_app(&ctx.client, &src.app).await {
-        Err(e) => Err(e.to_string()),
-        Ok((git, branch)) => {
-            let mut before = BTreeMap::new();
-            let mut failed = None;
-            for PlannedEdit { file, .. } in &src.plan.edits {
-                match git.read_file(&branch, file).await {
-                    Ok(f) => {
-                        before.insert(file.clone(), f.content);
-                    }
-                    Err(e) => failed = Some(e.to_string()),
-                }
-            }
-            if failed.is_none()
-                && let Err(e) = git.check_writable(&branch).await
-            {
-                failed = Some(e.to_string());
-            }
-            match failed {
-                Some(e) => Err(e),
-                None => match apply_edits(&before, &version_edits(&src.plan)) {
-                    Ok(after) => {
-                        result_diff = Some(diff(&before, &after));
-                        Ok(format!("branch {branch} readable and writable"))
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-            }
-        }
-    };
-    checks.push(PreflightCheck {
-        name: "git".into(),
-        passed: git_check.is_ok(),
-        message: Some(git_check.unwrap_or_else(|e| e)),
-    });
+    let (git_check, result_diff) = plan::check_git(&ctx.client, &src.app, &src.plan).await;
+    checks.push(git_check);
     DryRunResult {
         checks,
         diff: result_diff,
@@ -486,14 +385,15 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         // started, the recorded status is enough to finish the clean-up.
         Err(why) if phase == RollbackPhase::Pending => {
             let message = format!("refused; nothing was changed: {why}");
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"phase": RollbackPhase::Failed, "message": message,
                     "conditions": [complete("False", "PreflightFailed", &message, gen_)]}),
             )
             .await?;
-            event(ctx, req, true, "PreflightFailed", message).await;
+            ctx.event(req, "Rollback", true, "PreflightFailed", message)
+                .await;
             return Ok(Action::await_change());
         }
         Err(why) if phase.is_terminal() => {
@@ -524,10 +424,10 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 })
                 .unwrap_or_default();
             }
-            write_status(ctx, req, s).await?;
-            event(
-                ctx,
+            ctx.write_status(MANAGER, req, s).await?;
+            ctx.event(
                 req,
+                "Rollback",
                 false,
                 &format!("{next_phase:?}"),
                 format!("rollback of {} entered {next_phase:?}", src.app.name_any()),
@@ -537,13 +437,14 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         }
         Step::RunPreflight => {
             let result = preflight(&src, ctx, &ns).await;
-            write_status(ctx, req, serde_json::json!({"dryRun": result})).await?;
+            ctx.write_status(MANAGER, req, serde_json::json!({"dryRun": result}))
+                .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
             let message = "dry run: every check passed; nothing was changed (the revert's diff is in status.dryRun)";
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"phase": RollbackPhase::Succeeded, "message": message,
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
@@ -570,7 +471,12 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 .unwrap_or_default();
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            write_status(ctx, req, serde_json::json!({"stoppedWorkloads": recorded})).await?;
+            ctx.write_status(
+                MANAGER,
+                req,
+                serde_json::json!({"stoppedWorkloads": recorded}),
+            )
+            .await?;
             workloads::stop(&ctx.client, &ns, &recorded).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
@@ -587,14 +493,15 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     },
                 }
             }
-            write_status(ctx, req, serde_json::json!({"volumes": volumes})).await?;
+            ctx.write_status(MANAGER, req, serde_json::json!({"volumes": volumes}))
+                .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::DeleteClaim(name) => {
             claims::delete(&ctx.client, &ns, &name).await?;
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Rollback",
                 false,
                 "ClaimDeleted",
                 format!("claim {name} deleted; it is recreated from its snapshot next"),
@@ -605,9 +512,9 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         Step::CreateClaim(name) => {
             if let Some(v) = status.volumes.iter().find(|v| v.pvc_name == name) {
                 claims::create(&ctx.client, &ns, v).await?;
-                event(
-                    ctx,
+                ctx.event(
                     req,
+                    "Rollback",
                     false,
                     "ClaimRestored",
                     format!("claim {name} created from snapshot {}", v.snapshot_name),
@@ -645,7 +552,8 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 Ok(outcome) => outcome,
                 Err(BumpError::Git(GitError::Unreachable(e))) => {
                     let why = format!("the Git server could not be reached; retrying: {e}");
-                    write_status(ctx, req, serde_json::json!({"message": why})).await?;
+                    ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
+                        .await?;
                     return Ok(Action::requeue(Duration::from_secs(10)));
                 }
                 Err(e) => {
@@ -661,8 +569,8 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 Outcome::Committed(c) | Outcome::AlreadyCommitted(c) => Some(c.sha.clone()),
                 Outcome::NothingToChange => None,
             };
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"gitCommit": sha, "phase": RollbackPhase::StartingApp,
                 "phaseStartedAt": events::now_time(), "message": match &sha {
@@ -670,9 +578,9 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     None => "Git already holds the previous version".into() }}),
             )
             .await?;
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Rollback",
                 false,
                 "Reverted",
                 format!("revert committed: {sha:?}"),
@@ -681,23 +589,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::ResumeFlux => {
-            // As for upgrades: the fetch first, so a crash between the two repeats both.
-            if let Some(source) = src
-                .app
-                .status
-                .as_ref()
-                .and_then(|s| s.resolved.as_ref())
-                .and_then(|r| r.git_source.clone())
-            {
-                let (_, gns, gname) = object_parts(&source);
-                flux::fetch_now(&ctx.client, gns, gname).await?;
-            }
-            flux::resume(
-                &ctx.client,
-                src.app.kustomization_namespace(),
-                &src.app.spec.kustomization_ref.name,
-            )
-            .await?;
+            resume_flux(&ctx.client, &src.app).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::RestartWorkloads => {
@@ -705,17 +597,12 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { why, recheck } => {
-            if phase == RollbackPhase::StartingApp
-                && let (Some(commit), Some(source)) = (
-                    status.git_commit.clone(),
-                    crate::upgrade::controller::git_source(&src.app),
-                )
-            {
-                let (_, gns, gname) = object_parts(&source);
-                flux::refetch_if_missed(&ctx.client, gns, gname, &commit).await?;
+            if phase == RollbackPhase::StartingApp {
+                refetch_if_missed(&ctx.client, &src.app, status.git_commit.as_deref()).await?;
             }
             if status.message.as_deref() != Some(why.as_str()) {
-                write_status(ctx, req, serde_json::json!({"message": why})).await?;
+                ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
+                    .await?;
             }
             Ok(Action::requeue(recheck))
         }
@@ -738,15 +625,16 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                         .join(", ")
                 }
             );
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"phase": RollbackPhase::Succeeded, "message": message,
                 "completedAt": events::now_time(),
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}),
             )
             .await?;
-            event(ctx, req, false, "Succeeded", message).await;
+            ctx.event(req, "Rollback", false, "Succeeded", message)
+                .await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
@@ -763,15 +651,15 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    write_status(
-        ctx,
+    ctx.write_status(
+        MANAGER,
         req,
         serde_json::json!({"phase": RollbackPhase::Failed, "message": message,
         "completedAt": events::now_time(),
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
     )
     .await?;
-    event(ctx, req, true, reason, message).await;
+    ctx.event(req, "Rollback", true, reason, message).await;
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 

@@ -3,28 +3,27 @@
 //! if the request is deleted mid-way.
 
 use super::decide::{Observed, Release, Step, decide};
-use super::plan::{self, Plan, PlannedEdit, diff, object_parts, version_edits};
+use super::plan::{self, Plan, version_edits};
 use super::{flux, preflight, release, workloads};
-use crate::git::bump::{BumpError, Outcome, apply_edits, commit_version_bump};
+use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{self, GitBackend, GitError};
+use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux};
 use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, Kustomization};
 use fluxup_api::{
-    Condition, DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackPhase,
-    RollbackRequest, SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest,
-    UpgradeRequestStatus, condition,
+    DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackPhase, RollbackRequest,
+    SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus,
+    condition,
 };
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use std::collections::BTreeMap;
+use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,44 +31,13 @@ use std::time::Duration;
 pub const FINALIZER: &str = "fluxup.dev/upgrade";
 const MANAGER: &str = "fluxup-upgrade";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-impl From<git::cluster::Error> for Error {
-    fn from(e: git::cluster::Error) -> Self {
-        match e {
-            git::cluster::Error::Kube(e) => Error::Kube(e),
-            git::cluster::Error::Other(e) => Error::Other(e),
-        }
-    }
-}
-
-impl From<GitError> for Error {
-    fn from(e: GitError) -> Self {
-        Error::Other(e.to_string())
-    }
-}
-
-struct Context {
-    client: Client,
-    recorder: Recorder,
-}
-
 pub async fn run(
     client: Client,
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<UpgradeRequest> = scope.api(&client);
-    let ctx = Arc::new(Context {
-        recorder: events::recorder(&client),
-        client,
-    });
+    let ctx = Arc::new(Context::new(client));
     Controller::new(api, watcher::Config::default().streaming_lists())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -324,49 +292,6 @@ async fn observe(
     Ok(seen)
 }
 
-/// Records part of the status. A merge patch, not an apply: each step writes only what it
-/// learned, and an apply would drop the fields the previous step wrote.
-async fn write_status(
-    ctx: &Context,
-    req: &UpgradeRequest,
-    status: serde_json::Value,
-) -> Result<(), Error> {
-    Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &req.namespace().unwrap_or_default())
-        .patch_status(
-            &req.name_any(),
-            &PatchParams {
-                field_manager: Some(MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(serde_json::json!({"status": status})),
-        )
-        .await?;
-    Ok(())
-}
-
-async fn event(ctx: &Context, req: &UpgradeRequest, warning: bool, reason: &str, note: String) {
-    events::publish(
-        &ctx.recorder,
-        &req.object_ref(&()),
-        warning,
-        "Upgrade",
-        reason,
-        &note,
-    )
-    .await;
-}
-
-fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: condition::COMPLETE.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: events::now_time(),
-    }
-}
-
 async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
     let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
@@ -420,10 +345,10 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 })
                 .unwrap_or_default();
             }
-            write_status(ctx, req, s).await?;
-            event(
-                ctx,
+            ctx.write_status(MANAGER, req, s).await?;
+            ctx.event(
                 req,
+                "Upgrade",
                 false,
                 &format!("{phase:?}"),
                 format!("upgrade of {} entered {phase:?}", app.name_any()),
@@ -461,65 +386,21 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 checks.push(version_exists(&ctx.client, &app, target).await);
             }
             checks.push(preflight::policy(&app, plan.chart.as_deref(), &plan.images));
-            let mut diff_text = None;
-            match git::cluster::for_app(&ctx.client, &app).await {
-                Ok((git, branch)) => {
-                    let mut before = BTreeMap::new();
-                    let mut failed = None;
-                    for PlannedEdit { file, .. } in &plan.edits {
-                        match git.read_file(&branch, file).await {
-                            Ok(f) => {
-                                before.insert(file.clone(), f.content);
-                            }
-                            Err(e) => failed = Some(e.to_string()),
-                        }
-                    }
-                    if failed.is_none()
-                        && let Err(e) = git.check_writable(&branch).await
-                    {
-                        failed = Some(e.to_string());
-                    }
-                    match failed {
-                        Some(e) => checks.push(PreflightCheck {
-                            name: "git".into(),
-                            passed: false,
-                            message: Some(e),
-                        }),
-                        None => match apply_edits(&before, &version_edits(&plan)) {
-                            Ok(after) => {
-                                diff_text = Some(diff(&before, &after));
-                                checks.push(PreflightCheck {
-                                    name: "git".into(),
-                                    passed: true,
-                                    message: Some(format!("branch {branch} readable and writable")),
-                                });
-                            }
-                            Err(e) => checks.push(PreflightCheck {
-                                name: "git".into(),
-                                passed: false,
-                                message: Some(e.to_string()),
-                            }),
-                        },
-                    }
-                }
-                Err(e) => checks.push(PreflightCheck {
-                    name: "git".into(),
-                    passed: false,
-                    message: Some(e.to_string()),
-                }),
-            }
+            let (git_check, diff_text) = plan::check_git(&ctx.client, &app, &plan).await;
+            checks.push(git_check);
             let result = DryRunResult {
                 checks,
                 diff: diff_text,
             };
-            write_status(ctx, req, serde_json::json!({"dryRun": result})).await?;
+            ctx.write_status(MANAGER, req, serde_json::json!({"dryRun": result}))
+                .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
             let message =
                 "dry run: every check passed; nothing was changed (the diff is in status.dryRun)";
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message,
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
@@ -545,7 +426,12 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 .unwrap_or_default();
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            write_status(ctx, req, serde_json::json!({"stoppedWorkloads": recorded})).await?;
+            ctx.write_status(
+                MANAGER,
+                req,
+                serde_json::json!({"stoppedWorkloads": recorded}),
+            )
+            .await?;
             workloads::stop(&ctx.client, &ns, &recorded).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
@@ -569,7 +455,8 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 created_at: Some(events::now_time()),
                 ..Default::default()
             };
-            write_status(ctx, req, serde_json::json!({"snapshot": record})).await?;
+            ctx.write_status(MANAGER, req, serde_json::json!({"snapshot": record}))
+                .await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::CommitVersionBump => {
@@ -603,7 +490,8 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     // The server may come back: try again until the phase times out.
                     Err(BumpError::Git(GitError::Unreachable(e))) => {
                         let why = format!("the Git server could not be reached; retrying: {e}");
-                        write_status(ctx, req, serde_json::json!({"message": why})).await?;
+                        ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
+                            .await?;
                         return Ok(Action::requeue(Duration::from_secs(10)));
                     }
                     Err(e) => {
@@ -620,12 +508,12 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             };
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
             upgrade.git_commit = sha.clone();
-            write_status(ctx, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
+            ctx.write_status(MANAGER, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
                 "phaseStartedAt": events::now_time(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
             .await?;
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Upgrade",
                 false,
                 "Committed",
                 format!("version bump committed: {sha:?}"),
@@ -634,23 +522,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::ResumeFlux => {
-            // The fetch is asked for first: resuming is what ends this step, so a crash between
-            // the two repeats both instead of leaving Flux to find the commit on its interval.
-            if let Some(source) = app
-                .status
-                .as_ref()
-                .and_then(|s| s.resolved.as_ref())
-                .and_then(|r| r.git_source.clone())
-            {
-                let (_, gns, gname) = object_parts(&source);
-                flux::fetch_now(&ctx.client, gns, gname).await?;
-            }
-            flux::resume(
-                &ctx.client,
-                app.kustomization_namespace(),
-                &app.spec.kustomization_ref.name,
-            )
-            .await?;
+            resume_flux(&ctx.client, &app).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::RestartWorkloads => {
@@ -665,9 +537,9 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 .unwrap_or_default();
             let unready = snapshots::unready(&ctx.client, &ns, &names).await?;
             snapshots::delete(&ctx.client, &ns, &unready).await?;
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Upgrade",
                 false,
                 "SnapshotsDeleted",
                 format!(
@@ -679,15 +551,16 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { why, recheck } => {
-            let commit = status.upgrade.as_ref().and_then(|u| u.git_commit.clone());
-            if phase == UpgradePhase::Reconciling
-                && let (Some(commit), Some(source)) = (commit, git_source(&app))
-            {
-                let (_, gns, gname) = object_parts(&source);
-                flux::refetch_if_missed(&ctx.client, gns, gname, &commit).await?;
+            if phase == UpgradePhase::Reconciling {
+                let commit = status
+                    .upgrade
+                    .as_ref()
+                    .and_then(|u| u.git_commit.as_deref());
+                refetch_if_missed(&ctx.client, &app, commit).await?;
             }
             if status.message.as_deref() != Some(why.as_str()) {
-                write_status(ctx, req, serde_json::json!({"message": why})).await?;
+                ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
+                    .await?;
             }
             Ok(Action::requeue(recheck))
         }
@@ -713,15 +586,15 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 "{}; auto-rollback requested: RollbackRequest {name}",
                 status.message.clone().unwrap_or_default()
             );
-            write_status(
-                ctx,
+            ctx.write_status(
+                MANAGER,
                 req,
                 serde_json::json!({"rollbackRef": {"name": name}, "message": message}),
             )
             .await?;
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Upgrade",
                 true,
                 "RollbackRequested",
                 format!("the upgrade failed; RollbackRequest {name} created"),
@@ -739,11 +612,11 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .clone()
                     .unwrap_or_else(|| "the new images".into())
             );
-            write_status(ctx, req, serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
+            ctx.write_status(MANAGER, req, serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
                 "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
-            event(ctx, req, false, "Succeeded", message).await;
+            ctx.event(req, "Upgrade", false, "Succeeded", message).await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
@@ -753,14 +626,6 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-/// `GitRepository/namespace/name` of the Flux source the app's Kustomization follows.
-pub fn git_source(app: &ManagedApp) -> Option<String> {
-    app.status
-        .as_ref()
-        .and_then(|s| s.resolved.as_ref())
-        .and_then(|r| r.git_source.clone())
-}
-
 /// Records `Failed` with a reason and what a person can do; the clean-up steps follow.
 async fn fail(
     ctx: &Context,
@@ -768,14 +633,14 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    write_status(
-        ctx,
+    ctx.write_status(
+        MANAGER,
         req,
         serde_json::json!({"phase": UpgradePhase::Failed, "message": message,
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
     )
     .await?;
-    event(ctx, req, true, reason, message).await;
+    ctx.event(req, "Upgrade", true, reason, message).await;
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 
@@ -881,9 +746,9 @@ async fn finish(
         )
         .await?;
         if !deleted.is_empty() {
-            event(
-                ctx,
+            ctx.event(
                 req,
+                "Upgrade",
                 false,
                 "SnapshotsPruned",
                 format!("retention deleted the snapshots of {}", deleted.join(", ")),

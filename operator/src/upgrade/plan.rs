@@ -2,9 +2,12 @@
 //! file, the document in it, the field and the new value — found from where the ManagedApp
 //! controller resolved each version to live.
 
-use crate::git::bump::VersionEdit;
+use crate::git::bump::{VersionEdit, apply_edits};
+use crate::git::{self, GitBackend};
 use crate::yaml_edit::{Document, image_tag_value};
+use fluxup_api::PreflightCheck;
 use fluxup_api::{ImageVersion, ManagedApp, UpgradeRequest};
+use kube::Client;
 use std::collections::BTreeMap;
 
 /// Where the versions go: the edits, and the Git repository and branch.
@@ -165,4 +168,50 @@ pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>)
         }
     }
     out
+}
+
+/// The `git` preflight check: the files of `plan` are readable on the branch Flux follows, the
+/// token may push to it, and the edits apply. Returns the check and the diff they would commit.
+pub async fn check_git(
+    client: &Client,
+    app: &ManagedApp,
+    plan: &Plan,
+) -> (PreflightCheck, Option<String>) {
+    let outcome = async {
+        let (git, branch) = git::cluster::for_app(client, app)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut before = BTreeMap::new();
+        for PlannedEdit { file, .. } in &plan.edits {
+            let read = git
+                .read_file(&branch, file)
+                .await
+                .map_err(|e| e.to_string())?;
+            before.insert(file.clone(), read.content);
+        }
+        git.check_writable(&branch)
+            .await
+            .map_err(|e| e.to_string())?;
+        let after = apply_edits(&before, &version_edits(plan)).map_err(|e| e.to_string())?;
+        Ok::<_, String>((branch, diff(&before, &after)))
+    }
+    .await;
+    match outcome {
+        Ok((branch, diff)) => (
+            PreflightCheck {
+                name: "git".into(),
+                passed: true,
+                message: Some(format!("branch {branch} readable and writable")),
+            },
+            Some(diff),
+        ),
+        Err(why) => (
+            PreflightCheck {
+                name: "git".into(),
+                passed: false,
+                message: Some(why),
+            },
+            None,
+        ),
+    }
 }

@@ -27,6 +27,40 @@ pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::Jo
     ))
 }
 
+/// The ManagedApp controller, as a task that stops with `stop`.
+pub fn start_app_controller(sb: &Sandbox, stop: &CancellationToken) {
+    let t = stop.clone();
+    tokio::spawn(fluxup_operator::managed_app::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ));
+}
+
+/// Waits until the failed UpgradeRequest `namespace/upgrade` links the RollbackRequest its
+/// auto-rollback created, and returns that request's name.
+pub async fn rollback_linked(
+    sb: &Sandbox,
+    namespace: &str,
+    upgrade: &str,
+) -> anyhow::Result<String> {
+    let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), namespace);
+    eventually(
+        "a linked RollbackRequest",
+        Duration::from_secs(30),
+        || async {
+            let req = api.get(upgrade).await?;
+            Ok(
+                match req.status.as_ref().and_then(|s| s.rollback_ref.clone()) {
+                    Some(r) => Ok(r.name),
+                    None => Err(format!("{:?}", req.status)),
+                },
+            )
+        },
+    )
+    .await
+}
+
 /// The head commit of `main` in Gitea.
 pub fn head(sb: &Sandbox, repo: &str) -> anyhow::Result<String> {
     let b = sb

@@ -1,0 +1,142 @@
+//! What the upgrade and rollback controllers share: their error, how they write status and
+//! Events, the `Complete` condition, and handing the app back to Flux.
+
+use crate::events;
+use crate::git::GitError;
+use crate::upgrade::flux;
+use crate::upgrade::plan::object_parts;
+use fluxup_api::{Condition, ManagedApp, condition};
+use kube::api::{Patch, PatchParams};
+use kube::core::NamespaceResourceScope;
+use kube::runtime::events::Recorder;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<GitError> for Error {
+    fn from(e: GitError) -> Self {
+        Error::Other(e.to_string())
+    }
+}
+
+/// A controller's client and Event recorder.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        Context {
+            recorder: events::recorder(&client),
+            client,
+        }
+    }
+
+    /// Records part of `object`'s status. A merge patch, not an apply: each step writes only
+    /// what it learned, and an apply would drop the fields the previous step wrote.
+    pub async fn write_status<K>(
+        &self,
+        manager: &str,
+        object: &K,
+        status: serde_json::Value,
+    ) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        Api::<K>::namespaced(self.client.clone(), &object.namespace().unwrap_or_default())
+            .patch_status(
+                &object.name_any(),
+                &PatchParams {
+                    field_manager: Some(manager.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(serde_json::json!({"status": status})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes an Event about `object`.
+    pub async fn event<K>(
+        &self,
+        object: &K,
+        action: &str,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        events::publish(
+            &self.recorder,
+            &object.object_ref(&()),
+            warning,
+            action,
+            reason,
+            &note,
+        )
+        .await;
+    }
+}
+
+/// The `Complete` condition of a request.
+pub fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: condition::COMPLETE.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: events::now_time(),
+    }
+}
+
+/// `GitRepository/namespace/name` of the Flux source the app's Kustomization follows.
+pub fn git_source(app: &ManagedApp) -> Option<String> {
+    app.status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .and_then(|r| r.git_source.clone())
+}
+
+/// Hands the app back to Flux: asks for the Git fetch, then resumes the Kustomization. The
+/// fetch comes first because resuming is what ends the step: a crash between the two repeats
+/// both instead of leaving Flux to find the commit on its interval.
+pub async fn resume_flux(client: &Client, app: &ManagedApp) -> kube::Result<()> {
+    if let Some(source) = git_source(app) {
+        let (_, ns, name) = object_parts(&source);
+        flux::fetch_now(client, ns, name).await?;
+    }
+    flux::resume(
+        client,
+        app.kustomization_namespace(),
+        &app.spec.kustomization_ref.name,
+    )
+    .await
+}
+
+/// While waiting for Flux to roll `commit` out: asks for the fetch again if Flux handled the
+/// last request without getting the commit.
+pub async fn refetch_if_missed(
+    client: &Client,
+    app: &ManagedApp,
+    commit: Option<&str>,
+) -> kube::Result<()> {
+    if let (Some(commit), Some(source)) = (commit, git_source(app)) {
+        let (_, ns, name) = object_parts(&source);
+        flux::refetch_if_missed(client, ns, name, commit).await?;
+    }
+    Ok(())
+}
