@@ -10,6 +10,7 @@ pub mod git;
 pub mod ingest;
 pub mod leader;
 pub mod managed_app;
+pub mod metrics;
 pub mod operation;
 pub mod policy;
 pub mod rbac;

@@ -91,6 +91,14 @@ impl Context {
     }
 }
 
+/// Time since `at` (a creation or phase start); zero when unknown.
+pub fn since(at: Option<&fluxup_api::Time>) -> std::time::Duration {
+    let secs = at.map_or(0, |t| {
+        k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()
+    });
+    std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
 /// The `Complete` condition of a request.
 pub fn complete(status: &str, reason: &str, message: &str, generation: Option<i64>) -> Condition {
     Condition {

@@ -354,6 +354,19 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     // Leave the demo at the version it had.
     let back = upgrade(&sb, &format!("datastore-{run}-back"), &version_before).await?;
     check_rolled_out(&sb, NS, &back, &version_before).await?;
+
+    // What Prometheus would read from this process (the controllers ran in it).
+    let metrics = fluxup_operator::metrics::encode();
+    for line in [
+        "fluxup_upgrades_total{result=\"succeeded\"} 3",
+        "fluxup_upgrades_total{result=\"failed\"} 1",
+        "fluxup_rollbacks_total{result=\"succeeded\"} 2",
+        "fluxup_rollbacks_total{result=\"failed\"} 1",
+        "fluxup_rollbacks_total{result=\"dry_run\"} 1",
+        "fluxup_rollback_duration_seconds_count{result=\"succeeded\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
+    }
     Ok(())
 }
 

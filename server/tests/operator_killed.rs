@@ -20,8 +20,9 @@ use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// `fluxup serve` with its controllers, against the sandbox; its log goes to target/.
-fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<Child> {
+/// `fluxup serve` with its controllers, against the sandbox, and the port it serves on; its log
+/// goes to target/.
+fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -37,6 +38,7 @@ fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<Child> {
         .stderr(Stdio::from(log))
         .spawn()
         .context("starting fluxup serve")
+        .map(|child| (child, port))
 }
 
 /// Kills the process with SIGKILL (no clean-up code runs) and reaps it.
@@ -50,7 +52,8 @@ fn sigkill(mut child: Child) -> anyhow::Result<()> {
 async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("operator-killed").await?;
     let repo = seed_demo()?;
-    let mut operator = start_operator(&sb, "operator-killed-0.log")?;
+    let (mut operator, _) = start_operator(&sb, "operator-killed-0.log")?;
+    let mut port = 0;
     // Requests of an earlier run: their finalizer needs the operator.
     delete_requests(&sb, "datastore").await?;
     apply_app(
@@ -90,7 +93,7 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
         println!("SIGKILL in {kill_in:?}");
         // Nothing moves while it is down; a new process (after the dead one's lease expires)
         // picks the upgrade up from its status.
-        operator = start_operator(&sb, &format!("operator-killed-{}.log", i + 1))?;
+        (operator, port) = start_operator(&sb, &format!("operator-killed-{}.log", i + 1))?;
         let ended = follow(&sb, "datastore", &request, Duration::from_secs(240)).await?;
         println!(
             "killed in {kill_in:?}: converged [{}]",
@@ -110,6 +113,23 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
             .get("datastore")
             .await?;
         assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1), "runs again");
+    }
+
+    // The last process finished one upgrade; Prometheus sees it at /metrics, with the time it
+    // spent in the phases it ran.
+    let (code, metrics) = fluxup_operator::sandbox::http(
+        "GET",
+        &format!("http://127.0.0.1:{port}/metrics"),
+        &[],
+        None,
+    )?;
+    assert_eq!(code, 200);
+    for line in [
+        "fluxup_upgrades_total{result=\"succeeded\"} 1",
+        "fluxup_upgrade_duration_seconds_count{result=\"succeeded\"} 1",
+        "fluxup_upgrade_phase_duration_seconds_count{phase=\"HealthChecking\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
     sigkill(operator)?;
     Ok(())

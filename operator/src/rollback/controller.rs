@@ -7,7 +7,8 @@ use super::decide::{Claim, Observed, Step, decide};
 use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{REQUEST_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
-use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux};
+use crate::metrics::{self, Operation};
+use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux, since};
 use crate::upgrade::plan::{self, Plan, version_edits};
 use crate::upgrade::{flux, release, workloads};
 use crate::{Scope, events, snapshots};
@@ -47,6 +48,7 @@ pub async fn run(
 
 fn error_policy(req: Arc<RollbackRequest>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(rollback = %req.name_any(), %error, "rollback step failed; retrying in 10 s");
+    metrics::reconcile_error("rollback");
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -394,6 +396,8 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             ctx.event(req, "Rollback", true, "PreflightFailed", message)
                 .await;
+            let age = since(req.metadata.creation_timestamp.as_ref());
+            metrics::ended(Operation::Rollback, "failed", age);
             return Ok(Action::await_change());
         }
         Err(why) if phase.is_terminal() => {
@@ -450,6 +454,8 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
             )
             .await?;
+            let age = since(req.metadata.creation_timestamp.as_ref());
+            metrics::ended(Operation::Rollback, "dry_run", age);
             Ok(Action::await_change())
         }
         Step::SuspendKustomization => {
@@ -635,6 +641,8 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             ctx.event(req, "Rollback", false, "Succeeded", message)
                 .await;
+            let age = since(req.metadata.creation_timestamp.as_ref());
+            metrics::ended(Operation::Rollback, "succeeded", age);
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
@@ -660,6 +668,8 @@ async fn fail(
     )
     .await?;
     ctx.event(req, "Rollback", true, reason, message).await;
+    let age = since(req.metadata.creation_timestamp.as_ref());
+    metrics::ended(Operation::Rollback, "failed", age);
     Ok(Action::requeue(Duration::from_millis(200)))
 }
 

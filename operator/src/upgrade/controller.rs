@@ -8,7 +8,8 @@ use super::{flux, preflight, release, workloads};
 use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{self, GitBackend, GitError};
-use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux};
+use crate::metrics::{self, Operation};
+use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux, since};
 use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, Kustomization};
@@ -47,6 +48,7 @@ pub async fn run(
 
 fn error_policy(req: Arc<UpgradeRequest>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(request = %req.name_any(), %error, "upgrade step failed; retrying in 10 s");
+    metrics::reconcile_error("upgrade");
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -320,6 +322,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 
     match next {
         Step::Enter(phase) => {
+            leave_phase(&status);
             let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": events::now_time(), "observedGeneration": gen_,
                 "message": format!("{phase:?}")});
             if phase == UpgradePhase::Preflight {
@@ -406,6 +409,8 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
             )
             .await?;
+            let age = since(req.metadata.creation_timestamp.as_ref());
+            metrics::ended(Operation::Upgrade, "dry_run", age);
             Ok(Action::await_change())
         }
         Step::SuspendKustomization => {
@@ -508,6 +513,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             };
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
             upgrade.git_commit = sha.clone();
+            leave_phase(&status);
             ctx.write_status(MANAGER, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
                 "phaseStartedAt": events::now_time(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
             .await?;
@@ -617,6 +623,9 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
             ctx.event(req, "Upgrade", false, "Succeeded", message).await;
+            leave_phase(&status);
+            let age = since(req.metadata.creation_timestamp.as_ref());
+            metrics::ended(Operation::Upgrade, "succeeded", age);
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
@@ -641,7 +650,19 @@ async fn fail(
     )
     .await?;
     ctx.event(req, "Upgrade", true, reason, message).await;
+    let age = since(req.metadata.creation_timestamp.as_ref());
+    metrics::ended(Operation::Upgrade, "failed", age);
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// Records the time spent in the phase the request is leaving.
+fn leave_phase(status: &UpgradeRequestStatus) {
+    if let Some(phase) = status.phase.filter(|p| *p != UpgradePhase::Pending) {
+        metrics::upgrade_phase(
+            &format!("{phase:?}"),
+            since(status.phase_started_at.as_ref()),
+        );
+    }
 }
 
 /// `lastUpgrade` of the ManagedApp, as this request has it now.
