@@ -1,8 +1,9 @@
 //! Prometheus metrics of the operator, served at `/metrics` in the OpenMetrics text format:
 //! upgrades and rollbacks by result with their durations, the time spent in each upgrade phase,
 //! and failed reconciles by controller. Labels are closed sets (results, phases, controllers),
-//! so cardinality stays bounded whatever the cluster holds.
+//! so cardinality stays bounded whatever the cluster holds; every series exists from the start.
 
+use fluxup_api::UpgradePhase;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -81,6 +82,35 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Reconciles that failed and were retried, by controller",
         reconcile_errors.clone(),
     );
+    // Every series exists from the start, at zero: `increase()` over the first failure would
+    // otherwise see nothing, and dashboards would have no series to show.
+    for result in ["succeeded", "failed", "dry_run"] {
+        let label = ResultLabel {
+            result: result.into(),
+        };
+        let _ = upgrades.get_or_create(&label);
+        let _ = rollbacks.get_or_create(&label);
+        let _ = upgrade_seconds.get_or_create(&label);
+        let _ = rollback_seconds.get_or_create(&label);
+    }
+    for phase in [
+        UpgradePhase::Preflight,
+        UpgradePhase::Suspending,
+        UpgradePhase::Quiescing,
+        UpgradePhase::Snapshotting,
+        UpgradePhase::Committing,
+        UpgradePhase::Reconciling,
+        UpgradePhase::HealthChecking,
+    ] {
+        let _ = upgrade_phase_seconds.get_or_create(&PhaseLabel {
+            phase: format!("{phase:?}"),
+        });
+    }
+    for controller in ["managed_app", "renovate_jobs", "upgrade", "rollback"] {
+        let _ = reconcile_errors.get_or_create(&ControllerLabel {
+            controller: controller.into(),
+        });
+    }
     Metrics {
         registry,
         upgrades,
@@ -165,5 +195,44 @@ mod tests {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The alerts and the dashboard in config/monitoring name only metrics that exist.
+    #[test]
+    fn the_example_alerts_and_dashboard_use_real_metric_names() {
+        let declared: Vec<String> = encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(String::from)
+            .collect();
+        for (file, text) in [
+            (
+                "prometheus-rule.yaml",
+                include_str!("../../config/monitoring/prometheus-rule.yaml"),
+            ),
+            (
+                "grafana-dashboard.json",
+                include_str!("../../config/monitoring/grafana-dashboard.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for (i, _) in text.match_indices("fluxup_") {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .unwrap_or(&name);
+                assert!(
+                    declared.iter().any(|d| d == family),
+                    "{file} uses {name}, which FluxUp does not export ({declared:?})"
+                );
+                used += 1;
+            }
+            assert!(used > 0, "{file} names no metric");
+        }
     }
 }

@@ -355,5 +355,6 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
 
 fn error_policy(app: Arc<ManagedApp>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(app = %app.name_any(), %error, "reconcile failed; retrying in 30 s");
+    crate::metrics::reconcile_error("managed_app");
     Action::requeue(Duration::from_secs(30))
 }
