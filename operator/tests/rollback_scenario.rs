@@ -289,6 +289,65 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
         .context("lastUpgrade")?;
     assert_eq!(last.status.as_deref(), Some("RolledBack"));
 
+    // A rollback may name a snapshot instead: FluxUp finds the upgrade that took it from its
+    // labels (shown here as a dry run). A snapshot FluxUp did not take is refused.
+    let snapshot = ended_snapshot(&sb, &up).await?;
+    let by_snapshot = format!("{up}-by-snapshot");
+    let req: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": by_snapshot},
+        "spec": {"snapshotRef": {"name": snapshot}, "managedAppRef": {"name": APP}, "dryRun": true},
+    }))?;
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
+        .create(&PostParams::default(), &req)
+        .await?;
+    let (done, _) = follow_rollback(&sb, &by_snapshot).await?;
+    let checks = done
+        .status
+        .and_then(|s| s.dry_run)
+        .context("dry run")?
+        .checks;
+    assert!(
+        checks[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with(&format!("undoes {up}:"))),
+        "{checks:?}"
+    );
+    sb.apply(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "hand-made"},
+        "spec": {"source": {"persistentVolumeClaimName": "gone"}},
+    }))
+    .await?;
+    let foreign: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": "foreign-snapshot"},
+        "spec": {"snapshotRef": {"name": "hand-made"}, "managedAppRef": {"name": APP}},
+    }))?;
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), sb.ns())
+        .create(&PostParams::default(), &foreign)
+        .await?;
+    let refused = eventually(
+        "the foreign snapshot refused",
+        Duration::from_secs(30),
+        || async {
+            let r = Api::<RollbackRequest>::namespaced(sb.client.clone(), sb.ns())
+                .get("foreign-snapshot")
+                .await?;
+            let status = r.status.unwrap_or_default();
+            Ok(match status.phase {
+                Some(RollbackPhase::Failed) => Ok(status.message.unwrap_or_default()),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
+    assert!(
+        refused.contains("hand-made was not taken by a FluxUp upgrade"),
+        "{refused}"
+    );
+
     // A rollback whose snapshot is gone is refused, and nothing is touched.
     let up2 = format!("datastore-{run}-up-again");
     let ended = upgrade(&sb, &up2, target).await?;
@@ -361,13 +420,31 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
         "fluxup_upgrades_total{result=\"succeeded\"} 3",
         "fluxup_upgrades_total{result=\"failed\"} 1",
         "fluxup_rollbacks_total{result=\"succeeded\"} 2",
-        "fluxup_rollbacks_total{result=\"failed\"} 1",
-        "fluxup_rollbacks_total{result=\"dry_run\"} 1",
+        // The foreign snapshot and the missing one; the dry runs by upgrade and by snapshot.
+        "fluxup_rollbacks_total{result=\"failed\"} 2",
+        "fluxup_rollbacks_total{result=\"dry_run\"} 2",
         "fluxup_rollback_duration_seconds_count{result=\"succeeded\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
     Ok(())
+}
+
+/// The snapshot the upgrade `upgrade` took.
+async fn ended_snapshot(sb: &Sandbox, upgrade: &str) -> anyhow::Result<String> {
+    let status = Api::<UpgradeRequest>::namespaced(sb.client.clone(), NS)
+        .get(upgrade)
+        .await?
+        .status
+        .unwrap_or_default();
+    Ok(status
+        .snapshot
+        .context("no snapshot")?
+        .pvcs
+        .first()
+        .context("no snapshot")?
+        .snapshot_name
+        .clone())
 }
 
 /// Waits until the UpgradeRequest `upgrade` is marked RolledBack, and returns its status.

@@ -321,6 +321,20 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
     );
     assert_eq!(status.conditions[0].reason, "SnapshotFailed");
     assert_eq!(head(&sb, &repo)?, head_before, "a failed upgrade committed");
+    // Its snapshot, which will never be ready, is deleted.
+    let snapshot = fluxup_operator::snapshots::snapshot_name(&request, "data-datastore-0");
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(sb.client.clone(), "datastore");
+    eventually(
+        "the unready snapshot deleted",
+        Duration::from_secs(30),
+        || async {
+            Ok(match snapshots.get_opt(&snapshot).await? {
+                None => Ok(()),
+                Some(_) => Err(format!("{snapshot} still exists")),
+            })
+        },
+    )
+    .await?;
     apps.delete("datastore-broken-snapshots", &Default::default())
         .await?;
 

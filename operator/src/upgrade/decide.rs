@@ -213,9 +213,11 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
         HealthChecking if seen.healthy => Step::Succeed,
         HealthChecking => wait("waiting for the app to be healthy", 5),
         // Whatever ended the request, nothing stays suspended or stopped.
+        // First, as it needs nothing but the request: a snapshot still being taken keeps its
+        // claim from being deleted, which a rollback may need.
+        Failed if seen.unready_snapshots => Step::DeleteUnreadySnapshots,
         Failed | Succeeded | RolledBack if seen.kustomization_suspended => Step::ResumeFlux,
         Failed | Succeeded | RolledBack if left_stopped(status, seen) => Step::RestartWorkloads,
-        Failed if seen.unready_snapshots => Step::DeleteUnreadySnapshots,
         // Only a commit changed something worth undoing; before it, Git and data are as they were.
         Failed
             if seen.auto_rollback
