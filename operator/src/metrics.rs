@@ -1,15 +1,21 @@
 //! Prometheus metrics of the operator, served at `/metrics` in the OpenMetrics text format:
 //! upgrades and rollbacks by result with their durations, the time spent in each upgrade phase,
-//! and failed reconciles by controller. Labels are closed sets (results, phases, controllers),
+//! failed reconciles by controller, and the apps with an update available (read from the
+//! ManagedApp cache at each scrape, so a deleted app leaves no series behind). Labels are closed sets (results, phases, controllers),
 //! so cardinality stays bounded whatever the cluster holds; every series exists from the start.
 
-use fluxup_api::UpgradePhase;
-use prometheus_client::encoding::EncodeLabelSet;
+use fluxup_api::{ManagedApp, UpgradePhase};
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,8 +50,67 @@ struct Metrics {
     reconcile_errors: Family<ControllerLabel, Counter>,
 }
 
+/// The ManagedApp controller's cache, once it runs.
+static APPS: Mutex<Option<Store<ManagedApp>>> = Mutex::new(None);
+
+/// Lets `/metrics` read the apps' available updates from the ManagedApp controller's cache. A
+/// controller started again (after losing and regaining the Lease) replaces the old cache.
+pub fn watch_apps(apps: Store<ManagedApp>) {
+    if let Ok(mut slot) = APPS.lock() {
+        *slot = Some(apps);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppUpdateLabels {
+    namespace: String,
+    app: String,
+    update_type: String,
+}
+
+/// `fluxup_updates_available`: one series per app with an update its policy allows.
+#[derive(Debug)]
+struct AvailableUpdates;
+
+impl Collector for AvailableUpdates {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let apps = APPS
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|store| store.state()))
+            .unwrap_or_default();
+        let mut metric = encoder.encode_descriptor(
+            "updates_available",
+            "Apps with an update their version policy allows, by the size of the update",
+            None,
+            MetricType::Gauge,
+        )?;
+        for app in apps {
+            let Some(update) = app
+                .status
+                .as_ref()
+                .and_then(|s| s.available_update.as_ref())
+            else {
+                continue;
+            };
+            let update_type = update
+                .update_type
+                .map(|t| format!("{t:?}").to_lowercase())
+                .unwrap_or_else(|| "unknown".into());
+            let labels = AppUpdateLabels {
+                namespace: app.namespace().unwrap_or_default(),
+                app: app.name_any(),
+                update_type,
+            };
+            ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("fluxup");
+    registry.register_collector(Box::new(AvailableUpdates));
     let upgrades = Family::<ResultLabel, Counter>::default();
     registry.register(
         "upgrades",

@@ -67,6 +67,24 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
     )
     .await?;
 
+    // Prometheus sees which apps have an update, read from the controller's cache at scrape time.
+    eventually(
+        "webapp's update in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let metrics = fluxup_operator::metrics::encode();
+            Ok(
+                match metrics.lines().find(|l| {
+                    l.starts_with("fluxup_updates_available{namespace=\"webapp\",app=\"webapp\",")
+                }) {
+                    Some(line) if line.ends_with("} 1") => Ok(()),
+                    _ => Err(metrics),
+                },
+            )
+        },
+    )
+    .await?;
+
     // A dry run shows the exact diff and changes nothing: not Git, not Flux.
     let head_before = head(&sb, &repo)?;
     let dry = run_request(

@@ -201,6 +201,7 @@ pub async fn run(
 
     let (apps, app_stream) = reflect::<ManagedApp>(scope.api(&client), true);
     let controller = Controller::for_stream(app_stream, apps.clone());
+    crate::metrics::watch_apps(apps.clone());
     let stores = Stores {
         apps: apps.clone(),
         helm_releases: helm_releases.clone(),
