@@ -119,6 +119,15 @@ pub fn git_source(app: &ManagedApp) -> Option<String> {
         .and_then(|r| r.git_source.clone())
 }
 
+/// The workloads that mount the app's volumes, as the ManagedApp controller found them.
+pub fn found_workloads(app: &ManagedApp) -> Vec<fluxup_api::WorkloadReference> {
+    app.status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .map(|r| r.workloads.clone())
+        .unwrap_or_default()
+}
+
 /// Hands the app back to Flux: asks for the Git fetch, then resumes the Kustomization. The
 /// fetch comes first because resuming is what ends the step: a crash between the two repeats
 /// both instead of leaving Flux to find the commit on its interval.

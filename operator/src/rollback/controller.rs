@@ -8,7 +8,9 @@ use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{REQUEST_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
-use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux, since};
+use crate::operation::{
+    Context, Error, complete, found_workloads, refetch_if_missed, resume_flux, since,
+};
 use crate::upgrade::plan::{self, Plan, version_edits};
 use crate::upgrade::{flux, release, workloads};
 use crate::{Scope, events, snapshots};
@@ -260,12 +262,7 @@ async fn observe(req: &RollbackRequest, src: &Source, ctx: &Context) -> Result<O
         .await?;
     seen.kustomization_suspended = flux::is_suspended(&ks);
 
-    let found = app
-        .status
-        .as_ref()
-        .and_then(|s| s.resolved.as_ref())
-        .map(|r| r.workloads.clone())
-        .unwrap_or_default();
+    let found = found_workloads(app);
     seen.workloads_to_stop = found.len();
     if !status.stopped_workloads.is_empty() {
         seen.workloads_stopped =
@@ -468,13 +465,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::StopWorkloads => {
-            let found = src
-                .app
-                .status
-                .as_ref()
-                .and_then(|s| s.resolved.as_ref())
-                .map(|r| r.workloads.clone())
-                .unwrap_or_default();
+            let found = found_workloads(&src.app);
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
             ctx.write_status(

@@ -9,7 +9,9 @@ use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
-use crate::operation::{Context, Error, complete, refetch_if_missed, resume_flux, since};
+use crate::operation::{
+    Context, Error, complete, found_workloads, refetch_if_missed, resume_flux, since,
+};
 use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, Kustomization};
@@ -244,12 +246,7 @@ async fn observe(
         .await?;
     seen.kustomization_suspended = flux::is_suspended(&ks);
 
-    let found = app
-        .status
-        .as_ref()
-        .and_then(|s| s.resolved.as_ref())
-        .map(|r| r.workloads.clone())
-        .unwrap_or_default();
+    let found = found_workloads(app);
     seen.workloads_to_stop = found.len();
     if !status.stopped_workloads.is_empty() {
         seen.workloads_stopped =
@@ -423,12 +420,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::StopWorkloads => {
-            let found = app
-                .status
-                .as_ref()
-                .and_then(|s| s.resolved.as_ref())
-                .map(|r| r.workloads.clone())
-                .unwrap_or_default();
+            let found = found_workloads(&app);
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
             ctx.write_status(
