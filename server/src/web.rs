@@ -11,6 +11,7 @@ use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -48,7 +49,21 @@ pub fn router(options: LeptosOptions) -> Router {
         .layer(header("referrer-policy", "same-origin"))
         // leptos_axum serves the wasm uncompressed; gzip/brotli cut it by about two thirds.
         .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
+        // Every log line of a request carries its id (`x-request-id`, kept when the caller or a
+        // proxy set one), and the response tells it, so a person can find the lines.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                let id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("request", method = %request.method(),
+                    uri = %request.uri(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
 /// Serves, and runs the controllers, until SIGINT or SIGTERM; then lets in-flight requests and

@@ -34,6 +34,8 @@ fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
         .env("POD_NAMESPACE", sb.ns())
         .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
+        .env("FLUXUP_LOG_FORMAT", "json")
+        .env("LEPTOS_OUTPUT_NAME", "fluxup")
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .spawn()
@@ -132,5 +134,26 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
     sigkill(operator)?;
+
+    // The last process logged JSON, one object per line; the lines of the upgrade's steps carry
+    // its uid as `operation`, so a person can pull one upgrade's story out of the log.
+    let log = std::fs::read_to_string(repo_root().join("target/operator-killed-2.log"))?;
+    let request = format!("datastore-{run}-sigkill-1");
+    let uid = Api::<fluxup_api::UpgradeRequest>::namespaced(sb.client.clone(), "datastore")
+        .get(&request)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    let mut steps = 0;
+    for line in log.lines() {
+        let object: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("a log line that is not JSON: {line}"))?;
+        if object["span"]["request"] == format!("datastore/{request}") {
+            assert_eq!(object["span"]["operation"], uid.as_str(), "{line}");
+            steps += usize::from(object["message"] == "upgrade step");
+        }
+    }
+    assert!(steps >= 3, "the upgrade's steps in the log: {steps}");
     Ok(())
 }
