@@ -1,9 +1,12 @@
 //! Prometheus metrics of the operator, served at `/metrics` in the OpenMetrics text format:
 //! upgrades and rollbacks by result with their durations, the time spent in each upgrade phase,
-//! failed reconciles by controller, and the apps with an update available (read from the
-//! ManagedApp cache at each scrape, so a deleted app leaves no series behind). Labels are closed sets (results, phases, controllers),
-//! so cardinality stays bounded whatever the cluster holds; every series exists from the start.
+//! failed reconciles by controller and error category, notifications by sink type and result,
+//! and, read from the watch caches at each scrape (so a deleted app leaves no series behind),
+//! the apps with an update available and the snapshots FluxUp keeps for each app. Labels other
+//! than an app's name are closed sets, so cardinality stays bounded by the number of apps;
+//! every series of a closed set exists from the start.
 
+use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, UpgradePhase};
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
@@ -31,6 +34,40 @@ struct PhaseLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ControllerLabel {
     controller: String,
+    category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    sink_type: String,
+    result: String,
+}
+
+/// The categories of `reconcile_errors`: what a person would look at first.
+pub const ERROR_CATEGORIES: [&str; 7] = [
+    "conflict",
+    "not_found",
+    "forbidden",
+    "invalid",
+    "api",
+    "connection",
+    "git",
+];
+/// The category of anything not in [`ERROR_CATEGORIES`].
+pub const OTHER: &str = "other";
+
+/// The category of a Kubernetes client error.
+pub fn kube_category(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            409 => "conflict",
+            404 => "not_found",
+            401 | 403 => "forbidden",
+            400 | 422 => "invalid",
+            _ => "api",
+        },
+        _ => "connection",
+    }
 }
 
 type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -48,6 +85,7 @@ struct Metrics {
     rollbacks: Family<ResultLabel, Counter>,
     rollback_seconds: Durations<ResultLabel>,
     reconcile_errors: Family<ControllerLabel, Counter>,
+    notifications: Family<NotificationLabel, Counter>,
 }
 
 /// The ManagedApp controller's cache, once it runs.
@@ -108,9 +146,61 @@ impl Collector for AvailableUpdates {
     }
 }
 
+/// The VolumeSnapshots FluxUp took (labelled with their app), once the ManagedApp controller
+/// watches them.
+static SNAPSHOTS: Mutex<Option<Store<VolumeSnapshot>>> = Mutex::new(None);
+
+/// Lets `/metrics` count each app's snapshots from the watch cache.
+pub fn watch_snapshots(snapshots: Store<VolumeSnapshot>) {
+    if let Ok(mut slot) = SNAPSHOTS.lock() {
+        *slot = Some(snapshots);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct AppLabels {
+    namespace: String,
+    app: String,
+}
+
+/// `fluxup_snapshots`: how many VolumeSnapshots FluxUp keeps for each app (retention shows here).
+#[derive(Debug)]
+struct Snapshots;
+
+impl Collector for Snapshots {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshots = SNAPSHOTS
+            .lock()
+            .ok()
+            .and_then(|slot| slot.as_ref().map(|store| store.state()))
+            .unwrap_or_default();
+        let mut by_app = std::collections::BTreeMap::<AppLabels, i64>::new();
+        for snapshot in snapshots {
+            if let Some(app) = snapshot.labels().get(crate::snapshots::APP_LABEL) {
+                let labels = AppLabels {
+                    namespace: snapshot.namespace().unwrap_or_default(),
+                    app: app.clone(),
+                };
+                *by_app.entry(labels).or_default() += 1;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "snapshots",
+            "VolumeSnapshots FluxUp keeps for each app",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, count) in by_app {
+            ConstGauge::new(count).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let mut registry = Registry::with_prefix("fluxup");
     registry.register_collector(Box::new(AvailableUpdates));
+    registry.register_collector(Box::new(Snapshots));
     let upgrades = Family::<ResultLabel, Counter>::default();
     registry.register(
         "upgrades",
@@ -144,9 +234,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let reconcile_errors = Family::<ControllerLabel, Counter>::default();
     registry.register(
         "reconcile_errors",
-        "Reconciles that failed and were retried, by controller",
+        "Reconciles that failed and were retried, by controller and error category",
         reconcile_errors.clone(),
     );
+    let notifications = Family::<NotificationLabel, Counter>::default();
+    registry.register(
+        "notifications",
+        "Notifications by sink type and result (delivered, or failed after every retry)",
+        notifications.clone(),
+    );
+    for sink_type in ["slack", "webhook", "flux"] {
+        for result in ["delivered", "failed"] {
+            let _ = notifications.get_or_create(&NotificationLabel {
+                sink_type: sink_type.into(),
+                result: result.into(),
+            });
+        }
+    }
     // Every series exists from the start, at zero: `increase()` over the first failure would
     // otherwise see nothing, and dashboards would have no series to show.
     for result in ["succeeded", "failed", "dry_run"] {
@@ -172,9 +276,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         });
     }
     for controller in ["managed_app", "renovate_jobs", "upgrade", "rollback"] {
-        let _ = reconcile_errors.get_or_create(&ControllerLabel {
-            controller: controller.into(),
-        });
+        for category in ERROR_CATEGORIES.iter().chain([&OTHER]) {
+            let _ = reconcile_errors.get_or_create(&ControllerLabel {
+                controller: controller.into(),
+                category: (*category).into(),
+            });
+        }
     }
     Metrics {
         registry,
@@ -184,6 +291,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rollbacks,
         rollback_seconds,
         reconcile_errors,
+        notifications,
     }
 });
 
@@ -218,12 +326,30 @@ pub fn upgrade_phase(phase: &str, took: Duration) {
         .observe(took.as_secs_f64());
 }
 
-/// Counts a failed reconcile of `controller`.
-pub fn reconcile_error(controller: &str) {
+/// Counts a failed reconcile of `controller`; `category` is one of [`ERROR_CATEGORIES`] (anything
+/// else counts as `other`).
+pub fn reconcile_error(controller: &str, category: &str) {
+    let category = if ERROR_CATEGORIES.contains(&category) {
+        category
+    } else {
+        OTHER
+    };
     METRICS
         .reconcile_errors
         .get_or_create(&ControllerLabel {
             controller: controller.into(),
+            category: category.into(),
+        })
+        .inc();
+}
+
+/// Counts a notification that was delivered to, or given up on by, a sink of `sink_type`.
+pub fn notification(sink_type: &str, result: &str) {
+    METRICS
+        .notifications
+        .get_or_create(&NotificationLabel {
+            sink_type: sink_type.into(),
+            result: result.into(),
         })
         .inc();
 }
@@ -248,14 +374,20 @@ mod tests {
         ended(Operation::Upgrade, "succeeded", Duration::from_secs(9));
         ended(Operation::Rollback, "failed", Duration::from_secs(3));
         upgrade_phase("Snapshotting", Duration::from_millis(2200));
-        reconcile_error("upgrade");
+        reconcile_error("upgrade", "conflict");
+        reconcile_error("rollback", "something new");
+        notification("webhook", "delivered");
         let text = encode();
         for line in [
             "fluxup_upgrades_total{result=\"succeeded\"} 1",
             "fluxup_rollbacks_total{result=\"failed\"} 1",
             "fluxup_upgrade_duration_seconds_count{result=\"succeeded\"} 1",
             "fluxup_upgrade_phase_duration_seconds_bucket{le=\"4.0\",phase=\"Snapshotting\"} 1",
-            "fluxup_reconcile_errors_total{controller=\"upgrade\"} 1",
+            "fluxup_reconcile_errors_total{controller=\"upgrade\",category=\"conflict\"} 1",
+            "fluxup_reconcile_errors_total{controller=\"rollback\",category=\"other\"} 1",
+            "fluxup_reconcile_errors_total{controller=\"managed_app\",category=\"git\"} 0",
+            "fluxup_notifications_total{sink_type=\"webhook\",result=\"delivered\"} 1",
+            "fluxup_notifications_total{sink_type=\"slack\",result=\"failed\"} 0",
         ] {
             assert!(text.contains(line), "{line} not in:\n{text}");
         }

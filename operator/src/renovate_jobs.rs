@@ -120,6 +120,10 @@ async fn read_log(client: &Client, ns: &str, job: &str) -> Result<Vec<u8>, Strin
 
 fn error_policy(job: Arc<Job>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(job = %job.name_any(), %error, "ingesting a Renovate Job failed; retrying in 30 s");
-    crate::metrics::reconcile_error("renovate_jobs");
+    let category = match error {
+        Error::Kube(e) => crate::metrics::kube_category(e),
+        Error::Record(_) => crate::metrics::OTHER,
+    };
+    crate::metrics::reconcile_error("renovate_jobs", category);
     Action::requeue(Duration::from_secs(30))
 }

@@ -13,11 +13,11 @@ use common::*;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase, UpgradeRequest};
 use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
-use fluxup_operator::{Scope, rollback};
+use fluxup_operator::snapshots;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,16 +27,6 @@ const NS: &str = "datastore";
 const APP: &str = "datastore-rollback";
 const CLAIM: &str = "data-datastore-0";
 const FILE: &str = "apps/datastore/ocirepository.yaml";
-
-/// The rollback controller, as a task that can be killed.
-fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
-    let t = stop.clone();
-    tokio::spawn(rollback::controller::run(
-        sb.client.clone(),
-        Scope::default(),
-        async move { t.cancelled().await },
-    ))
-}
 
 async fn create_rollback(sb: &Sandbox, name: &str, upgrade: &str) -> anyhow::Result<()> {
     let req: RollbackRequest = serde_json::from_value(json!({
@@ -427,6 +417,31 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
     }
+    // The snapshots FluxUp keeps for the app, as `kubectl get volumesnapshots` counts them: at
+    // most `keepLast` (3) once retention has run after the last upgrade.
+    let snapshots = Api::<VolumeSnapshot>::namespaced(sb.client.clone(), NS);
+    let of_app = ListParams::default().labels(&format!("{}={APP}", snapshots::APP_LABEL));
+    eventually(
+        "retention, and its count in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let kept = snapshots
+                .list(&of_app)
+                .await?
+                .items
+                .iter()
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
+                .count();
+            let line = format!("fluxup_snapshots{{namespace=\"{NS}\",app=\"{APP}\"}} {kept}");
+            let metrics = fluxup_operator::metrics::encode();
+            Ok(if (1..=3).contains(&kept) && metrics.contains(&line) {
+                Ok(())
+            } else {
+                Err(format!("{kept} kept; {line} not in:\n{metrics}"))
+            })
+        },
+    )
+    .await?;
     Ok(())
 }
 
