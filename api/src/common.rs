@@ -91,6 +91,14 @@ pub struct ImageVersion {
     pub digest: Option<String>,
 }
 
+impl ImageVersion {
+    /// `name:tag`, or `name:digest` for a digest-only image, as people write it.
+    pub fn reference(&self) -> String {
+        let version = self.tag.as_ref().or(self.digest.as_ref());
+        format!("{}:{}", self.name, version.map_or("", String::as_str))
+    }
+}
+
 /// A set of versions of one app: its chart, the app version the chart ships, and its images.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

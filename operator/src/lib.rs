@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod leader;
 pub mod managed_app;
 pub mod metrics;
+pub mod notify;
 pub mod operation;
 pub mod policy;
 pub mod rbac;

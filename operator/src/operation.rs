@@ -18,12 +18,54 @@ pub enum Error {
     #[error(transparent)]
     Kube(#[from] kube::Error),
     #[error("{0}")]
+    Git(String),
+    #[error("{0}")]
     Other(String),
 }
 
 impl From<GitError> for Error {
     fn from(e: GitError) -> Self {
-        Error::Other(e.to_string())
+        Error::Git(e.to_string())
+    }
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    /// Keeps the step's own error (and so its category) instead of the finalizer's wrapping.
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match e {
+            Finalizer::ApplyFailed(e) | Finalizer::CleanupFailed(e) => e,
+            Finalizer::AddFinalizer(e) | Finalizer::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::Other(other.to_string()),
+        }
+    }
+}
+
+/// The span of one reconcile of an UpgradeRequest or RollbackRequest: every log line in it
+/// (JSON logs show the span's fields) carries the request's uid as `operation`, the same for
+/// every step and across restarts, and `request` as namespace/name.
+pub fn span<K: Resource<DynamicType = ()>>(request: &K) -> tracing::Span {
+    let meta = request.meta();
+    tracing::info_span!(
+        "operation",
+        kind = %K::kind(&()),
+        operation = meta.uid.as_deref().unwrap_or_default(),
+        request = %format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+impl Error {
+    /// The `category` label of `fluxup_reconcile_errors_total`.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(e) => crate::metrics::kube_category(e),
+            Error::Git(_) => "git",
+            Error::Other(_) => crate::metrics::OTHER,
+        }
     }
 }
 
@@ -89,6 +131,34 @@ impl Context {
         )
         .await;
     }
+}
+
+/// Who asked for an operation, for Events: the user the API server recorded on the request
+/// (`config/admission`), else "someone".
+pub fn who(meta: &kube::api::ObjectMeta) -> String {
+    crate::notify::requested_by(meta).unwrap_or_else(|| "someone".into())
+}
+
+/// Reads the ManagedApp an operation is about, for a notification sent where the caller does
+/// not have it at hand. `None` when it cannot be read: the notification is skipped, not the
+/// operation.
+pub async fn app_of(client: &Client, namespace: &str, name: &str) -> Option<ManagedApp> {
+    Api::<ManagedApp>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .ok()
+}
+
+/// Records the Event of a person's action: "alice asked to <what>", noting a dry run. Sent on
+/// a request's first step.
+pub async fn requested<K>(ctx: &Context, request: &K, dry_run: bool, what: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let dry = if dry_run { " (dry run)" } else { "" };
+    let note = format!("{} asked to {what}{dry}", who(request.meta()));
+    ctx.event(request, "Request", false, "Requested", note)
+        .await;
 }
 
 /// Time since `at` (a creation or phase start); zero when unknown.

@@ -306,29 +306,58 @@ async fn install_crds_once(client: &Client, profile: Profile) -> anyhow::Result<
     };
     cell.get_or_try_init(|| async {
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in read_crds(&repo_root().join("config/crd"))? {
+        for crd in read_documents::<CustomResourceDefinition>(&repo_root().join("config/crd"))? {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            crds.patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
+            apply_as_harness(&crds, &name, &crd)
+                .await
+                .with_context(|| format!("applying CRD {name}"))?;
             let established =
                 await_condition(crds.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(Duration::from_secs(30), established)
                 .await
                 .with_context(|| format!("CRD {name} not established after 30 s"))??;
         }
+        apply_manifests(client, &repo_root().join("config/admission")).await?;
         anyhow::Ok(())
     })
     .await?;
     Ok(())
 }
 
-/// Reads every CRD document in the YAML files of `dir`.
-pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
+/// Server-side applies every document in the YAML files of `dir` (cluster-scoped objects, such as
+/// the admission policies in `config/admission`), finding each kind through discovery.
+async fn apply_manifests(client: &Client, dir: &Path) -> anyhow::Result<()> {
+    for object in read_documents::<DynamicObject>(dir)? {
+        let types = object
+            .types
+            .clone()
+            .context("a manifest without apiVersion/kind")?;
+        let (resource, _) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::try_from(&types)?).await?;
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let name = object.metadata.name.clone().unwrap_or_default();
+        apply_as_harness(&api, &name, &object)
+            .await
+            .with_context(|| format!("applying {} {name} from {}", types.kind, dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Server-side applies `object` as the harness, taking over fields others set.
+async fn apply_as_harness<K>(api: &Api<K>, name: &str, object: &K) -> kube::Result<K>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
+/// The YAML files of `dir` but its `kustomization.yaml`, sorted.
+fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut paths: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -337,21 +366,26 @@ pub fn read_crds(dir: &Path) -> anyhow::Result<Vec<CustomResourceDefinition>> {
         })
         .collect();
     paths.sort();
-    let mut crds = Vec::new();
-    for path in paths {
+    Ok(paths)
+}
+
+/// Reads every document in the YAML files of `dir` as a `T`.
+pub fn read_documents<T: serde::de::DeserializeOwned>(dir: &Path) -> anyhow::Result<Vec<T>> {
+    let mut documents = Vec::new();
+    for path in yaml_files(dir)? {
         let text = std::fs::read_to_string(&path)?;
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(doc)?;
             if value.is_null() {
                 continue;
             }
-            crds.push(
+            documents.push(
                 serde_yaml::from_value(value)
                     .with_context(|| format!("parsing {}", path.display()))?,
             );
         }
     }
-    Ok(crds)
+    Ok(documents)
 }
 
 use serde::Deserialize as _;

@@ -10,6 +10,7 @@ pub mod status;
 
 use crate::{Scope, events};
 use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
+use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, condition};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -198,6 +199,20 @@ pub async fn run(
     let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(scope.api(&client), false);
     let (deployments, deploy_stream) = reflect::<Deployment>(scope.api(&client), false);
     let (stateful_sets, sts_stream) = reflect::<StatefulSet>(scope.api(&client), false);
+    // The snapshots FluxUp took, for `/metrics`. A cluster without the snapshot CRDs has none:
+    // its watch retries with backoff and nothing waits for it.
+    let (snapshots, snapshot_writer) = reflector::store();
+    let snapshot_stream = reflector::reflector(
+        snapshot_writer,
+        watcher(
+            scope.api::<VolumeSnapshot>(&client),
+            watcher::Config::default().labels(crate::snapshots::APP_LABEL),
+        )
+        .modify(|s: &mut VolumeSnapshot| s.managed_fields_mut().clear())
+        .default_backoff(),
+    )
+    .touched_objects();
+    crate::metrics::watch_snapshots(snapshots);
 
     let (apps, app_stream) = reflect::<ManagedApp>(scope.api(&client), true);
     let controller = Controller::for_stream(app_stream, apps.clone());
@@ -270,6 +285,10 @@ pub async fn run(
         .watches_stream(sts_stream, move |s: StatefulSet| {
             apps_with_volumes(&a7, s.namespace())
         })
+        // Read by `/metrics` only: no app needs a reconcile for it.
+        .watches_stream(snapshot_stream, |_: VolumeSnapshot| {
+            None::<ObjectRef<ManagedApp>>
+        })
         // A bounded number of reconciles at once: each may write status, and a thousand
         // concurrent writes would open a thousand connections to the API server.
         .with_config(Config::default().concurrency(CONCURRENCY))
@@ -338,6 +357,7 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
             != new.available_update.as_ref().map(|u| (&u.chart, &u.images))
         && let Some((_, _, message)) = find(&new.conditions, condition::UPDATE_AVAILABLE)
     {
+        notify_update(app, new, &message, ctx);
         news.push((false, "UpdateAvailable".into(), message));
     }
     let reference = app.object_ref(&());
@@ -354,8 +374,45 @@ async fn publish_transitions(app: &ManagedApp, new: &fluxup_api::ManagedAppStatu
     }
 }
 
+/// Tells the notification sinks about a new update, once per version: the id names the app and
+/// the versions offered.
+fn notify_update(
+    app: &ManagedApp,
+    new: &fluxup_api::ManagedAppStatus,
+    message: &str,
+    ctx: &Context,
+) {
+    let Some(update) = &new.available_update else {
+        return;
+    };
+    let images = update.images.iter().map(|i| i.reference());
+    let offered: Vec<String> = update.chart.iter().cloned().chain(images).collect();
+    let id = format!(
+        "{}/UpdateAvailable/{}",
+        app.uid().unwrap_or_default(),
+        offered.join(",")
+    );
+    let current = new.current_version.as_ref();
+    let from = match &update.chart {
+        Some(_) => current.and_then(|c| c.chart.clone()),
+        None => current
+            .and_then(|c| c.images.first())
+            .map(|i| i.reference()),
+    };
+    let to = offered.first().cloned();
+    let n = crate::notify::Notification::new(
+        crate::notify::Kind::UpdateAvailable,
+        id,
+        app,
+        message.to_string(),
+    )
+    .versions(from, to);
+    crate::notify::send(&ctx.client, n);
+}
+
 fn error_policy(app: Arc<ManagedApp>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(app = %app.name_any(), %error, "reconcile failed; retrying in 30 s");
-    crate::metrics::reconcile_error("managed_app");
+    let Error::Kube(e) = error;
+    crate::metrics::reconcile_error("managed_app", crate::metrics::kube_category(e));
     Action::requeue(Duration::from_secs(30))
 }

@@ -8,8 +8,10 @@ use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{REQUEST_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
+use crate::notify::{self, Kind, Notification};
 use crate::operation::{
-    Context, Error, complete, found_workloads, refetch_if_missed, resume_flux, since,
+    self, Context, Error, app_of, complete, found_workloads, refetch_if_missed, resume_flux, since,
+    who,
 };
 use crate::upgrade::plan::{self, Plan, version_edits};
 use crate::upgrade::{flux, release, workloads};
@@ -30,6 +32,7 @@ use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 pub const FINALIZER: &str = "fluxup.dev/rollback";
 const MANAGER: &str = "fluxup-rollback";
@@ -50,21 +53,23 @@ pub async fn run(
 
 fn error_policy(req: Arc<RollbackRequest>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(rollback = %req.name_any(), %error, "rollback step failed; retrying in 10 s");
-    metrics::reconcile_error("rollback");
+    metrics::reconcile_error("rollback", error.category());
     Action::requeue(Duration::from_secs(10))
 }
 
 async fn reconcile(req: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
     let api: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let span = operation::span(req.as_ref());
     finalizer(&api, FINALIZER, req, |event| async {
         match event {
             Finalizer::Apply(req) => step(&req, &ctx).await,
             Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
         }
     })
+    .instrument(span)
     .await
-    .map_err(|e| Error::Other(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// What a rollback undoes: the upgrade, its app, the claims and snapshots, and the versions to
@@ -391,6 +396,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     "conditions": [complete("False", "PreflightFailed", &message, gen_)]}),
             )
             .await?;
+            notify_failed(ctx, req, &message).await;
             ctx.event(req, "Rollback", true, "PreflightFailed", message)
                 .await;
             let age = since(req.metadata.creation_timestamp.as_ref());
@@ -411,8 +417,29 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         mark_app(ctx, &src, LastUpgrade::ROLLING_BACK).await?;
     }
 
+    if status.phase.is_none() {
+        let what = format!(
+            "roll back {} (upgrade {})",
+            src.app.name_any(),
+            src.upgrade.name_any()
+        );
+        operation::requested(ctx, req, req.spec.dry_run, what).await;
+    }
+
     match next {
         Step::Enter(next_phase) => {
+            if next_phase == RollbackPhase::Suspending {
+                let message = format!(
+                    "{} asked to roll back {}; FluxUp pauses Flux, restores the \
+                    volumes and reverts the upgrade's commit",
+                    who(&req.metadata),
+                    src.app.name_any()
+                );
+                notify::send(
+                    &ctx.client,
+                    rollback_notification(Kind::RollbackStarted, req, &src, message),
+                );
+            }
             let mut s = serde_json::json!({"phase": next_phase, "phaseStartedAt": events::now_time(),
                 "observedGeneration": gen_, "message": format!("{next_phase:?}")});
             if next_phase == RollbackPhase::Suspending {
@@ -630,6 +657,10 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}),
             )
             .await?;
+            notify::send(
+                &ctx.client,
+                rollback_notification(Kind::RollbackSucceeded, req, &src, message.clone()),
+            );
             ctx.event(req, "Rollback", false, "Succeeded", message)
                 .await;
             let age = since(req.metadata.creation_timestamp.as_ref());
@@ -640,6 +671,47 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             finish(ctx, req, &src, &status).await?;
             Ok(Action::await_change())
         }
+    }
+}
+
+/// A notification about this rollback: from the upgrade's new version back to its previous one.
+fn rollback_notification(
+    kind: Kind,
+    req: &RollbackRequest,
+    src: &Source,
+    message: String,
+) -> Notification {
+    let record = src
+        .upgrade
+        .status
+        .as_ref()
+        .and_then(|s| s.upgrade.clone())
+        .unwrap_or_default();
+    let (previous, new) = notify::upgrade_versions(&record);
+    Notification::about(kind, req, &src.app, message).versions(new, previous)
+}
+
+/// Tells the sinks a rollback failed (not for dry runs); the app is read here, since a rollback
+/// may fail before it knows its source.
+async fn notify_failed(ctx: &Context, req: &RollbackRequest, message: &str) {
+    if req.spec.dry_run {
+        return;
+    }
+    let ns = req.namespace().unwrap_or_default();
+    let Some(app_ref) = &req.spec.managed_app_ref else {
+        return;
+    };
+    if let Some(app) = app_of(&ctx.client, &ns, &app_ref.name).await {
+        let to = req
+            .status
+            .as_ref()
+            .and_then(|s| s.restored_from.as_ref())
+            .and_then(|r| r.chart_version.clone());
+        notify::send(
+            &ctx.client,
+            Notification::about(Kind::RollbackFailed, req, &app, message.to_string())
+                .versions(None, to),
+        );
     }
 }
 
@@ -658,6 +730,7 @@ async fn fail(
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
     )
     .await?;
+    notify_failed(ctx, req, &message).await;
     ctx.event(req, "Rollback", true, reason, message).await;
     let age = since(req.metadata.creation_timestamp.as_ref());
     metrics::ended(Operation::Rollback, "failed", age);

@@ -9,8 +9,10 @@ use crate::git::bump::{BumpError, Outcome, commit_version_bump};
 use crate::git::message::{BumpMessage, REQUEST_TRAILER};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
+use crate::notify::{self, Kind, Notification};
 use crate::operation::{
-    Context, Error, complete, found_workloads, refetch_if_missed, resume_flux, since,
+    self, Context, Error, app_of, complete, found_workloads, refetch_if_missed, resume_flux, since,
+    who,
 };
 use crate::snapshots;
 use crate::{Scope, events};
@@ -30,6 +32,7 @@ use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 pub const FINALIZER: &str = "fluxup.dev/upgrade";
 const MANAGER: &str = "fluxup-upgrade";
@@ -50,21 +53,23 @@ pub async fn run(
 
 fn error_policy(req: Arc<UpgradeRequest>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(request = %req.name_any(), %error, "upgrade step failed; retrying in 10 s");
-    metrics::reconcile_error("upgrade");
+    metrics::reconcile_error("upgrade", error.category());
     Action::requeue(Duration::from_secs(10))
 }
 
 async fn reconcile(req: Arc<UpgradeRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
     let api: Api<UpgradeRequest> = Api::namespaced(ctx.client.clone(), &ns);
+    let span = operation::span(req.as_ref());
     finalizer(&api, FINALIZER, req, |event| async {
         match event {
             Finalizer::Apply(req) => step(&req, &ctx).await,
             Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
         }
     })
+    .instrument(span)
     .await
-    .map_err(|e| Error::Other(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// Deleted mid-way: nothing stays suspended or stopped.
@@ -316,10 +321,29 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     tracing::info!(request = %format!("{ns}/{}", req.name_any()), phase = ?status.phase, step = ?next, "upgrade step");
     let request = format!("{ns}/{}", req.name_any());
     let gen_ = req.metadata.generation;
+    if status.phase.is_none() {
+        let target = plan.chart.clone().unwrap_or_else(|| "new images".into());
+        let what = format!("upgrade {} to {target}", app.name_any());
+        operation::requested(ctx, req, req.spec.dry_run, what).await;
+    }
 
     match next {
         Step::Enter(phase) => {
             leave_phase(&status);
+            if phase == UpgradePhase::Suspending {
+                let versions =
+                    notify::upgrade_versions(&status.upgrade.clone().unwrap_or_default());
+                let message = format!(
+                    "{} asked to upgrade {}; FluxUp pauses Flux and takes snapshots first",
+                    who(&req.metadata),
+                    app.name_any()
+                );
+                notify::send(
+                    &ctx.client,
+                    Notification::about(Kind::UpgradeStarted, req, &app, message)
+                        .versions(versions.0, versions.1),
+                );
+            }
             let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": events::now_time(), "observedGeneration": gen_,
                 "message": format!("{phase:?}")});
             if phase == UpgradePhase::Preflight {
@@ -614,6 +638,12 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
+            let versions = notify::upgrade_versions(&upgrade);
+            notify::send(
+                &ctx.client,
+                Notification::about(Kind::UpgradeSucceeded, req, &app, message.clone())
+                    .versions(versions.0, versions.1),
+            );
             ctx.event(req, "Upgrade", false, "Succeeded", message).await;
             leave_phase(&status);
             let age = since(req.metadata.creation_timestamp.as_ref());
@@ -641,6 +671,26 @@ async fn fail(
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
     )
     .await?;
+    if !req.spec.dry_run
+        && let Some(app) = app_of(
+            &ctx.client,
+            &req.namespace().unwrap_or_default(),
+            &req.spec.managed_app_ref.name,
+        )
+        .await
+    {
+        let record = req
+            .status
+            .as_ref()
+            .and_then(|s| s.upgrade.clone())
+            .unwrap_or_default();
+        let versions = notify::upgrade_versions(&record);
+        notify::send(
+            &ctx.client,
+            Notification::about(Kind::UpgradeFailed, req, &app, message.clone())
+                .versions(versions.0, versions.1),
+        );
+    }
     ctx.event(req, "Upgrade", true, reason, message).await;
     let age = since(req.metadata.creation_timestamp.as_ref());
     metrics::ended(Operation::Upgrade, "failed", age);

@@ -27,6 +27,16 @@ pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::Jo
     ))
 }
 
+/// The rollback controller, as a task that can be killed.
+pub fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    let t = stop.clone();
+    tokio::spawn(fluxup_operator::rollback::controller::run(
+        sb.client.clone(),
+        Scope::default(),
+        async move { t.cancelled().await },
+    ))
+}
+
 /// The ManagedApp controller, as a task that stops with `stop`.
 pub fn start_app_controller(sb: &Sandbox, stop: &CancellationToken) {
     let t = stop.clone();
