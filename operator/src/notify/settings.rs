@@ -187,4 +187,18 @@ mod tests {
         }
         assert_eq!(parse("  \n").unwrap(), Vec::new());
     }
+
+    /// The example in config/notifications is one FluxUp accepts.
+    #[test]
+    fn the_example_settings_parse() {
+        let text = include_str!("../../../config/notifications/notifications.yaml");
+        let config_map = serde_yaml::Deserializer::from_str(text)
+            .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+            .find(|doc| doc["kind"] == "ConfigMap")
+            .unwrap();
+        assert_eq!(config_map["metadata"]["name"], CONFIG_MAP);
+        let sinks = parse(config_map["data"][KEY].as_str().unwrap()).unwrap();
+        let kinds: Vec<SinkKind> = sinks.iter().map(|s| s.kind).collect();
+        assert_eq!(kinds, [SinkKind::Slack, SinkKind::Webhook, SinkKind::Flux]);
+    }
 }
