@@ -26,6 +26,9 @@ fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    // Logs (JSON, on stdout) and anything else the process prints (stderr, e.g. Leptos' own
+    // debug warnings) in two files, so the log can be checked line by line.
+    let stderr = std::fs::File::create(repo_root().join("target").join(format!("{log}.stderr")))?;
     let log = std::fs::File::create(repo_root().join("target").join(log))?;
     Command::new(env!("CARGO_BIN_EXE_fluxup"))
         .args(["serve", "--controllers", "true"])
@@ -36,8 +39,8 @@ fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
         .env("RUST_LOG", "info")
         .env("FLUXUP_LOG_FORMAT", "json")
         .env("LEPTOS_OUTPUT_NAME", "fluxup")
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr))
         .spawn()
         .context("starting fluxup serve")
         .map(|child| (child, port))
