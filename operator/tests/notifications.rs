@@ -24,6 +24,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "webapp";
+/// A ManagedApp of its own for the demo's webapp, naming the Git file of its version, so the
+/// test needs no Renovate run first.
+const APP: &str = "webapp-notify";
 const TOKEN: &str = "s3cret-signing-key";
 
 /// One request a receiver got, and what it answered.
@@ -104,7 +107,18 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
         .delete_collection(&Default::default(), &Default::default())
         .await?;
     delete_requests(&sb, NS).await?;
-    wait_resolved(&sb, NS, NS).await?;
+    apply_app(
+        &sb,
+        json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": APP, "namespace": NS},
+            "spec": {"helmReleaseRef": {"name": "webapp"},
+                     "kustomizationRef": {"name": "webapp", "namespace": "flux-system"},
+                     "versionPolicy": {"chart": {"git": {"file": "apps/webapp/helmrelease.yaml"}}}},
+        }),
+    )
+    .await?;
+    wait_resolved(&sb, NS, APP).await?;
     let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
 
     let slack = Receiver::start(0).await?;
@@ -172,7 +186,7 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
     let before = deployed(&sb, NS).await?;
     let target = if before == "1.0.1" { "1.1.0" } else { "1.0.1" };
     let up = format!("webapp-{run}-notify-up");
-    let ended = run_request(&sb, NS, NS, &up, chart(target), false).await?;
+    let ended = run_request(&sb, NS, APP, &up, chart(target), false).await?;
     assert_eq!(
         ended.status().phase,
         Some(UpgradePhase::Succeeded),
@@ -217,7 +231,7 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
             || context.ends_with(&format!("RollbackRequest {back}")))
         .then(|| {
             let title = text
-                .split(&format!(" {NS}/{NS}:"))
+                .split(&format!(" {NS}/{APP}:"))
                 .next()
                 .unwrap_or_default();
             title
@@ -285,7 +299,7 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
         );
         assert_eq!(d.headers["x-fluxup-event"].to_str()?, body["type"]);
         assert_eq!(d.headers["x-fluxup-delivery"].to_str()?, body["id"]);
-        assert_eq!(body["app"], json!({"namespace": NS, "name": NS}));
+        assert_eq!(body["app"], json!({"namespace": NS, "name": APP}));
         assert_eq!(body["helmRelease"], json!({"namespace": NS, "name": NS}));
         let (from, to) = match body["type"].as_str() {
             Some(t) if t.starts_with("Upgrade") => (before.as_str(), target),
@@ -304,7 +318,7 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
             assert_eq!(event["involvedObject"]["kind"], "HelmRelease");
             assert_eq!(event["involvedObject"]["name"], NS);
             assert_eq!(event["severity"], "info");
-            assert_eq!(event["metadata"]["app"], format!("{NS}/{NS}"));
+            assert_eq!(event["metadata"]["app"], format!("{NS}/{APP}"));
             assert_eq!(event["metadata"]["requestedBy"], "sandbox-admin");
         }
     }
