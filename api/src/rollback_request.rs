@@ -84,6 +84,16 @@ pub enum RollbackPhase {
 }
 
 impl RollbackPhase {
+    /// The phases a rollback works through, in order, before it ends.
+    pub const STEPS: [RollbackPhase; 6] = [
+        Self::Pending,
+        Self::Suspending,
+        Self::StoppingApp,
+        Self::RestoringVolumes,
+        Self::Reverting,
+        Self::StartingApp,
+    ];
+
     /// Whether the rollback has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed)

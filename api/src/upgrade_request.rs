@@ -101,6 +101,17 @@ pub enum UpgradePhase {
 }
 
 impl UpgradePhase {
+    /// The phases an upgrade works through, in order, before it ends.
+    pub const STEPS: [UpgradePhase; 7] = [
+        Self::Preflight,
+        Self::Suspending,
+        Self::Quiescing,
+        Self::Snapshotting,
+        Self::Committing,
+        Self::Reconciling,
+        Self::HealthChecking,
+    ];
+
     /// Whether the upgrade has ended.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::RolledBack)

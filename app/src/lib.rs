@@ -1,13 +1,18 @@
 //! FluxUp's web application, rendered on the server (feature `ssr`) and hydrated in the browser
 //! (feature `hydrate`). One module per page; server functions sit beside the models they serve.
 
+pub mod api;
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod live;
+pub mod model;
 pub mod pages;
 pub mod server_info;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::StaticSegment;
 use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
 
 /// The HTML document around the app: head, hydration scripts, body.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -34,12 +39,14 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    live::provide_live();
     view! {
         <Stylesheet id="leptos" href="/pkg/fluxup.css"/>
         <Title text="FluxUp"/>
         <Router>
             <Routes fallback=|| view! { <pages::NotFound/> }>
-                <Route path=StaticSegment("") view=pages::apps::AppsPage/>
+                <Route path=path!("") view=pages::apps::AppsPage/>
+                <Route path=path!("/apps/:namespace/:name") view=pages::app_detail::AppPage/>
             </Routes>
         </Router>
     }

@@ -27,6 +27,51 @@ pub enum Error {
     NoSuchChart { chart: String, url: String },
 }
 
+/// The versions of an app's chart, and where they were read.
+#[derive(Debug, Clone)]
+pub struct AppVersions {
+    pub chart: String,
+    pub url: String,
+    /// Newest first.
+    pub versions: Vec<String>,
+}
+
+/// Every version of `app`'s chart, from the chart source its status resolved (an OCIRepository's
+/// `insecure` allows plain HTTP). The error says, in words, what could not be read.
+pub async fn of_app(
+    client: &kube::Client,
+    app: &fluxup_api::ManagedApp,
+) -> Result<AppVersions, String> {
+    let resolved = app
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved.clone())
+        .unwrap_or_default();
+    let Some(source) = resolved.chart_source else {
+        return Err("the app's chart source is not resolved".into());
+    };
+    let insecure = if source.kind == "OCIRepository" {
+        let (ns, name) = source.name.split_once('/').unwrap_or_default();
+        kube::Api::<fluxup_api::flux::OCIRepository>::namespaced(client.clone(), ns)
+            .get(name)
+            .await
+            .ok()
+            .and_then(|r| r.spec.insecure)
+            .unwrap_or(false)
+    } else {
+        false
+    };
+    let chart = resolved.chart.unwrap_or_default();
+    let versions = list(&source, &chart, insecure)
+        .await
+        .map_err(|e| format!("the chart source could not be read: {e}"))?;
+    Ok(AppVersions {
+        chart,
+        url: source.url.unwrap_or_default(),
+        versions,
+    })
+}
+
 /// Versions of `chart` in `source`, newest first; what is not a version (e.g. `latest`) is left
 /// out. `insecure` allows plain HTTP for an OCI registry (OCIRepository `spec.insecure`).
 pub async fn list(source: &ChartSource, chart: &str, insecure: bool) -> Result<Vec<String>, Error> {

@@ -262,15 +262,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         let _ = upgrade_seconds.get_or_create(&label);
         let _ = rollback_seconds.get_or_create(&label);
     }
-    for phase in [
-        UpgradePhase::Preflight,
-        UpgradePhase::Suspending,
-        UpgradePhase::Quiescing,
-        UpgradePhase::Snapshotting,
-        UpgradePhase::Committing,
-        UpgradePhase::Reconciling,
-        UpgradePhase::HealthChecking,
-    ] {
+    for phase in UpgradePhase::STEPS {
         let _ = upgrade_phase_seconds.get_or_create(&PhaseLabel {
             phase: format!("{phase:?}"),
         });

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod generate;
 pub mod health;
 pub mod ingest;
+pub mod live;
 pub mod telemetry;
 pub mod web;

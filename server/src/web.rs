@@ -5,6 +5,7 @@ use crate::cli::ServeArgs;
 use anyhow::Context as _;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
+use fluxup_app::backend::Backend;
 use fluxup_app::{App, shell};
 use fluxup_operator::api_requests::ApiRequests;
 use leptos::prelude::*;
@@ -26,11 +27,20 @@ pub fn leptos_options() -> anyhow::Result<LeptosOptions> {
     Ok(options)
 }
 
-/// The whole router.
-pub fn router(options: LeptosOptions) -> Router {
+/// The whole router. `backend` is the dashboard's view of the cluster; without one the pages
+/// say that FluxUp is not connected.
+pub fn router(options: LeptosOptions, backend: Option<Backend>) -> Router {
     let routes = generate_route_list(App);
+    let context = {
+        let backend = backend.clone();
+        move || {
+            if let Some(backend) = backend.clone() {
+                provide_context(backend);
+            }
+        }
+    };
     let pages = Router::new()
-        .leptos_routes(&options, routes, {
+        .leptos_routes_with_context(&options, routes, context, {
             let options = options.clone();
             move || shell(options.clone())
         })
@@ -44,6 +54,7 @@ pub fn router(options: LeptosOptions) -> Router {
     };
     pages
         .merge(crate::health::routes())
+        .merge(crate::live::routes(backend))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "same-origin"))
@@ -76,10 +87,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {addr}"))?;
     let shutdown = CancellationToken::new();
     let requests = ApiRequests::default();
-    let controllers = if args.controllers {
-        let config = kube::Config::infer()
-            .await
-            .context("connecting to Kubernetes (set KUBECONFIG, or --controllers=false)")?;
+    let config = match kube::Config::infer().await {
+        Ok(config) => Some(config),
+        Err(e) if !args.controllers => {
+            tracing::warn!(error = %e, "no Kubernetes configuration: the dashboard shows no apps");
+            None
+        }
+        Err(e) => {
+            return Err(e)
+                .context("connecting to Kubernetes (set KUBECONFIG, or --controllers=false)");
+        }
+    };
+    let backend = match &config {
+        Some(config) => Some(Backend::start(kube::Client::try_from(config.clone())?)),
+        None => None,
+    };
+    let controllers = if let (true, Some(config)) = (args.controllers, config) {
         let client = requests.client(config)?;
         let scope = fluxup_operator::Scope {
             namespace: args.watch_namespace.clone(),
@@ -100,7 +123,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     };
-    axum::serve(listener, router(options))
+    axum::serve(listener, router(options, backend))
         .with_graceful_shutdown(signal)
         .await?;
     if let Some(controllers) = controllers {

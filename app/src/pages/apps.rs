@@ -1,24 +1,242 @@
-//! The apps page: every ManagedApp with its current and available version.
+//! The apps page: every ManagedApp with its current and available version, the size of the
+//! update, health and the last upgrade; search, filter and sort.
 
 use super::Layout;
+use super::widgets::{ErrorNote, StateBadge, UpdateBadge};
+use crate::api::list_apps;
+use crate::model::AppRow;
 use leptos::prelude::*;
 
-/// The landing page. Lists ManagedApps once the ManagedApp controller feeds them; until then it
-/// explains how to add one.
+/// How the table is ordered.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Order {
+    Name,
+    /// Biggest update first, then by name.
+    Update,
+    /// Apps that need a look (not ready, failed upgrade) first.
+    Health,
+}
+
+fn update_rank(row: &AppRow) -> u8 {
+    match row.update_type.as_deref() {
+        Some("major") => 0,
+        Some("minor") => 1,
+        Some("patch") => 2,
+        Some("digest") => 3,
+        _ => 4,
+    }
+}
+
+fn health_rank(row: &AppRow) -> u8 {
+    let failed = row
+        .last_upgrade
+        .as_ref()
+        .is_some_and(|l| l.status.contains("Failed"));
+    match (row.ready, failed) {
+        (false, _) => 0,
+        (true, true) => 1,
+        _ => 2,
+    }
+}
+
+/// The rows to show: those matching `query` (and with an update when `updates_only`), in `order`.
+fn shown(mut rows: Vec<AppRow>, query: &str, updates_only: bool, order: Order) -> Vec<AppRow> {
+    rows.retain(|r| r.matches(query) && (!updates_only || r.available.is_some()));
+    match order {
+        Order::Name => {}
+        Order::Update => {
+            rows.sort_by_key(|r| (update_rank(r), r.namespace.clone(), r.name.clone()))
+        }
+        Order::Health => {
+            rows.sort_by_key(|r| (health_rank(r), r.namespace.clone(), r.name.clone()))
+        }
+    }
+    rows
+}
+
+/// The landing page.
 #[component]
 pub fn AppsPage() -> impl IntoView {
+    let apps = Resource::new(|| (), |_| list_apps());
+    let query = RwSignal::new(String::new());
+    let updates_only = RwSignal::new(false);
+    let order = RwSignal::new(Order::Name);
     view! {
         <Layout>
-            <h1 class="text-2xl font-semibold">"Apps"</h1>
-            <section class="mt-6 rounded-lg border border-dashed border-slate-300 p-8 text-center dark:border-slate-600">
-                <h2 class="text-lg font-medium">"No managed apps yet"</h2>
-                <p class="mt-2 text-slate-600 dark:text-slate-300">
-                    "Create a ManagedApp for a Flux HelmRelease and FluxUp will show its updates here."
-                </p>
-                <pre class="mt-4 inline-block rounded bg-slate-100 px-3 py-2 text-left text-sm dark:bg-slate-800">
-                    "kubectl apply -f config/samples/managedapp.yaml"
-                </pre>
-            </section>
+            <div class="flex flex-wrap items-end justify-between gap-3">
+                <h1 class="text-2xl font-semibold">"Apps"</h1>
+                <div class="flex flex-wrap items-center gap-3 text-sm">
+                    <label class="flex items-center gap-2">
+                        <span class="sr-only">"Search apps"</span>
+                        <input
+                            id="app-search"
+                            type="search"
+                            placeholder="Search name, chart, version"
+                            class="w-56 rounded-md border border-slate-300 bg-white px-3 py-1.5 dark:border-slate-600 dark:bg-slate-800"
+                            prop:value=move || query.get()
+                            on:input=move |ev| query.set(event_target_value(&ev))
+                        />
+                    </label>
+                    <label class="flex items-center gap-2">
+                        <input
+                            id="updates-only"
+                            type="checkbox"
+                            prop:checked=move || updates_only.get()
+                            on:change=move |ev| updates_only.set(event_target_checked(&ev))
+                        />
+                        "With updates only"
+                    </label>
+                    <label class="flex items-center gap-2">
+                        "Sort"
+                        <select
+                            id="app-order"
+                            class="rounded-md border border-slate-300 bg-white px-2 py-1.5 dark:border-slate-600 dark:bg-slate-800"
+                            on:change=move |ev| {
+                                order.set(match event_target_value(&ev).as_str() {
+                                    "update" => Order::Update,
+                                    "health" => Order::Health,
+                                    _ => Order::Name,
+                                })
+                            }
+                        >
+                            <option value="name">"by name"</option>
+                            <option value="update">"biggest update first"</option>
+                            <option value="health">"needs attention first"</option>
+                        </select>
+                    </label>
+                </div>
+            </div>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading apps…"</p> }>
+                {move || apps.get().map(|result| match result {
+                    Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Ok(rows) if rows.is_empty() => view! { <NoApps/> }.into_any(),
+                    Ok(rows) => {
+                        let total = rows.len();
+                        let visible = Memo::new(move |_| shown(rows.clone(), &query.get(), updates_only.get(), order.get()));
+                        view! { <AppsTable rows=visible total/> }.into_any()
+                    }
+                })}
+            </Transition>
         </Layout>
+    }
+}
+
+#[component]
+fn NoApps() -> impl IntoView {
+    view! {
+        <section class="mt-6 rounded-lg border border-dashed border-slate-300 p-8 text-center dark:border-slate-600">
+            <h2 class="text-lg font-medium">"No managed apps yet"</h2>
+            <p class="mt-2 text-slate-600 dark:text-slate-300">
+                "Create a ManagedApp for a Flux HelmRelease and FluxUp will show its updates here."
+            </p>
+            <pre class="mt-4 inline-block rounded bg-slate-100 px-3 py-2 text-left text-sm dark:bg-slate-800">
+                "kubectl apply -f config/samples/managedapp.yaml"
+            </pre>
+        </section>
+    }
+}
+
+#[component]
+fn AppsTable(rows: Memo<Vec<AppRow>>, total: usize) -> impl IntoView {
+    view! {
+        <p class="mt-4 text-sm text-slate-500 dark:text-slate-400" aria-live="polite">
+            {move || format!("{} of {total} apps", rows.get().len())}
+        </p>
+        <div class="mt-2 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+            <table class="w-full text-left text-sm" id="apps">
+                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
+                    <tr>
+                        <th scope="col" class="px-3 py-2">"App"</th>
+                        <th scope="col" class="px-3 py-2">"Version"</th>
+                        <th scope="col" class="px-3 py-2">"Update"</th>
+                        <th scope="col" class="hidden px-3 py-2 sm:table-cell">"Health"</th>
+                        <th scope="col" class="hidden px-3 py-2 md:table-cell">"Last upgrade"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    <For each=move || rows.get() key=|r| (r.namespace.clone(), r.name.clone(), r.clone().available, r.state.clone()) let:row>
+                        <AppLine row/>
+                    </For>
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+#[component]
+fn AppLine(row: AppRow) -> impl IntoView {
+    let href = format!("/apps/{}/{}", row.namespace, row.name);
+    let id = format!("app-{}-{}", row.namespace, row.name);
+    let last = row.last_upgrade.clone().map(|l| {
+        format!(
+            "{} → {}: {}",
+            l.from.unwrap_or_else(|| "?".into()),
+            l.to.unwrap_or_else(|| "?".into()),
+            l.status
+        )
+    });
+    view! {
+        <tr id=id class="border-b border-slate-100 last:border-0 dark:border-slate-700">
+            <td class="px-3 py-2">
+                <a href=href class="font-medium text-sky-700 hover:underline dark:text-sky-300">{row.name.clone()}</a>
+                <div class="text-xs text-slate-500 dark:text-slate-400">{row.namespace.clone()}</div>
+            </td>
+            <td class="px-3 py-2 font-mono" data-field="current">
+                {row.chart.clone().map(|c| view! { <span class="text-slate-500 dark:text-slate-400">{c}" "</span> })}
+                {row.current.clone().unwrap_or_else(|| "—".into())}
+            </td>
+            <td class="px-3 py-2" data-field="available">
+                {match row.available.clone() {
+                    Some(v) => view! {
+                        <span class="font-mono">"→ "{v}</span>" "
+                        <UpdateBadge kind=row.update_type.clone()/>
+                    }.into_any(),
+                    None => view! { <span class="text-slate-500 dark:text-slate-400">"up to date"</span> }.into_any(),
+                }}
+            </td>
+            <td class="hidden px-3 py-2 sm:table-cell" title=row.ready_message.clone()>
+                <StateBadge state=row.state.clone() ready=row.ready/>
+            </td>
+            <td class="hidden px-3 py-2 text-xs md:table-cell">{last.unwrap_or_else(|| "—".into())}</td>
+        </tr>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, update: Option<&str>, ready: bool) -> AppRow {
+        AppRow {
+            namespace: "ns".into(),
+            name: name.into(),
+            available: update.map(|_| "2.0.0".into()),
+            update_type: update.map(String::from),
+            ready,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_and_orders() {
+        let rows = vec![
+            row("a", Some("patch"), true),
+            row("b", Some("major"), true),
+            row("c", None, false),
+        ];
+        let names = |rows: Vec<AppRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(shown(rows.clone(), "", false, Order::Update)),
+            ["b", "a", "c"]
+        );
+        assert_eq!(
+            names(shown(rows.clone(), "", false, Order::Health)),
+            ["c", "a", "b"]
+        );
+        assert_eq!(
+            names(shown(rows.clone(), "", true, Order::Name)),
+            ["a", "b"]
+        );
+        assert_eq!(names(shown(rows, "b", false, Order::Name)), ["b"]);
     }
 }

@@ -1,7 +1,9 @@
 //! One module per page.
 
+pub mod app_detail;
 pub mod apps;
 mod layout;
+pub mod widgets;
 
 pub use layout::Layout;
 

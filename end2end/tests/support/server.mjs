@@ -17,19 +17,24 @@ function freePort() {
   });
 }
 
-/** Starts `fluxup serve` with the site cargo-leptos built; resolves once /readyz answers. */
-export async function startServer() {
+/**
+ * Starts `fluxup serve` with the site cargo-leptos built; resolves once /readyz answers. `env`
+ * adds or replaces variables (e.g. a KUBECONFIG and FLUXUP_CONTROLLERS for tests on a cluster).
+ */
+export async function startServer(env = {}) {
   const port = await freePort();
   const bin = process.env.FLUXUP_BIN ?? path.join(root, 'target/debug/fluxup');
   const child = spawn(bin, ['serve'], {
     cwd: root,
     env: {
       ...process.env,
-      // The dashboard alone: these tests need no cluster.
+      // The dashboard alone, without a cluster, unless the test says otherwise.
       FLUXUP_CONTROLLERS: 'false',
+      KUBECONFIG: '/nonexistent',
       FLUXUP_LISTEN: `127.0.0.1:${port}`,
       LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? path.join(root, 'target/site'),
       LEPTOS_OUTPUT_NAME: 'fluxup',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

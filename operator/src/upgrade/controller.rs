@@ -93,42 +93,24 @@ async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 /// Whether the chart source offers the target version: a typo or a withdrawn version is caught
 /// before anything changes, instead of as a HelmRelease that cannot install.
 async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> PreflightCheck {
-    let resolved = app
-        .status
-        .as_ref()
-        .and_then(|s| s.resolved.clone())
-        .unwrap_or_default();
     let check = |passed: bool, message: String| PreflightCheck {
         name: "version".into(),
         passed,
         message: Some(message),
     };
-    let Some(source) = resolved.chart_source else {
-        return check(false, "the app's chart source is not resolved".into());
-    };
-    let insecure = if source.kind == "OCIRepository" {
-        let (ns, name) = source.name.split_once('/').unwrap_or_default();
-        Api::<fluxup_api::flux::OCIRepository>::namespaced(client.clone(), ns)
-            .get(name)
-            .await
-            .ok()
-            .and_then(|r| r.spec.insecure)
-            .unwrap_or(false)
-    } else {
-        false
-    };
-    let chart = resolved.chart.unwrap_or_default();
-    match crate::chart_versions::list(&source, &chart, insecure).await {
-        Ok(versions) if versions.iter().any(|v| v == target) => check(
+    match crate::chart_versions::of_app(client, app).await {
+        Ok(found) if found.versions.iter().any(|v| v == target) => check(
             true,
-            format!("{chart} {target} is in {}", source.url.unwrap_or_default()),
+            format!("{} {target} is in {}", found.chart, found.url),
         ),
-        Ok(versions) => check(
+        Ok(found) => check(
             false,
             format!(
-                "{chart} has no version {target} in {} (newest: {})",
-                source.url.unwrap_or_default(),
-                versions
+                "{} has no version {target} in {} (newest: {})",
+                found.chart,
+                found.url,
+                found
+                    .versions
                     .iter()
                     .take(5)
                     .cloned()
@@ -136,7 +118,7 @@ async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> Pref
                     .join(", ")
             ),
         ),
-        Err(e) => check(false, format!("the chart source could not be read: {e}")),
+        Err(why) => check(false, why),
     }
 }
 

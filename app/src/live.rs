@@ -1,0 +1,126 @@
+//! The live feed: one WebSocket (`/api/ws`) per page, over which the server pushes every
+//! upgrade and rollback as it changes (from its watch caches, as the change happens). It
+//! reconnects by itself; progress views read the newest version of their operation from it.
+
+use crate::model::{Operation, PhaseState};
+use leptos::prelude::*;
+use std::collections::HashMap;
+
+/// The newest version of every operation the feed has brought, and whether it is connected.
+#[derive(Clone, Copy)]
+pub struct Live {
+    operations: RwSignal<HashMap<String, Operation>>,
+    pub connected: RwSignal<bool>,
+}
+
+impl Live {
+    /// The newest version of the operation with `key` ([`Operation::key`]).
+    pub fn latest(&self, key: &str) -> Option<Operation> {
+        self.operations.with(|m| m.get(key).cloned())
+    }
+
+    /// Records an operation the feed (or a server function) brought.
+    pub fn record(&self, op: Operation) {
+        self.operations.update(|m| {
+            m.insert(op.key(), op);
+        });
+    }
+}
+
+/// Makes the feed available to every page; in the browser, connects.
+pub fn provide_live() {
+    let live = Live {
+        operations: RwSignal::new(HashMap::new()),
+        connected: RwSignal::new(false),
+    };
+    provide_context(live);
+    // Effects run only in the browser, once the page is hydrated.
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        leptos::task::spawn_local(connect(live));
+    });
+}
+
+/// The feed of the current page.
+pub fn use_live() -> Live {
+    use_context::<Live>().expect("provide_live() runs in App")
+}
+
+#[cfg(feature = "hydrate")]
+async fn connect(live: Live) {
+    use futures::StreamExt;
+    use gloo_net::websocket::Message;
+    use gloo_net::websocket::futures::WebSocket;
+    let location = web_sys::window().map(|w| w.location());
+    let host = location
+        .as_ref()
+        .and_then(|l| l.host().ok())
+        .unwrap_or_default();
+    let secure = location
+        .as_ref()
+        .and_then(|l| l.protocol().ok())
+        .is_some_and(|p| p == "https:");
+    let url = format!("{}://{host}/api/ws", if secure { "wss" } else { "ws" });
+    loop {
+        if let Ok(socket) = WebSocket::open(&url) {
+            let (_, mut incoming) = socket.split();
+            while let Some(Ok(message)) = incoming.next().await {
+                live.connected.set(true);
+                if let Message::Text(text) = message
+                    && let Ok(op) = serde_json::from_str::<Operation>(&text)
+                {
+                    live.record(op);
+                }
+            }
+        }
+        live.connected.set(false);
+        // The server restarted or the network dropped: try again shortly.
+        gloo_timers::future::TimeoutFuture::new(1_000).await;
+    }
+}
+
+/// When this browser first saw each phase of one operation running and ended, to show how long
+/// each took. The server's status keeps only the current phase's start.
+#[derive(Clone, Copy)]
+pub struct PhaseClock(StoredValue<HashMap<String, Seen>>);
+
+/// When a phase was first seen running, and first seen ended (ms since the epoch).
+type Seen = (Option<f64>, Option<f64>);
+
+impl PhaseClock {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        PhaseClock(StoredValue::new(HashMap::new()))
+    }
+
+    /// Notes `state` of phase `name` now, and says how long it took ("1.2 s"), if seen from its
+    /// start to its end; "running" while it runs.
+    pub fn elapsed(&self, name: &str, state: PhaseState) -> String {
+        let now = now_ms();
+        let mut text = String::new();
+        self.0.update_value(|seen| {
+            let entry = seen.entry(name.to_string()).or_default();
+            match state {
+                PhaseState::Current => {
+                    entry.0.get_or_insert(now);
+                    text = "running".into();
+                }
+                PhaseState::Done | PhaseState::Failed => {
+                    let end = *entry.1.get_or_insert(now);
+                    if let Some(start) = entry.0 {
+                        text = format!("{:.1} s", (end - start) / 1000.0);
+                    }
+                }
+                PhaseState::Waiting | PhaseState::Skipped => {}
+            }
+        });
+        text
+    }
+}
+
+fn now_ms() -> f64 {
+    #[cfg(feature = "hydrate")]
+    return js_sys::Date::now();
+    #[cfg(not(feature = "hydrate"))]
+    return 0.0;
+}

@@ -1,0 +1,587 @@
+//! What the pages show, in the words of the page: rows of apps, an app's details, an operation's
+//! phases. Built on the server from FluxUp's resources (the conversions are here, beside the
+//! types, and unit-tested) and sent to the browser by server functions and the live feed.
+
+use fluxup_api::{
+    ManagedApp, RollbackPhase, RollbackRequest, UpdateType, UpgradePhase, UpgradeRequest,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
+
+/// One line of the apps page.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct AppRow {
+    pub namespace: String,
+    pub name: String,
+    /// The chart's name.
+    pub chart: Option<String>,
+    /// The chart version running now.
+    pub current: Option<String>,
+    /// The best update the policy allows: a chart version, or an image.
+    pub available: Option<String>,
+    /// `major`, `minor`, `patch` or `digest`.
+    pub update_type: Option<String>,
+    /// When the new version was released (RFC 3339), where known.
+    pub released: Option<String>,
+    /// One word: UpToDate, UpdateAvailable, Upgrading, RollingBack, Degraded.
+    pub state: String,
+    pub ready: bool,
+    /// Why the app is not ready, or what Flux says.
+    pub ready_message: String,
+    /// The last upgrade: request, versions, result.
+    pub last_upgrade: Option<LastOperation>,
+}
+
+/// The most recent upgrade of an app, as its ManagedApp records it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct LastOperation {
+    pub request: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Running, Succeeded, Failed, RollingBack, RolledBack, RollbackFailed.
+    pub status: String,
+}
+
+impl AppRow {
+    /// Whether `query` (lower case) is in the app's namespace, name, chart or versions.
+    pub fn matches(&self, query: &str) -> bool {
+        let query = query.trim().to_lowercase();
+        query.is_empty()
+            || [
+                Some(&self.namespace),
+                Some(&self.name),
+                self.chart.as_ref(),
+                self.current.as_ref(),
+                self.available.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .any(|field| field.to_lowercase().contains(&query))
+    }
+}
+
+impl From<&ManagedApp> for AppRow {
+    fn from(app: &ManagedApp) -> Self {
+        let status = app.status.clone().unwrap_or_default();
+        let update = status.available_update.as_ref();
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == fluxup_api::condition::READY);
+        AppRow {
+            namespace: app.metadata.namespace.clone().unwrap_or_default(),
+            name: app.metadata.name.clone().unwrap_or_default(),
+            chart: status.resolved.as_ref().and_then(|r| r.chart.clone()),
+            current: status
+                .current_version
+                .as_ref()
+                .and_then(|v| v.chart.clone()),
+            available: update.and_then(|u| {
+                u.chart
+                    .clone()
+                    .or_else(|| u.images.first().map(|i| i.reference()))
+            }),
+            update_type: update.and_then(|u| u.update_type).map(update_type_word),
+            released: update
+                .and_then(|u| u.release_timestamp.as_ref())
+                .map(|t| t.0.to_string()),
+            state: status
+                .state
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|| "Unknown".into()),
+            ready: ready.is_some_and(|c| c.status == "True"),
+            ready_message: ready.map(|c| c.message.clone()).unwrap_or_default(),
+            last_upgrade: status.last_upgrade.map(|l| LastOperation {
+                request: l.request_name.unwrap_or_default(),
+                from: l.from_version,
+                to: l.to_version,
+                status: l.status.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// `major`, `minor`, `patch`, `digest`.
+pub fn update_type_word(t: UpdateType) -> String {
+    format!("{t:?}").to_lowercase()
+}
+
+/// Everything the app page shows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct AppDetail {
+    pub row: AppRow,
+    /// The app version the chart ships, where known.
+    pub app_version: Option<String>,
+    /// Images: name, version running, version offered.
+    pub images: Vec<ImageLine>,
+    pub changelog_url: Option<String>,
+    pub source_url: Option<String>,
+    pub held_back: Vec<HeldBack>,
+    pub conditions: Vec<ConditionLine>,
+    pub snapshots: Vec<SnapshotLine>,
+    /// Upgrades and rollbacks, newest first.
+    pub history: Vec<Operation>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ImageLine {
+    pub name: String,
+    pub current: Option<String>,
+    pub available: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct HeldBack {
+    pub name: String,
+    pub version: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ConditionLine {
+    pub kind: String,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct SnapshotLine {
+    pub name: String,
+    /// The upgrade it was taken for.
+    pub upgrade: Option<String>,
+    pub ready: bool,
+    /// RFC 3339.
+    pub created: Option<String>,
+    /// Bytes, where the CSI driver says.
+    pub size: Option<String>,
+}
+
+impl AppDetail {
+    /// The page's data from the app, its requests and its snapshots.
+    pub fn new(
+        app: &ManagedApp,
+        upgrades: &[UpgradeRequest],
+        rollbacks: &[RollbackRequest],
+        snapshots: Vec<SnapshotLine>,
+    ) -> Self {
+        let status = app.status.clone().unwrap_or_default();
+        let update = status.available_update.clone().unwrap_or_default();
+        let current = status.current_version.clone().unwrap_or_default();
+        let images = current
+            .images
+            .iter()
+            .map(|i| ImageLine {
+                name: i.name.clone(),
+                current: i.tag.clone().or(i.digest.clone()),
+                available: update
+                    .images
+                    .iter()
+                    .find(|u| u.name == i.name)
+                    .and_then(|u| u.tag.clone().or(u.digest.clone())),
+            })
+            .collect();
+        let mut history: Vec<Operation> = upgrades
+            .iter()
+            .map(Operation::from)
+            .chain(rollbacks.iter().map(Operation::from))
+            .collect();
+        history.sort_by(|a, b| b.created.cmp(&a.created).then(b.name.cmp(&a.name)));
+        AppDetail {
+            row: AppRow::from(app),
+            app_version: current.app_version,
+            images,
+            changelog_url: update.changelog_url,
+            source_url: update.source_url,
+            held_back: status
+                .held_back
+                .iter()
+                .map(|h| HeldBack {
+                    name: h.name.clone(),
+                    version: h.version.clone(),
+                    reason: h.reason.clone(),
+                })
+                .collect(),
+            conditions: status
+                .conditions
+                .iter()
+                .map(|c| ConditionLine {
+                    kind: c.type_.clone(),
+                    ok: c.status == "True",
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                })
+                .collect(),
+            snapshots,
+            history,
+        }
+    }
+}
+
+/// The versions the picker offers: the policy's best first, then every other version of the
+/// chart newest first; the version running now is left out.
+pub fn picker_versions(all: &[String], best: Option<&str>, current: Option<&str>) -> Vec<String> {
+    let mut picked: Vec<String> = best.map(String::from).into_iter().collect();
+    picked.extend(
+        all.iter()
+            .filter(|v| Some(v.as_str()) != best && Some(v.as_str()) != current)
+            .cloned(),
+    );
+    picked
+}
+
+/// Upgrade or rollback.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OperationKind {
+    #[default]
+    Upgrade,
+    Rollback,
+}
+
+/// Where one phase of an operation stands.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PhaseState {
+    Done,
+    Current,
+    Failed,
+    Waiting,
+    Skipped,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PhaseLine {
+    pub name: String,
+    pub state: PhaseState,
+}
+
+/// An upgrade or rollback as the progress view shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Operation {
+    pub kind: OperationKind,
+    pub namespace: String,
+    pub name: String,
+    pub app: String,
+    /// The phase now, as the request's status says.
+    pub phase: String,
+    pub ended: bool,
+    pub succeeded: bool,
+    pub dry_run: bool,
+    /// What is happening, in words.
+    pub message: String,
+    /// RFC 3339.
+    pub created: String,
+    /// When the current phase started (RFC 3339).
+    pub phase_started: Option<String>,
+    pub phases: Vec<PhaseLine>,
+    /// The version asked for (upgrades) or restored (rollbacks).
+    pub target: Option<String>,
+    pub requested_by: Option<String>,
+    /// A dry run's checks and the exact Git diff.
+    pub checks: Vec<Check>,
+    pub diff: Option<String>,
+    /// For upgrades: whether a rollback can undo it (it changed something and is not undone).
+    pub can_roll_back: bool,
+}
+
+impl Operation {
+    /// Names the operation across updates: kind, namespace, name.
+    pub fn key(&self) -> String {
+        format!("{:?}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub message: String,
+}
+
+const UPGRADE_PHASES: [UpgradePhase; 7] = UpgradePhase::STEPS;
+const ROLLBACK_PHASES: [RollbackPhase; 6] = RollbackPhase::STEPS;
+
+/// The phases of an operation that stands at `at` (an index into `all`, or past the end when it
+/// ended): before it done, it current (or failed), after it waiting. A dry run stops after the
+/// first phase: the rest are skipped.
+fn phase_lines(
+    names: &[String],
+    at: usize,
+    ended: bool,
+    succeeded: bool,
+    dry_run: bool,
+) -> Vec<PhaseLine> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let state = if dry_run && i > 0 {
+                PhaseState::Skipped
+            } else if (ended && succeeded) || i < at {
+                PhaseState::Done
+            } else if i == at && ended {
+                PhaseState::Failed
+            } else if i == at {
+                PhaseState::Current
+            } else {
+                PhaseState::Waiting
+            };
+            PhaseLine {
+                name: name.clone(),
+                state,
+            }
+        })
+        .collect()
+}
+
+fn meta_strings(meta: &ObjectMeta) -> (String, String, String, Option<String>) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+        meta.creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        meta.annotations
+            .as_ref()
+            .and_then(|a| a.get("fluxup.dev/requested-by"))
+            .cloned(),
+    )
+}
+
+fn checks_and_diff(result: Option<&fluxup_api::DryRunResult>) -> (Vec<Check>, Option<String>) {
+    let Some(result) = result else {
+        return (Vec::new(), None);
+    };
+    let checks = result
+        .checks
+        .iter()
+        .map(|c| Check {
+            name: c.name.clone(),
+            passed: c.passed,
+            message: c.message.clone().unwrap_or_default(),
+        })
+        .collect();
+    (checks, result.diff.clone())
+}
+
+impl From<&UpgradeRequest> for Operation {
+    fn from(req: &UpgradeRequest) -> Self {
+        let status = req.status.clone().unwrap_or_default();
+        let phase = status.phase.unwrap_or_default();
+        let (namespace, name, created, requested_by) = meta_strings(&req.metadata);
+        let ended = phase.is_terminal();
+        let succeeded = phase == UpgradePhase::Succeeded;
+        // A failed upgrade stopped in the phase its `message` names; the status keeps the last
+        // phase only as `Failed`, so the failed line is the first not done.
+        let at = UPGRADE_PHASES
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or(if ended { failed_at(&status) } else { 0 });
+        let names: Vec<String> = UPGRADE_PHASES.iter().map(|p| format!("{p:?}")).collect();
+        let (checks, diff) = checks_and_diff(status.dry_run.as_ref());
+        let record = status.upgrade.clone().unwrap_or_default();
+        Operation {
+            kind: OperationKind::Upgrade,
+            app: req.spec.managed_app_ref.name.clone(),
+            phase: format!("{phase:?}"),
+            ended,
+            succeeded,
+            dry_run: req.spec.dry_run,
+            message: status.message.clone().unwrap_or_default(),
+            phase_started: status.phase_started_at.as_ref().map(|t| t.0.to_string()),
+            phases: phase_lines(&names, at, ended, succeeded, req.spec.dry_run),
+            target: req
+                .spec
+                .target_version
+                .as_ref()
+                .and_then(|t| {
+                    t.chart
+                        .clone()
+                        .or_else(|| t.images.first().map(|i| i.reference()))
+                })
+                .or(record.new_version.clone()),
+            requested_by,
+            checks,
+            diff,
+            can_roll_back: !req.spec.dry_run
+                && record.git_commit.is_some()
+                && phase != UpgradePhase::RolledBack,
+            namespace,
+            name,
+            created,
+        }
+    }
+}
+
+/// Where a failed upgrade stopped: past Committing when it committed, else at Preflight.
+fn failed_at(status: &fluxup_api::UpgradeRequestStatus) -> usize {
+    let committed = status
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| u.git_commit.is_some());
+    if committed {
+        UPGRADE_PHASES
+            .iter()
+            .position(|p| *p == UpgradePhase::Reconciling)
+            .unwrap_or(0)
+    } else if status.snapshot.is_some() {
+        UPGRADE_PHASES
+            .iter()
+            .position(|p| *p == UpgradePhase::Snapshotting)
+            .unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+impl From<&RollbackRequest> for Operation {
+    fn from(req: &RollbackRequest) -> Self {
+        let status = req.status.clone().unwrap_or_default();
+        let phase = status.phase.unwrap_or_default();
+        let (namespace, name, created, requested_by) = meta_strings(&req.metadata);
+        let ended = phase.is_terminal();
+        let succeeded = phase == RollbackPhase::Succeeded;
+        let at = ROLLBACK_PHASES
+            .iter()
+            .position(|p| *p == phase)
+            .unwrap_or(0);
+        let names: Vec<String> = ROLLBACK_PHASES.iter().map(|p| format!("{p:?}")).collect();
+        let (checks, diff) = checks_and_diff(status.dry_run.as_ref());
+        Operation {
+            kind: OperationKind::Rollback,
+            app: req
+                .spec
+                .managed_app_ref
+                .as_ref()
+                .map(|r| r.name.clone())
+                .unwrap_or_default(),
+            phase: format!("{phase:?}"),
+            ended,
+            succeeded,
+            dry_run: req.spec.dry_run,
+            message: status.message.clone().unwrap_or_default(),
+            phase_started: status.phase_started_at.as_ref().map(|t| t.0.to_string()),
+            phases: phase_lines(&names, at, ended, succeeded, req.spec.dry_run),
+            target: status
+                .restored_from
+                .as_ref()
+                .and_then(|r| r.chart_version.clone()),
+            requested_by,
+            checks,
+            diff,
+            can_roll_back: false,
+            namespace,
+            name,
+            created,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn upgrade(status: serde_json::Value, dry_run: bool) -> UpgradeRequest {
+        serde_json::from_value(json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
+            "metadata": {"name": "web-1", "namespace": "shop",
+                         "creationTimestamp": "2026-11-30T10:00:00Z",
+                         "annotations": {"fluxup.dev/requested-by": "alice"}},
+            "spec": {"managedAppRef": {"name": "web"}, "dryRun": dry_run,
+                     "targetVersion": {"chart": "2.0.0"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn states(op: &Operation) -> Vec<(String, PhaseState)> {
+        op.phases
+            .iter()
+            .map(|p| (p.name.clone(), p.state))
+            .collect()
+    }
+
+    #[test]
+    fn a_running_upgrade_shows_done_current_and_waiting_phases() {
+        let op = Operation::from(&upgrade(json!({"phase": "Snapshotting"}), false));
+        use PhaseState::*;
+        let want = [
+            ("Preflight", Done),
+            ("Suspending", Done),
+            ("Quiescing", Done),
+            ("Snapshotting", Current),
+            ("Committing", Waiting),
+            ("Reconciling", Waiting),
+            ("HealthChecking", Waiting),
+        ];
+        assert_eq!(states(&op), want.map(|(n, s)| (n.to_string(), s)).to_vec());
+        assert!(!op.ended);
+        assert_eq!(op.target.as_deref(), Some("2.0.0"));
+        assert_eq!(op.requested_by.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn a_failed_upgrade_marks_where_it_stopped_and_a_dry_run_skips_the_rest() {
+        let failed = Operation::from(&upgrade(
+            json!({"phase": "Failed", "upgrade": {"gitCommit": "abc"}}),
+            false,
+        ));
+        let failed_line = failed
+            .phases
+            .iter()
+            .find(|p| p.state == PhaseState::Failed)
+            .unwrap();
+        assert_eq!(failed_line.name, "Reconciling");
+        assert!(failed.ended && !failed.succeeded && failed.can_roll_back);
+
+        let dry = Operation::from(&upgrade(
+            json!({"phase": "Succeeded", "dryRun": {"checks": [{"name": "git", "passed": true}],
+                   "diff": "+ version: 2.0.0"}}),
+            true,
+        ));
+        assert_eq!(dry.phases[0].state, PhaseState::Done);
+        assert!(
+            dry.phases[1..]
+                .iter()
+                .all(|p| p.state == PhaseState::Skipped)
+        );
+        assert_eq!(dry.checks[0].name, "git");
+        assert_eq!(dry.diff.as_deref(), Some("+ version: 2.0.0"));
+        assert!(!dry.can_roll_back, "a dry run changed nothing to undo");
+    }
+
+    #[test]
+    fn rows_say_versions_update_type_and_match_searches() {
+        let app: ManagedApp = serde_json::from_value(json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"helmReleaseRef": {"name": "web"}, "kustomizationRef": {"name": "web"}},
+            "status": {"state": "UpdateAvailable",
+                       "currentVersion": {"chart": "1.0.0"},
+                       "availableUpdate": {"chart": "1.1.0", "updateType": "minor",
+                                           "candidates": ["2.0.0", "1.1.0", "1.0.1"]},
+                       "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                       "message": "runs", "lastTransitionTime": "2026-11-30T10:00:00Z"}]},
+        }))
+        .unwrap();
+        let row = AppRow::from(&app);
+        assert_eq!(row.current.as_deref(), Some("1.0.0"));
+        assert_eq!(row.available.as_deref(), Some("1.1.0"));
+        assert_eq!(row.update_type.as_deref(), Some("minor"));
+        assert_eq!(row.state, "UpdateAvailable");
+        assert!(row.ready);
+        assert!(row.matches("SHOP") && row.matches("1.1") && !row.matches("db"));
+        let all = ["2.0.0", "1.1.0", "1.0.1", "1.0.0"].map(String::from);
+        assert_eq!(
+            picker_versions(&all, Some("1.1.0"), Some("1.0.0")),
+            ["1.1.0", "2.0.0", "1.0.1"]
+        );
+        assert_eq!(
+            picker_versions(&all, None, Some("2.0.0")),
+            ["1.1.0", "1.0.1", "1.0.0"]
+        );
+        let detail = AppDetail::new(&app, &[], &[], Vec::new());
+        assert_eq!(detail.row, row);
+    }
+}

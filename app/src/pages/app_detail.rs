@@ -1,0 +1,354 @@
+//! One app: its versions, conditions in words, held-back updates, snapshots and history; the
+//! upgrade (pick a version, dry run with the exact diff, approve) and the rollback of an upgrade,
+//! each followed live.
+
+use super::Layout;
+use super::widgets::{ErrorNote, OperationProgress, StateBadge, UpdateBadge};
+use crate::api::{get_app, list_versions, request_rollback, request_upgrade};
+use crate::live::use_live;
+use crate::model::{AppDetail, Operation, OperationKind};
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+#[component]
+pub fn AppPage() -> impl IntoView {
+    let params = use_params_map();
+    let key = move || {
+        params.with(|p| {
+            (
+                p.get("namespace").unwrap_or_default(),
+                p.get("name").unwrap_or_default(),
+            )
+        })
+    };
+    let detail = Resource::new(key, |(namespace, name)| get_app(namespace, name));
+    view! {
+        <Layout>
+            <p class="text-sm"><a href="/" class="text-sky-700 hover:underline dark:text-sky-300">"← All apps"</a></p>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+                {move || detail.get().map(|result| match result {
+                    Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Ok(d) => view! { <AppView detail=d/> }.into_any(),
+                })}
+            </Transition>
+        </Layout>
+    }
+}
+
+#[component]
+fn AppView(detail: AppDetail) -> impl IntoView {
+    let row = detail.row.clone();
+    view! {
+        <div class="mt-2 flex flex-wrap items-baseline gap-3">
+            <h1 class="text-2xl font-semibold">{row.name.clone()}</h1>
+            <span class="text-slate-500 dark:text-slate-400">{row.namespace.clone()}</span>
+            <StateBadge state=row.state.clone() ready=row.ready/>
+        </div>
+        <div class="mt-6 grid gap-6 lg:grid-cols-2">
+            <Versions detail=detail.clone()/>
+            <UpgradePanel detail=detail.clone()/>
+            <Conditions detail=detail.clone()/>
+            <Snapshots detail=detail.clone()/>
+        </div>
+        <History detail/>
+    }
+}
+
+#[component]
+fn Card(title: &'static str, children: Children) -> impl IntoView {
+    view! {
+        <section class="rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-800">
+            <h2 class="mb-3 font-semibold">{title}</h2>
+            {children()}
+        </section>
+    }
+}
+
+#[component]
+fn Versions(detail: AppDetail) -> impl IntoView {
+    let row = detail.row;
+    view! {
+        <Card title="Versions">
+            <dl class="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
+                <dt class="text-slate-500 dark:text-slate-400">"Chart"</dt>
+                <dd class="font-mono" id="current-version">
+                    {row.chart.unwrap_or_default()}" "{row.current.unwrap_or_else(|| "unknown".into())}
+                </dd>
+                <dt class="text-slate-500 dark:text-slate-400">"Available"</dt>
+                <dd id="available-version">
+                    {match row.available {
+                        Some(v) => view! { <span class="font-mono">{v}</span>" "<UpdateBadge kind=row.update_type/> }.into_any(),
+                        None => view! { "up to date" }.into_any(),
+                    }}
+                </dd>
+                {detail.app_version.map(|v| view! {
+                    <dt class="text-slate-500 dark:text-slate-400">"App version"</dt>
+                    <dd class="font-mono">{v}</dd>
+                })}
+                {row.released.map(|r| view! {
+                    <dt class="text-slate-500 dark:text-slate-400">"Released"</dt>
+                    <dd>{r}</dd>
+                })}
+            </dl>
+            {(!detail.images.is_empty()).then(|| view! {
+                <h3 class="mt-4 text-sm font-medium">"Images"</h3>
+                <ul class="mt-1 space-y-1 text-sm">
+                    {detail.images.into_iter().map(|i| view! {
+                        <li class="font-mono">
+                            {i.name}":"{i.current.unwrap_or_default()}
+                            {i.available.map(|a| view! { <span class="text-sky-700 dark:text-sky-300">" → "{a}</span> })}
+                        </li>
+                    }).collect_view()}
+                </ul>
+            })}
+            <p class="mt-3 flex gap-4 text-sm">
+                {detail.changelog_url.map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Release notes"</a> })}
+                {detail.source_url.map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Source"</a> })}
+            </p>
+            {(!detail.held_back.is_empty()).then(|| view! {
+                <h3 class="mt-4 text-sm font-medium">"Held back by the policy"</h3>
+                <ul class="mt-1 space-y-1 text-sm">
+                    {detail.held_back.into_iter().map(|h| view! {
+                        <li><span class="font-mono">{h.name}" "{h.version}</span>": "{h.reason}</li>
+                    }).collect_view()}
+                </ul>
+            })}
+        </Card>
+    }
+}
+
+/// Pick a version, dry-run it, read the checks and the diff, approve; then follow it live.
+#[component]
+fn UpgradePanel(detail: AppDetail) -> impl IntoView {
+    let (namespace, app) = (detail.row.namespace.clone(), detail.row.name.clone());
+    let versions = Resource::new(
+        {
+            let (namespace, app) = (namespace.clone(), app.clone());
+            move || (namespace.clone(), app.clone())
+        },
+        |(namespace, app)| list_versions(namespace, app),
+    );
+    view! {
+        <Card title="Upgrade">
+            <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Reading the chart's versions…"</p> }>
+                {move || versions.get().map(|result| match result {
+                    Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Ok(v) if v.is_empty() => view! {
+                        <p class="text-sm text-slate-600 dark:text-slate-300">"The chart source offers no other version."</p>
+                    }.into_any(),
+                    Ok(v) => view! { <UpgradeForm namespace=namespace.clone() app=app.clone() versions=v/> }.into_any(),
+                })}
+            </Transition>
+        </Card>
+    }
+}
+
+#[component]
+fn UpgradeForm(namespace: String, app: String, versions: Vec<String>) -> impl IntoView {
+    let live = use_live();
+    let version = RwSignal::new(versions.first().cloned().unwrap_or_default());
+    let request = Action::new(move |dry_run: &bool| {
+        let (namespace, app, version, dry_run) = (
+            namespace.clone(),
+            app.clone(),
+            version.get_untracked(),
+            *dry_run,
+        );
+        async move { request_upgrade(namespace, app, Some(version), dry_run).await }
+    });
+    // The dry run and the upgrade asked for here, as created; the feed brings their progress.
+    let dry_run = RwSignal::new(None::<Operation>);
+    let upgrade = RwSignal::new(None::<Operation>);
+    Effect::new(move |_| {
+        if let Some(Ok(op)) = request.value().get() {
+            live.record(op.clone());
+            if op.dry_run {
+                dry_run.set(Some(op));
+            } else {
+                upgrade.set(Some(op));
+            }
+        }
+    });
+    // Approve only what a dry run of this very version passed.
+    let dry_run_passed = move || {
+        dry_run
+            .get()
+            .and_then(|d| live.latest(&d.key()).or(Some(d)))
+            .is_some_and(|d| {
+                d.ended && d.succeeded && d.target.as_deref() == Some(version.get().as_str())
+            })
+    };
+    view! {
+        <div class="flex flex-wrap items-center gap-2 text-sm">
+            <label for="version-picker">"Version"</label>
+            <select
+                id="version-picker"
+                class="rounded-md border border-slate-300 bg-white px-2 py-1.5 font-mono dark:border-slate-600 dark:bg-slate-900"
+                on:change=move |ev| version.set(event_target_value(&ev))
+            >
+                {versions.into_iter().enumerate().map(|(i, v)| view! {
+                    <option value=v.clone() selected=i == 0>{v.clone()}</option>
+                }).collect_view()}
+            </select>
+            <button
+                type="button"
+                id="dry-run"
+                class="rounded-md border border-slate-300 px-3 py-1.5 hover:bg-slate-100 disabled:opacity-50 dark:border-slate-600 dark:hover:bg-slate-700"
+                disabled=move || request.pending().get()
+                on:click=move |_| { request.dispatch(true); }
+            >
+                "Dry run"
+            </button>
+            <button
+                type="button"
+                id="approve"
+                class="rounded-md bg-sky-700 px-3 py-1.5 font-medium text-white hover:bg-sky-800 disabled:opacity-50"
+                title="Approve after a dry run of this version passed"
+                disabled=move || request.pending().get() || !dry_run_passed()
+                on:click=move |_| { request.dispatch(false); }
+            >
+                {move || format!("Approve upgrade to {}", version.get())}
+            </button>
+        </div>
+        {move || request.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+        {move || dry_run.get().map(|d| view! { <DryRunResult start=d/> })}
+        {move || upgrade.get().map(|u| view! { <OperationProgress start=u/> })}
+    }
+}
+
+/// A dry run's progress, then its checks and the exact diff.
+#[component]
+fn DryRunResult(start: Operation) -> impl IntoView {
+    let live = use_live();
+    let key = start.key();
+    let op = {
+        let start = start.clone();
+        Memo::new(move |_| live.latest(&key).unwrap_or_else(|| start.clone()))
+    };
+    view! {
+        <OperationProgress start/>
+        {move || {
+            let o = op.get();
+            o.ended.then(|| view! {
+                <ul class="mt-3 space-y-1 text-sm" id="preflight-checks">
+                    {o.checks.into_iter().map(|c| view! {
+                        <li class=if c.passed { "text-emerald-700 dark:text-emerald-300" } else { "text-red-700 dark:text-red-300" }>
+                            {if c.passed { "✓ " } else { "✗ " }}<span class="font-medium">{c.name}</span>": "{c.message}
+                        </li>
+                    }).collect_view()}
+                </ul>
+                {o.diff.map(|d| view! {
+                    <pre id="dry-run-diff" class="mt-3 overflow-x-auto rounded bg-slate-100 p-3 text-xs dark:bg-slate-900">{d}</pre>
+                })}
+            })
+        }}
+    }
+}
+
+#[component]
+fn Conditions(detail: AppDetail) -> impl IntoView {
+    view! {
+        <Card title="Conditions">
+            <ul class="space-y-2 text-sm">
+                {detail.conditions.into_iter().map(|c| view! {
+                    <li>
+                        <span class=if c.ok { "font-medium text-emerald-700 dark:text-emerald-300" } else { "font-medium text-amber-700 dark:text-amber-300" }>
+                            {c.kind}" "{if c.ok { "yes" } else { "no" }}
+                        </span>
+                        <span class="text-slate-500 dark:text-slate-400">" ("{c.reason}")"</span>
+                        <p class="text-slate-600 dark:text-slate-300">{c.message}</p>
+                    </li>
+                }).collect_view()}
+            </ul>
+        </Card>
+    }
+}
+
+#[component]
+fn Snapshots(detail: AppDetail) -> impl IntoView {
+    view! {
+        <Card title="Snapshots">
+            {if detail.snapshots.is_empty() {
+                view! { <p class="text-sm text-slate-600 dark:text-slate-300">"No snapshots: FluxUp takes them before each upgrade of an app with volumes."</p> }.into_any()
+            } else {
+                view! {
+                    <ul class="space-y-1 text-sm" id="snapshots">
+                        {detail.snapshots.into_iter().map(|s| view! {
+                            <li>
+                                <span class="font-mono">{s.name}</span>
+                                {if s.ready { " ready" } else { " not ready" }}
+                                {s.size.map(|z| format!(", {z}"))}
+                                {s.created.map(|c| format!(", taken {c}"))}
+                            </li>
+                        }).collect_view()}
+                    </ul>
+                }.into_any()
+            }}
+        </Card>
+    }
+}
+
+/// Upgrades and rollbacks, newest first; an upgrade that changed something can be rolled back
+/// (after a confirmation).
+#[component]
+fn History(detail: AppDetail) -> impl IntoView {
+    let live = use_live();
+    let (namespace, app) = (detail.row.namespace.clone(), detail.row.name.clone());
+    let rollback = Action::new(move |upgrade: &String| {
+        let (namespace, app, upgrade) = (namespace.clone(), app.clone(), upgrade.clone());
+        async move { request_rollback(namespace, app, upgrade, false).await }
+    });
+    let started = RwSignal::new(None::<Operation>);
+    Effect::new(move |_| {
+        if let Some(Ok(op)) = rollback.value().get() {
+            live.record(op.clone());
+            started.set(Some(op));
+        }
+    });
+    let confirming = RwSignal::new(None::<String>);
+    let history: Vec<Operation> = detail.history.into_iter().filter(|o| !o.dry_run).collect();
+    view! {
+        <section class="mt-6 rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-800">
+            <h2 class="mb-3 font-semibold">"History"</h2>
+            {move || rollback.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+            {move || started.get().map(|r| view! { <OperationProgress start=r/> })}
+            {if history.is_empty() {
+                view! { <p class="text-sm text-slate-600 dark:text-slate-300">"No upgrades yet."</p> }.into_any()
+            } else {
+                view! {
+                    <ol class="space-y-2 text-sm" id="history">
+                        {history.into_iter().map(|op| {
+                            let name = op.name.clone();
+                            let can_roll_back = op.kind == OperationKind::Upgrade && op.ended && op.can_roll_back;
+                            let (ask, confirm) = (name.clone(), name.clone());
+                            view! {
+                                <li class="flex flex-wrap items-center gap-2" data-request=name.clone()>
+                                    <span class="font-medium">{format!("{:?}", op.kind)}</span>
+                                    <span class="font-mono">{op.target.clone().unwrap_or_default()}</span>
+                                    <span>{op.phase.clone()}</span>
+                                    <span class="text-slate-500 dark:text-slate-400">{op.created.clone()}</span>
+                                    <span class="text-slate-500 dark:text-slate-400">{op.requested_by.clone().map(|u| format!("by {u}"))}</span>
+                                    <span class="text-xs text-slate-500">{name.clone()}</span>
+                                    {can_roll_back.then(|| view! {
+                                        <span class="ml-auto flex gap-2">
+                                            <button type="button" class="rollback rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
+                                                on:click=move |_| confirming.set(Some(ask.clone()))>
+                                                "Roll back…"
+                                            </button>
+                                            <Show when={let n = name.clone(); move || confirming.get().as_deref() == Some(n.as_str())}>
+                                                <button type="button" class="confirm-rollback rounded-md bg-red-700 px-2 py-1 font-medium text-white hover:bg-red-800"
+                                                    on:click={let c = confirm.clone(); move |_| { confirming.set(None); rollback.dispatch(c.clone()); }}>
+                                                    "Confirm: restore data and version from before"
+                                                </button>
+                                            </Show>
+                                        </span>
+                                    })}
+                                </li>
+                            }
+                        }).collect_view()}
+                    </ol>
+                }.into_any()
+            }}
+        </section>
+    }
+}

@@ -1,0 +1,120 @@
+//! Small pieces the pages share: badges, error notes, an operation's live progress.
+
+use crate::live::use_live;
+use crate::model::{Operation, PhaseState};
+use leptos::prelude::*;
+
+/// `major` / `minor` / `patch` / `digest`, coloured by how careful one should be.
+#[component]
+pub fn UpdateBadge(kind: Option<String>) -> impl IntoView {
+    let kind = kind.unwrap_or_else(|| "update".into());
+    let colour = match kind.as_str() {
+        "major" => "bg-red-100 text-red-800 dark:bg-red-900 dark:text-red-100",
+        "minor" => "bg-amber-100 text-amber-800 dark:bg-amber-900 dark:text-amber-100",
+        "patch" => "bg-emerald-100 text-emerald-800 dark:bg-emerald-900 dark:text-emerald-100",
+        _ => "bg-slate-100 text-slate-700 dark:bg-slate-700 dark:text-slate-100",
+    };
+    view! {
+        <span class=format!("rounded px-1.5 py-0.5 text-xs font-medium {colour}") data-update-type=kind.clone()>{kind.clone()}</span>
+    }
+}
+
+/// The app's one-word state, red when it is not ready.
+#[component]
+pub fn StateBadge(state: String, ready: bool) -> impl IntoView {
+    let colour = if !ready {
+        "text-red-700 dark:text-red-300"
+    } else if state == "UpdateAvailable" {
+        "text-sky-700 dark:text-sky-300"
+    } else {
+        "text-emerald-700 dark:text-emerald-300"
+    };
+    let words = if ready {
+        state
+    } else {
+        format!("{state} (not ready)")
+    };
+    view! { <span class=format!("text-sm font-medium {colour}")>{words}</span> }
+}
+
+/// An error, where it happened, in words.
+#[component]
+pub fn ErrorNote(error: String) -> impl IntoView {
+    // Server function errors arrive as "error running server function: <message>".
+    let message = error
+        .rsplit_once(": ")
+        .filter(|_| error.starts_with("error running server function"))
+        .map(|(_, m)| m.to_string())
+        .unwrap_or(error);
+    view! {
+        <p role="alert" class="mt-4 rounded-md border border-red-300 bg-red-50 px-3 py-2 text-sm text-red-800 dark:border-red-700 dark:bg-red-950 dark:text-red-200">
+            {message}
+        </p>
+    }
+}
+
+/// An operation's phases, updated live from the feed: each phase's state, the time spent in the
+/// current one, and what is happening in words. `start` is the operation as it was created or
+/// first read; later versions come from the live feed.
+#[component]
+pub fn OperationProgress(start: Operation) -> impl IntoView {
+    let live = use_live();
+    let key = start.key();
+    let op = Memo::new(move |_| live.latest(&key).unwrap_or_else(|| start.clone()));
+    let seen = crate::live::PhaseClock::new();
+    view! {
+        <section
+            class="mt-4 rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-800"
+            data-operation=move || op.get().name
+            data-phase=move || op.get().phase
+            aria-live="polite"
+        >
+            <h3 class="font-medium">
+                {move || {
+                    let o = op.get();
+                    format!("{:?}{} {}", o.kind, if o.dry_run { " dry run" } else { "" }, o.name)
+                }}
+            </h3>
+            <ol class="mt-3 space-y-1 text-sm">
+                <For each=move || op.get().phases key=|p| (p.name.clone(), p.state) let:phase>
+                    <PhaseItem name=phase.name.clone() state=phase.state clock=seen/>
+                </For>
+            </ol>
+            <p class="mt-3 text-sm text-slate-600 dark:text-slate-300" data-field="message">
+                {move || {
+                    let o = op.get();
+                    let result = if !o.ended {
+                        String::new()
+                    } else if o.succeeded {
+                        "Succeeded: ".into()
+                    } else {
+                        "Failed: ".into()
+                    };
+                    format!("{result}{}", o.message)
+                }}
+            </p>
+        </section>
+    }
+}
+
+#[component]
+fn PhaseItem(name: String, state: PhaseState, clock: crate::live::PhaseClock) -> impl IntoView {
+    let (icon, colour) = match state {
+        PhaseState::Done => ("✓", "text-emerald-700 dark:text-emerald-300"),
+        PhaseState::Current => ("●", "text-sky-700 dark:text-sky-300 font-medium"),
+        PhaseState::Failed => ("✗", "text-red-700 dark:text-red-300 font-medium"),
+        PhaseState::Waiting => ("○", "text-slate-500 dark:text-slate-400"),
+        PhaseState::Skipped => ("–", "text-slate-400 dark:text-slate-500"),
+    };
+    let elapsed = clock.elapsed(&name, state);
+    let state_word = format!("{state:?}").to_lowercase();
+    let state_attr = state_word.clone();
+    view! {
+        <li class=format!("flex gap-2 {colour}") data-phase=name.clone() data-state=state_attr>
+            <span aria-hidden="true" class="w-4">{icon}</span>
+            <span>{name.clone()}</span>
+            <span class="sr-only">{state_word}</span>
+            <span class="ml-auto tabular-nums text-xs text-slate-500 dark:text-slate-400">{elapsed}</span>
+        </li>
+    }
+}
