@@ -1,3 +1,4 @@
+#![recursion_limit = "256"] // the views of the app page nest deeper than the default
 //! FluxUp's web application, rendered on the server (feature `ssr`) and hydrated in the browser
 //! (feature `hydrate`). One module per page; server functions sit beside the models they serve.
 
