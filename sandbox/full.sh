@@ -246,6 +246,10 @@ DEX_STATE=$STATE/dex
 OIDC_CLIENT_ID=fluxup
 OIDC_CLIENT_SECRET=fluxup-sandbox-secret
 DEMO_USER=demo@fluxup.dev
+# A second user, for tests of what RBAC forbids (same password).
+VIEWER_USER=viewer@fluxup.dev
+# The port tests serve FluxUp on when they log in through Dex (a registered redirect URI).
+FLUXUP_TEST_PORT=$((PORT_BASE + 50))
 DEMO_PASSWORD=password
 # bcrypt of "password" (cost 10), as in Dex's own example configuration.
 # shellcheck disable=SC2016 # a literal hash, nothing to expand
@@ -598,11 +602,16 @@ staticClients:
     redirectURIs:
       - http://127.0.0.1:3000/auth/callback
       - http://localhost:3000/auth/callback
+      - http://127.0.0.1:$FLUXUP_TEST_PORT/auth/callback
 staticPasswords:
   - email: $DEMO_USER
     hash: "$DEMO_PASSWORD_HASH"
     username: demo
     userID: 5d1f0a0e-7b5c-4c53-9a54-2f5b0c1d9e01
+  - email: $VIEWER_USER
+    hash: "$DEMO_PASSWORD_HASH"
+    username: viewer
+    userID: 5d1f0a0e-7b5c-4c53-9a54-2f5b0c1d9e02
 YAML
   start dex "$DEX_DIR/bin/dex" serve "$DEX_STATE/config.yaml"
 }
@@ -643,6 +652,8 @@ write_env_full() {
       echo "OIDC_CLIENT_SECRET=$OIDC_CLIENT_SECRET"
       echo "DEMO_USER=$DEMO_USER"
       echo "DEMO_PASSWORD=$DEMO_PASSWORD"
+      echo "VIEWER_USER=$VIEWER_USER"
+      echo "FLUXUP_TEST_PORT=$FLUXUP_TEST_PORT"
     fi
   } >"$STATE/env.full"
 }

@@ -1,84 +1,111 @@
-//! The server functions the pages call. Each reads the [`Backend`](crate::backend::Backend) the
-//! server provides as context; without one (no cluster configured) they say so.
+//! The server functions the pages call. Each acts for the person asking (the [`Viewer`] the
+//! server's authentication put on the request) through the [`Backend`] the server provides;
+//! without one (no cluster configured) they say so.
 
 use crate::model::{AppDetail, AppRow, Operation, OperationKind};
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]
-fn backend() -> Result<crate::backend::Backend, ServerFnError> {
-    use_context::<crate::backend::Backend>().ok_or_else(|| {
+use crate::backend::{Backend, Viewer};
+
+/// The backend and the person asking.
+#[cfg(feature = "ssr")]
+fn context() -> Result<(Backend, Viewer), ServerFnError> {
+    let backend = use_context::<Backend>().ok_or_else(|| {
         ServerFnError::new(
             "FluxUp is not connected to Kubernetes (no kubeconfig or in-cluster config)",
         )
-    })
+    })?;
+    let viewer = use_context::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Viewer>().cloned())
+        .ok_or_else(|| ServerFnError::new("log in first"))?;
+    Ok((backend, viewer))
 }
 
-/// Every ManagedApp, sorted by namespace and name.
-#[server]
+/// Who is logged in: their Kubernetes user name.
+#[server(endpoint = "whoami")]
+pub async fn whoami() -> Result<String, ServerFnError> {
+    Ok(context()?.1.name)
+}
+
+/// Every ManagedApp the person may see, sorted by namespace and name.
+#[server(endpoint = "list_apps")]
 pub async fn list_apps() -> Result<Vec<AppRow>, ServerFnError> {
-    let backend = backend()?;
+    let (backend, viewer) = context()?;
     backend.ready().await;
-    Ok(backend.rows())
+    Ok(backend.rows(&viewer).await)
 }
 
 /// One app's page.
-#[server]
+#[server(endpoint = "get_app")]
 pub async fn get_app(namespace: String, name: String) -> Result<AppDetail, ServerFnError> {
-    let backend = backend()?;
+    let (backend, viewer) = context()?;
     backend.ready().await;
     backend
-        .detail(&namespace, &name)
-        .ok_or_else(|| ServerFnError::new(format!("there is no ManagedApp {namespace}/{name}")))
+        .detail(&viewer, &namespace, &name)
+        .await
+        .ok_or_else(|| {
+            ServerFnError::new(format!(
+                "there is no ManagedApp {namespace}/{name} you may see"
+            ))
+        })
 }
 
 /// The chart versions a person may pick for an app: the policy's best first.
-#[server]
+#[server(endpoint = "list_versions")]
 pub async fn list_versions(namespace: String, name: String) -> Result<Vec<String>, ServerFnError> {
-    backend()?
-        .versions(&namespace, &name)
+    let (backend, viewer) = context()?;
+    backend
+        .versions(&viewer, &namespace, &name)
         .await
         .map_err(ServerFnError::new)
 }
 
 /// One upgrade or rollback, as it stands.
-#[server]
+#[server(endpoint = "get_operation")]
 pub async fn get_operation(
     kind: OperationKind,
     namespace: String,
     name: String,
 ) -> Result<Operation, ServerFnError> {
-    backend()?
-        .operation(kind, &namespace, &name)
+    let (backend, viewer) = context()?;
+    backend
+        .operation(&viewer, kind, &namespace, &name)
+        .await
         .ok_or_else(|| {
-            ServerFnError::new(format!("there is no {kind:?}Request {namespace}/{name}"))
+            ServerFnError::new(format!(
+                "there is no {kind:?}Request {namespace}/{name} you may see"
+            ))
         })
 }
 
 /// Asks for an upgrade of `app` to `version` (the policy's best when empty); a dry run changes
 /// nothing and shows the checks and the exact Git diff.
-#[server]
+#[server(endpoint = "request_upgrade")]
 pub async fn request_upgrade(
     namespace: String,
     app: String,
     version: Option<String>,
     dry_run: bool,
 ) -> Result<Operation, ServerFnError> {
-    backend()?
-        .request_upgrade(&namespace, &app, version, dry_run)
+    let (backend, viewer) = context()?;
+    backend
+        .request_upgrade(&viewer, &namespace, &app, version, dry_run)
         .await
         .map_err(ServerFnError::new)
 }
 
 /// Asks for a rollback of the upgrade `upgrade` of `app`.
-#[server]
+#[server(endpoint = "request_rollback")]
 pub async fn request_rollback(
     namespace: String,
     app: String,
     upgrade: String,
     dry_run: bool,
 ) -> Result<Operation, ServerFnError> {
-    backend()?
-        .request_rollback(&namespace, &app, &upgrade, dry_run)
+    let (backend, viewer) = context()?;
+    backend
+        .request_rollback(&viewer, &namespace, &app, &upgrade, dry_run)
         .await
         .map_err(ServerFnError::new)
 }

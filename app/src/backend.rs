@@ -1,18 +1,64 @@
 //! The dashboard's view of the cluster (server only): watch caches of ManagedApps, their
 //! requests and snapshots, read by the server functions and the live feed; writes are
 //! UpgradeRequests and RollbackRequests, created exactly as `kubectl apply` would create them.
+//!
+//! Every read and write is on behalf of a [`Viewer`]: reads from the caches show only what the
+//! cluster's RBAC lets that person see (asked with SubjectAccessReviews, remembered for a short
+//! while), and writes go through a client that impersonates them, so the API server itself
+//! refuses what they may not do.
 
 use crate::model::{AppDetail, AppRow, Operation, OperationKind, SnapshotLine};
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, RollbackRequest, UpgradeRequest};
 use futures::StreamExt;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// Who a request is for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Viewer {
+    /// The Kubernetes user name.
+    pub name: String,
+    pub groups: Vec<String>,
+    /// Whether to act as this person (impersonation), or as FluxUp itself (no-auth mode).
+    pub impersonate: bool,
+}
+
+impl Viewer {
+    /// A logged-in person.
+    pub fn person(name: String, groups: Vec<String>) -> Self {
+        Viewer {
+            name,
+            groups,
+            impersonate: true,
+        }
+    }
+
+    /// FluxUp itself, with its own permissions: the no-auth mode.
+    pub fn fluxup() -> Self {
+        Viewer {
+            name: "fluxup (no auth)".into(),
+            groups: Vec::new(),
+            impersonate: false,
+        }
+    }
+}
+
+/// How long an answer of RBAC, or a client for a person, is kept.
+const REMEMBER: Duration = Duration::from_secs(30);
+
+type Decisions = HashMap<(Viewer, &'static str, &'static str, String), (bool, Instant)>;
 
 /// The label FluxUp puts on the snapshots it takes, naming the app.
 const APP_LABEL: &str = "fluxup.dev/managed-app";
@@ -22,6 +68,9 @@ const REQUEST_LABEL: &str = "fluxup.dev/upgrade-request";
 #[derive(Clone)]
 pub struct Backend {
     client: Client,
+    config: kube::Config,
+    decisions: Arc<Mutex<Decisions>>,
+    clients: Arc<Mutex<HashMap<Viewer, (Client, Instant)>>>,
     apps: Store<ManagedApp>,
     upgrades: Store<UpgradeRequest>,
     rollbacks: Store<RollbackRequest>,
@@ -53,8 +102,9 @@ where
 }
 
 impl Backend {
-    /// Watches every namespace with `client`.
-    pub fn start(client: Client) -> Self {
+    /// Watches every namespace with FluxUp's own identity (`config`).
+    pub fn start(config: kube::Config) -> Result<Self, kube::Error> {
+        let client = Client::try_from(config.clone())?;
         let (changes, _) = broadcast::channel(256);
         let (up, back) = (changes.clone(), changes.clone());
         let upgrades = watch(
@@ -78,14 +128,89 @@ impl Backend {
             watcher::Config::default().labels(APP_LABEL),
             |_| {},
         );
-        Backend {
+        Ok(Backend {
             client,
+            config,
+            decisions: Arc::default(),
+            clients: Arc::default(),
             apps,
             upgrades,
             rollbacks,
             snapshots,
             changes,
+        })
+    }
+
+    /// A client acting as `viewer`: impersonating them, or FluxUp's own in no-auth mode.
+    fn client_for(&self, viewer: &Viewer) -> Result<Client, String> {
+        if !viewer.impersonate {
+            return Ok(self.client.clone());
         }
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|_, (_, at)| at.elapsed() < REMEMBER * 20);
+        if let Some((client, _)) = clients.get(viewer) {
+            return Ok(client.clone());
+        }
+        let mut config = self.config.clone();
+        config.auth_info.impersonate = Some(viewer.name.clone());
+        config.auth_info.impersonate_groups =
+            (!viewer.groups.is_empty()).then(|| viewer.groups.clone());
+        let client = Client::try_from(config).map_err(|e| e.to_string())?;
+        clients.insert(viewer.clone(), (client.clone(), Instant::now()));
+        Ok(client)
+    }
+
+    /// Whether the cluster's RBAC lets `viewer` `verb` FluxUp's `resource` in `namespace`.
+    /// Asked of the API server with a SubjectAccessReview; an error counts as no.
+    pub async fn allowed(
+        &self,
+        viewer: &Viewer,
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &str,
+    ) -> bool {
+        if !viewer.impersonate {
+            return true;
+        }
+        let key = (viewer.clone(), verb, resource, namespace.to_string());
+        if let Some((answer, at)) = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < REMEMBER
+        {
+            return *answer;
+        }
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(viewer.name.clone()),
+                groups: Some(viewer.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    group: Some("fluxup.dev".into()),
+                    resource: Some(resource.into()),
+                    verb: Some(verb.into()),
+                    namespace: Some(namespace.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let answer = match Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+        {
+            Ok(r) => r.status.is_some_and(|s| s.allowed),
+            Err(e) => {
+                tracing::warn!(error = %e, "asking RBAC failed; denying");
+                false
+            }
+        };
+        let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+        decisions.retain(|_, (_, at)| at.elapsed() < REMEMBER);
+        decisions.insert(key, (answer, Instant::now()));
+        answer
     }
 
     /// Waits (a bounded time) until the caches have their first state, so a page rendered at
@@ -106,20 +231,44 @@ impl Backend {
         self.changes.subscribe()
     }
 
-    /// The apps page's rows, sorted by namespace and name.
-    pub fn rows(&self) -> Vec<AppRow> {
+    /// The apps page's rows `viewer` may see, sorted by namespace and name.
+    pub async fn rows(&self, viewer: &Viewer) -> Vec<AppRow> {
         let mut rows: Vec<AppRow> = self
             .apps
             .state()
             .iter()
             .map(|a| AppRow::from(a.as_ref()))
             .collect();
+        let mut visible = HashMap::new();
+        for row in &rows {
+            if !visible.contains_key(&row.namespace) {
+                let may = self
+                    .allowed(viewer, "list", "managedapps", &row.namespace)
+                    .await;
+                visible.insert(row.namespace.clone(), may);
+            }
+        }
+        rows.retain(|r| visible.get(&r.namespace).copied().unwrap_or(false));
         rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         rows
     }
 
-    /// One app's page, or `None` when there is no such app.
-    pub fn detail(&self, namespace: &str, name: &str) -> Option<AppDetail> {
+    /// One app's page, or `None` when there is no such app or `viewer` may not see it.
+    pub async fn detail(&self, viewer: &Viewer, namespace: &str, name: &str) -> Option<AppDetail> {
+        if !self.allowed(viewer, "get", "managedapps", namespace).await {
+            return None;
+        }
+        let mut detail = self.detail_of(namespace, name)?;
+        detail.can_upgrade = self
+            .allowed(viewer, "create", "upgraderequests", namespace)
+            .await;
+        detail.can_roll_back = self
+            .allowed(viewer, "create", "rollbackrequests", namespace)
+            .await;
+        Some(detail)
+    }
+
+    fn detail_of(&self, namespace: &str, name: &str) -> Option<AppDetail> {
         let app = self
             .apps
             .state()
@@ -176,8 +325,33 @@ impl Backend {
         Some(AppDetail::new(&app, &upgrades, &rollbacks, snapshots))
     }
 
-    /// One operation, from the caches.
-    pub fn operation(&self, kind: OperationKind, namespace: &str, name: &str) -> Option<Operation> {
+    /// Whether `viewer` may see `op` (the live feed sends only those).
+    pub async fn may_see(&self, viewer: &Viewer, op: &Operation) -> bool {
+        let resource = match op.kind {
+            OperationKind::Upgrade => "upgraderequests",
+            OperationKind::Rollback => "rollbackrequests",
+        };
+        self.allowed(viewer, "get", resource, &op.namespace).await
+    }
+
+    /// One operation, from the caches, if `viewer` may see it.
+    pub async fn operation(
+        &self,
+        viewer: &Viewer,
+        kind: OperationKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Operation> {
+        let op = self.find_operation(kind, namespace, name)?;
+        self.may_see(viewer, &op).await.then_some(op)
+    }
+
+    fn find_operation(
+        &self,
+        kind: OperationKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Operation> {
         let found = |n: Option<String>, o: Option<String>| {
             n.as_deref() == Some(namespace) && o.as_deref() == Some(name)
         };
@@ -199,7 +373,17 @@ impl Backend {
 
     /// The versions a person may pick for `app`, read from its chart source: the policy's best
     /// first, the running one left out.
-    pub async fn versions(&self, namespace: &str, name: &str) -> Result<Vec<String>, String> {
+    pub async fn versions(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>, String> {
+        if !self.allowed(viewer, "get", "managedapps", namespace).await {
+            return Err(format!(
+                "there is no ManagedApp {namespace}/{name} you may see"
+            ));
+        }
         let app = self
             .apps
             .state()
@@ -223,6 +407,7 @@ impl Backend {
     /// Creates an UpgradeRequest for `app` (to `version`, or the policy's best when `None`).
     pub async fn request_upgrade(
         &self,
+        viewer: &Viewer,
         namespace: &str,
         app: &str,
         version: Option<String>,
@@ -240,7 +425,7 @@ impl Backend {
             "spec": spec,
         }))
         .map_err(|e| e.to_string())?;
-        let created = Api::<UpgradeRequest>::namespaced(self.client.clone(), namespace)
+        let created = Api::<UpgradeRequest>::namespaced(self.client_for(viewer)?, namespace)
             .create(&PostParams::default(), &request)
             .await
             .map_err(api_error)?;
@@ -250,6 +435,7 @@ impl Backend {
     /// Creates a RollbackRequest undoing `upgrade` of `app`.
     pub async fn request_rollback(
         &self,
+        viewer: &Viewer,
         namespace: &str,
         app: &str,
         upgrade: &str,
@@ -264,7 +450,7 @@ impl Backend {
                      "dryRun": dry_run},
         }))
         .map_err(|e| e.to_string())?;
-        let created = Api::<RollbackRequest>::namespaced(self.client.clone(), namespace)
+        let created = Api::<RollbackRequest>::namespaced(self.client_for(viewer)?, namespace)
             .create(&PostParams::default(), &request)
             .await
             .map_err(api_error)?;

@@ -121,6 +121,9 @@ pub struct AppDetail {
     pub snapshots: Vec<SnapshotLine>,
     /// Upgrades and rollbacks, newest first.
     pub history: Vec<Operation>,
+    /// Whether the person looking may ask for an upgrade / a rollback (RBAC).
+    pub can_upgrade: bool,
+    pub can_roll_back: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -214,6 +217,8 @@ impl AppDetail {
                 .collect(),
             snapshots,
             history,
+            can_upgrade: false,
+            can_roll_back: false,
         }
     }
 }

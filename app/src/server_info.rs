@@ -11,7 +11,7 @@ pub struct ServerInfo {
 }
 
 /// Reads the server's version.
-#[server]
+#[server(endpoint = "get_server_info")]
 pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
     Ok(ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),

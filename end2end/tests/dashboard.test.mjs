@@ -1,12 +1,15 @@
-// The dashboard against the full sandbox (real Flux, Gitea, CSI): the demo apps with their
-// versions; a dry run shows the exact diff; an approved upgrade's phases advance live, without
-// a reload, to Succeeded; and the upgrade is rolled back from the history.
+// The dashboard against the full sandbox (real Flux, Gitea, CSI, Dex): people log in through
+// Dex and act with their own RBAC. The demo apps with their versions; a dry run shows the exact
+// diff; an approved upgrade's phases advance live, without a reload, to Succeeded; the upgrade
+// is rolled back from the history. Then what must be refused is: anonymous requests, a user
+// whose RBAC forbids upgrades (nothing is created), and requests from another site.
 //
 // Needs the full-profile test sandbox up (scripts/test starts it; SANDBOX_FULL_STATE, default
 // target/test-sandbox-full). The demo fleet is seeded here, as the Rust scenario tests do.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,15 +60,88 @@ before(async () => {
       versionPolicy: { chart: { git: { file: 'apps/webapp/helmrelease.yaml' } } },
     },
   }));
+  // The demo user may upgrade and roll back; the viewer may only look.
+  kubectl(['apply', '--server-side', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
+    '-f', path.join(root, 'config/rbac/operator_role.yaml')]);
+  for (const [name, role, user] of [
+    ['fluxup-test-operator', 'fluxup-operator', sandbox.DEMO_USER],
+    ['fluxup-test-viewer', 'fluxup-viewer', sandbox.VIEWER_USER],
+  ]) {
+    kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
+    }));
+  }
+  const port = Number(sandbox.FLUXUP_TEST_PORT);
   server = await startServer({
     KUBECONFIG: sandbox.KUBECONFIG,
     FLUXUP_CONTROLLERS: 'true',
     POD_NAMESPACE: 'default',
-  });
+    FLUXUP_NO_AUTH: 'false',
+    FLUXUP_OIDC_ISSUER: sandbox.OIDC_ISSUER,
+    FLUXUP_OIDC_CLIENT_ID: sandbox.OIDC_CLIENT_ID,
+    FLUXUP_OIDC_CLIENT_SECRET: sandbox.OIDC_CLIENT_SECRET,
+    FLUXUP_PUBLIC_URL: `http://127.0.0.1:${port}`,
+  }, port);
   browser = await launchBrowser();
+  operator = await loggedIn(sandbox.DEMO_USER);
+  viewer = await loggedIn(sandbox.VIEWER_USER);
 });
 
+let operator;
+let viewer;
+
+/** A browser context logged in as `user` through Dex's login form. */
+async function loggedIn(user) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(server.url);
+  // FluxUp sends us to Dex; Dex may first ask which connector.
+  await page.waitForURL(/\/dex\//);
+  if (await page.locator('#login').count() === 0) {
+    await page.click('text=Log in with Email');
+  }
+  await page.fill('#login', user);
+  await page.fill('#password', sandbox.DEMO_PASSWORD);
+  await page.click('#submit-login');
+  await page.waitForURL(`${server.url}/`);
+  await page.waitForSelector('#user');
+  assert.equal(await page.locator('#user').textContent(), user);
+  await page.close();
+  return context;
+}
+
+/** The session cookie of a logged-in context, as a Cookie header. */
+async function cookieOf(context) {
+  const cookies = await context.cookies(server.url);
+  return cookies.map((c) => `${c.name}=${c.value}`).join('; ');
+}
+
+/** The status a WebSocket handshake to /api/ws gets with `headers` (101 when it is accepted). */
+function wsStatus(headers) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(`${server.url}/api/ws`, {
+      headers: {
+        connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13',
+        'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers,
+      },
+    });
+    request.on('upgrade', (response, socket) => { socket.destroy(); resolve(response.statusCode); });
+    request.on('response', (response) => { response.resume(); resolve(response.statusCode); });
+    request.on('error', reject);
+  });
+}
+
+/** How many UpgradeRequests the namespace has. */
+function upgradeCount() {
+  return JSON.parse(kubectl(['get', 'upgraderequests', '-n', NS, '-o', 'json'])).items.length;
+}
+
 after(async () => {
+  await operator?.close();
+  await viewer?.close();
   await browser?.close();
   await server?.stop();
 });
@@ -90,7 +166,7 @@ async function until(what, check, timeoutMs = 60_000) {
 
 test('the apps page lists the demo apps with their versions, rendered on the server', async () => {
   const row = await until('the app in the SSR page', async () => {
-    const html = await (await fetch(server.url)).text();
+    const html = await (await fetch(server.url, { headers: { cookie: await cookieOf(operator) } })).text();
     const m = html.match(new RegExp(`<tr id="app-${NS}-${APP}"[\\s\\S]*?</tr>`));
     return m && /\d+\.\d+\.\d+/.test(m[0]) ? { ok: true, value: m[0] } : { ok: false, value: html.length };
   });
@@ -99,7 +175,7 @@ test('the apps page lists the demo apps with their versions, rendered on the ser
 });
 
 test('search narrows the list once hydrated', async () => {
-  const page = await browser.newPage();
+  const page = await operator.newPage();
   await page.goto(server.url);
   await page.waitForSelector('[data-hydrated="true"]');
   await page.fill('#app-search', APP);
@@ -111,7 +187,7 @@ test('search narrows the list once hydrated', async () => {
 test('dry run shows the diff; the approved upgrade advances live to Succeeded; then it is rolled back', async () => {
   const before = deployed();
   const target = before === '1.0.1' ? '1.1.0' : '1.0.1';
-  const page = await browser.newPage();
+  const page = await operator.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`${server.url}/apps/${NS}/${APP}`);
@@ -164,4 +240,56 @@ test('dry run shows the diff; the approved upgrade advances live to Succeeded; t
   await until('Flux to run the old version again', async () => ({ ok: deployed() === before, value: deployed() }));
   assert.deepEqual(errors, [], `browser errors (upgrade ${upgrade})`);
   await page.close();
+});
+
+test('without a login: pages send to the login, APIs answer 401, nothing is created', async () => {
+  const before = upgradeCount();
+  const page = await fetch(`${server.url}/apps/${NS}/${APP}`, { redirect: 'manual' });
+  assert.equal(page.status, 303);
+  assert.match(page.headers.get('location'), /^\/auth\/login\?return=/);
+  const form = new URLSearchParams({ namespace: NS, app: APP, version: '1.0.1', dry_run: 'false' });
+  const call = await fetch(`${server.url}/api/request_upgrade`, {
+    method: 'POST', body: form, headers: { origin: server.url },
+  });
+  assert.equal(call.status, 401);
+  assert.equal(await wsStatus({ origin: server.url }), 401);
+  assert.equal(upgradeCount(), before, 'nothing created');
+});
+
+test('a user whose RBAC forbids upgrades sees the app, no upgrade button, and is refused', async () => {
+  const page = await viewer.newPage();
+  await page.goto(`${server.url}/apps/${NS}/${APP}`);
+  await page.waitForSelector('#upgrade-not-allowed');
+  assert.equal(await page.locator('#approve').count(), 0);
+  assert.equal(await page.locator('button.rollback').count(), 0);
+  await page.close();
+  // Calling the server function anyway: the API server refuses the impersonated request.
+  const before = upgradeCount();
+  const form = new URLSearchParams({ namespace: NS, app: APP, version: '1.0.1', dry_run: 'false' });
+  const call = await fetch(`${server.url}/api/request_upgrade`, {
+    method: 'POST', body: form, headers: { origin: server.url, cookie: await cookieOf(viewer) },
+  });
+  assert.notEqual(call.status, 200);
+  assert.match(await call.text(), /forbidden/i);
+  assert.equal(upgradeCount(), before, 'nothing created');
+});
+
+test('requests from another site are refused, even with a session', async () => {
+  const before = upgradeCount();
+  const form = new URLSearchParams({ namespace: NS, app: APP, version: '1.0.1', dry_run: 'true' });
+  for (const origin of ['http://evil.example', undefined]) {
+    const headers = { cookie: await cookieOf(operator) };
+    if (origin) headers.origin = origin;
+    const call = await fetch(`${server.url}/api/request_upgrade`, { method: 'POST', body: form, headers });
+    assert.equal(call.status, 403, `origin ${origin}`);
+    assert.match(await call.text(), /cross-site/);
+  }
+  assert.equal(await wsStatus({ cookie: await cookieOf(operator), origin: 'http://evil.example' }), 403);
+  assert.equal(await wsStatus({ cookie: await cookieOf(operator), origin: server.url }), 101);
+  assert.equal(upgradeCount(), before, 'nothing created');
+  // The same request from FluxUp's own origin goes through (a dry run: it changes nothing).
+  const ok = await fetch(`${server.url}/api/request_upgrade`, {
+    method: 'POST', body: form, headers: { cookie: await cookieOf(operator), origin: server.url },
+  });
+  assert.equal(ok.status, 200, await ok.text());
 });

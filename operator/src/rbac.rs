@@ -115,6 +115,52 @@ pub fn controller_cluster_role() -> ClusterRole {
     }
 }
 
+/// The ClusterRole for people who may look at apps, their upgrades, rollbacks and snapshots
+/// (bind it cluster-wide, or per namespace with a RoleBinding).
+pub const VIEWER_ROLE: &str = "fluxup-viewer";
+/// The ClusterRole for people who may also upgrade and roll back.
+pub const OPERATOR_ROLE: &str = "fluxup-operator";
+
+fn user_role(name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("app.kubernetes.io/name".to_string(), "fluxup".to_string())].into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(rules),
+        ..ClusterRole::default()
+    }
+}
+
+fn viewer_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &["fluxup.dev"],
+            &["managedapps", "upgraderequests", "rollbackrequests"],
+            READ,
+        ),
+        rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], READ),
+    ]
+}
+
+/// What the dashboard's viewers may do: read FluxUp's resources and snapshots.
+pub fn viewer_cluster_role() -> ClusterRole {
+    user_role(VIEWER_ROLE, viewer_rules())
+}
+
+/// What the dashboard's operators may do: read, and ask for upgrades and rollbacks (the
+/// controllers do the rest with their own permissions).
+pub fn operator_cluster_role() -> ClusterRole {
+    let mut rules = viewer_rules();
+    rules.push(rule(
+        &["fluxup.dev"],
+        &["upgraderequests", "rollbackrequests"],
+        &["create", "delete"],
+    ));
+    user_role(OPERATOR_ROLE, rules)
+}
+
 /// The Role for leader election: one Lease in FluxUp's namespace.
 pub fn leader_election_role(namespace: &str) -> Role {
     Role {

@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         .env("POD_NAMESPACE", &ns)
         .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
         .env("FLUXUP_LOG_FORMAT", "json")
+        .env("FLUXUP_NO_AUTH", "true")
         .env("RUST_LOG", "info,fluxup_operator::managed_app=warn")
         .stdout(Stdio::from(std::fs::File::create(&log_path)?))
         .stderr(Stdio::null())

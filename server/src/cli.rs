@@ -71,6 +71,39 @@ pub struct ServeArgs {
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "FLUXUP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// OIDC issuer people log in through (e.g. Dex). Required unless `--no-auth`.
+    #[arg(long, env = "FLUXUP_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// OIDC client ID.
+    #[arg(long, env = "FLUXUP_OIDC_CLIENT_ID", default_value = "fluxup")]
+    pub oidc_client_id: String,
+    /// OIDC client secret (keep it in a Secret and pass it through the environment).
+    #[arg(long, env = "FLUXUP_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Scopes asked for besides `openid`, comma-separated.
+    #[arg(
+        long,
+        env = "FLUXUP_OIDC_SCOPES",
+        default_value = "email,profile,groups",
+        value_delimiter = ','
+    )]
+    pub oidc_scopes: Vec<String>,
+    /// The ID token claim naming the user, as Kubernetes RBAC knows them.
+    #[arg(long, env = "FLUXUP_OIDC_USERNAME_CLAIM", default_value = "email")]
+    pub oidc_username_claim: String,
+    /// The ID token claim listing the user's groups.
+    #[arg(long, env = "FLUXUP_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// Prefix for user and group names, matching the API server's OIDC prefixes.
+    #[arg(long, env = "FLUXUP_OIDC_PREFIX", default_value = "")]
+    pub oidc_prefix: String,
+    /// Where people reach FluxUp, e.g. `https://fluxup.example.com`; the OIDC callback is under
+    /// it. Default: `http://<listen address>`.
+    #[arg(long, env = "FLUXUP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Serve without logins: everyone acts with FluxUp's own permissions. Local use only.
+    #[arg(long, env = "FLUXUP_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub no_auth: bool,
 }
 
 /// Log output formats.

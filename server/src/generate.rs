@@ -22,12 +22,14 @@ pub fn crds_yaml() -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// The controller's ClusterRole and leader-election Role, as YAML.
+/// The controller's ClusterRole and leader-election Role, and the ClusterRoles for people, as YAML.
 pub fn rbac_yaml() -> anyhow::Result<String> {
     let files = generated_files()?;
     Ok([
         &files["rbac/role.yaml"],
         &files["rbac/leader_election_role.yaml"],
+        &files["rbac/viewer_role.yaml"],
+        &files["rbac/operator_role.yaml"],
     ]
     .into_iter()
     .map(|s| s.as_str())
@@ -56,6 +58,18 @@ pub fn generated_files() -> anyhow::Result<BTreeMap<String, String>> {
             to_yaml(&fluxup_operator::rbac::controller_cluster_role())?
         ),
     );
+    for (file, role) in [
+        (
+            "rbac/viewer_role.yaml",
+            fluxup_operator::rbac::viewer_cluster_role(),
+        ),
+        (
+            "rbac/operator_role.yaml",
+            fluxup_operator::rbac::operator_cluster_role(),
+        ),
+    ] {
+        files.insert(file.into(), format!("{HEADER}{}", to_yaml(&role)?));
+    }
     files.insert(
         "rbac/leader_election_role.yaml".into(),
         format!(

@@ -1,6 +1,7 @@
 //! The `fluxup` binary's library: the web server (Leptos SSR, health endpoints), the generated
 //! Kubernetes config, and logging. `main.rs` only parses the command line.
 
+pub mod auth;
 pub mod cli;
 pub mod generate;
 pub mod health;

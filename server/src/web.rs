@@ -1,9 +1,11 @@
 //! The HTTP server: Leptos pages and server functions, static assets, health probes, with
 //! compression and security headers around all of it.
 
+use crate::auth::{Auth, OidcSettings};
 use crate::cli::ServeArgs;
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue};
 use fluxup_app::backend::Backend;
 use fluxup_app::{App, shell};
@@ -27,9 +29,15 @@ pub fn leptos_options() -> anyhow::Result<LeptosOptions> {
     Ok(options)
 }
 
+/// Scripts and styles from FluxUp only (the inline ones are Leptos' hydration loader and the
+/// streamed parts of pages), WebAssembly allowed, no framing, no form posts elsewhere.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' \
+    'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    frame-ancestors 'none'; form-action 'self'; base-uri 'self'";
+
 /// The whole router. `backend` is the dashboard's view of the cluster; without one the pages
 /// say that FluxUp is not connected.
-pub fn router(options: LeptosOptions, backend: Option<Backend>) -> Router {
+pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> Router {
     let routes = generate_route_list(App);
     let context = {
         let backend = backend.clone();
@@ -55,6 +63,15 @@ pub fn router(options: LeptosOptions, backend: Option<Backend>) -> Router {
     pages
         .merge(crate::health::routes())
         .merge(crate::live::routes(backend))
+        .merge(auth.routes())
+        // Who is asking, on every request; refuses anonymous and cross-site ones.
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::identify,
+        ))
+        // Nothing FluxUp takes is large: a server function's arguments, a login callback.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(header("content-security-policy", CONTENT_SECURITY_POLICY))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "same-origin"))
@@ -99,8 +116,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let backend = match &config {
-        Some(config) => Some(Backend::start(kube::Client::try_from(config.clone())?)),
+        Some(config) => Some(Backend::start(config.clone())?),
         None => None,
+    };
+    let auth = match (&args.oidc_issuer, args.no_auth) {
+        (Some(issuer), _) => {
+            Auth::oidc(OidcSettings {
+                issuer: issuer.clone(),
+                client_id: args.oidc_client_id.clone(),
+                client_secret: args.oidc_client_secret.clone(),
+                scopes: args.oidc_scopes.clone(),
+                username_claim: args.oidc_username_claim.clone(),
+                groups_claim: args.oidc_groups_claim.clone(),
+                prefix: args.oidc_prefix.clone(),
+                public_url: args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}")),
+            })
+            .await?
+        }
+        (None, true) => Auth::no_auth()?,
+        (None, false) => anyhow::bail!(
+            "no login configured: set --oidc-issuer (FLUXUP_OIDC_ISSUER), or --no-auth for local use"
+        ),
     };
     let controllers = if let (true, Some(config)) = (args.controllers, config) {
         let client = requests.client(config)?;
@@ -123,7 +162,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     };
-    axum::serve(listener, router(options, backend))
+    axum::serve(listener, router(options, backend, auth))
         .with_graceful_shutdown(signal)
         .await?;
     if let Some(controllers) = controllers {

@@ -38,6 +38,7 @@ fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
         .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
         .env("FLUXUP_LOG_FORMAT", "json")
+        .env("FLUXUP_NO_AUTH", "true")
         .env("LEPTOS_OUTPUT_NAME", "fluxup")
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(stderr))

@@ -38,6 +38,7 @@ pub fn AppPage() -> impl IntoView {
 #[component]
 fn AppView(detail: AppDetail) -> impl IntoView {
     let row = detail.row.clone();
+    let namespace = row.namespace.clone();
     view! {
         <div class="mt-2 flex flex-wrap items-baseline gap-3">
             <h1 class="text-2xl font-semibold">{row.name.clone()}</h1>
@@ -46,7 +47,18 @@ fn AppView(detail: AppDetail) -> impl IntoView {
         </div>
         <div class="mt-6 grid gap-6 lg:grid-cols-2">
             <Versions detail=detail.clone()/>
-            <UpgradePanel detail=detail.clone()/>
+            {if detail.can_upgrade {
+                view! { <UpgradePanel detail=detail.clone()/> }.into_any()
+            } else {
+                view! {
+                    <Card title="Upgrade">
+                        <p class="text-sm text-slate-600 dark:text-slate-300" id="upgrade-not-allowed">
+                            "You may look at this app but not upgrade it: the cluster's RBAC does not let you create UpgradeRequests in "
+                            {namespace.clone()}"."
+                        </p>
+                    </Card>
+                }.into_any()
+            }}
             <Conditions detail=detail.clone()/>
             <Snapshots detail=detail.clone()/>
         </div>
@@ -306,6 +318,7 @@ fn History(detail: AppDetail) -> impl IntoView {
         }
     });
     let confirming = RwSignal::new(None::<String>);
+    let may_roll_back = detail.can_roll_back;
     let history: Vec<Operation> = detail.history.into_iter().filter(|o| !o.dry_run).collect();
     view! {
         <section class="mt-6 rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-800">
@@ -319,7 +332,7 @@ fn History(detail: AppDetail) -> impl IntoView {
                     <ol class="space-y-2 text-sm" id="history">
                         {history.into_iter().map(|op| {
                             let name = op.name.clone();
-                            let can_roll_back = op.kind == OperationKind::Upgrade && op.ended && op.can_roll_back;
+                            let can_roll_back = may_roll_back && op.kind == OperationKind::Upgrade && op.ended && op.can_roll_back;
                             let (ask, confirm) = (name.clone(), name.clone());
                             view! {
                                 <li class="flex flex-wrap items-center gap-2" data-request=name.clone()>

@@ -1,5 +1,6 @@
 //! The frame around every page: header, theme switch, content.
 
+use crate::api::whoami;
 use crate::server_info::ServerInfoBadge;
 use leptos::prelude::*;
 
@@ -23,6 +24,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                         <a href="/" class="text-lg font-bold tracking-tight">"FluxUp"</a>
                         <div class="flex items-center gap-3">
                             <ServerInfoBadge/>
+                            <Who/>
                             <button
                                 type="button"
                                 id="theme-toggle"
@@ -38,5 +40,21 @@ pub fn Layout(children: Children) -> impl IntoView {
                 <main class="mx-auto max-w-6xl px-4 py-6">{children()}</main>
             </div>
         </div>
+    }
+}
+
+/// The logged-in user and the logout button.
+#[component]
+fn Who() -> impl IntoView {
+    let who = Resource::new(|| (), |_| whoami());
+    view! {
+        <Transition fallback=|| ()>
+            {move || who.get().and_then(Result::ok).map(|name| view! {
+                <span id="user" class="text-sm text-slate-600 dark:text-slate-300">{name}</span>
+                <form method="post" action="/auth/logout">
+                    <button type="submit" class="text-sm text-sky-700 hover:underline dark:text-sky-300">"Log out"</button>
+                </form>
+            })}
+        </Transition>
     }
 }

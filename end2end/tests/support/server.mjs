@@ -19,10 +19,11 @@ function freePort() {
 
 /**
  * Starts `fluxup serve` with the site cargo-leptos built; resolves once /readyz answers. `env`
- * adds or replaces variables (e.g. a KUBECONFIG and FLUXUP_CONTROLLERS for tests on a cluster).
+ * adds or replaces variables (e.g. a KUBECONFIG and FLUXUP_CONTROLLERS for tests on a cluster);
+ * `port` is a fixed port (one registered as a redirect URI with the OIDC issuer), else a free one.
  */
-export async function startServer(env = {}) {
-  const port = await freePort();
+export async function startServer(env = {}, port = undefined) {
+  port ??= await freePort();
   const bin = process.env.FLUXUP_BIN ?? path.join(root, 'target/debug/fluxup');
   const child = spawn(bin, ['serve'], {
     cwd: root,
@@ -31,6 +32,8 @@ export async function startServer(env = {}) {
       // The dashboard alone, without a cluster, unless the test says otherwise.
       FLUXUP_CONTROLLERS: 'false',
       KUBECONFIG: '/nonexistent',
+      // No logins unless the test sets up OIDC.
+      FLUXUP_NO_AUTH: 'true',
       FLUXUP_LISTEN: `127.0.0.1:${port}`,
       LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? path.join(root, 'target/site'),
       LEPTOS_OUTPUT_NAME: 'fluxup',

@@ -63,19 +63,37 @@ impl Stores {
     /// Not awaited: the caches fill only while the controller polls its streams, so a reconcile
     /// that waited for them would hold up the very thing it waits for.
     fn synced(&self) -> bool {
+        self.unsynced().is_empty()
+    }
+
+    /// The kinds whose cache has not had its first state yet.
+    fn unsynced(&self) -> Vec<&'static str> {
         use futures::FutureExt;
         [
-            self.apps.wait_until_ready().boxed(),
-            self.helm_releases.wait_until_ready().boxed(),
-            self.helm_repositories.wait_until_ready().boxed(),
-            self.oci_repositories.wait_until_ready().boxed(),
-            self.kustomizations.wait_until_ready().boxed(),
-            self.pvcs.wait_until_ready().boxed(),
-            self.deployments.wait_until_ready().boxed(),
-            self.stateful_sets.wait_until_ready().boxed(),
+            ("ManagedApp", self.apps.wait_until_ready().boxed()),
+            ("HelmRelease", self.helm_releases.wait_until_ready().boxed()),
+            (
+                "HelmRepository",
+                self.helm_repositories.wait_until_ready().boxed(),
+            ),
+            (
+                "OCIRepository",
+                self.oci_repositories.wait_until_ready().boxed(),
+            ),
+            (
+                "Kustomization",
+                self.kustomizations.wait_until_ready().boxed(),
+            ),
+            (
+                "PersistentVolumeClaim",
+                self.pvcs.wait_until_ready().boxed(),
+            ),
+            ("Deployment", self.deployments.wait_until_ready().boxed()),
+            ("StatefulSet", self.stateful_sets.wait_until_ready().boxed()),
         ]
         .into_iter()
-        .all(|ready| ready.now_or_never().is_some())
+        .filter_map(|(kind, ready)| ready.now_or_never().is_none().then_some(kind))
+        .collect()
     }
 }
 
@@ -109,6 +127,8 @@ struct Context {
     client: Client,
     recorder: Recorder,
     stores: Stores,
+    started: std::time::Instant,
+    warned_unsynced: std::sync::atomic::AtomicBool,
 }
 
 /// A watched, cached stream of one kind: the store for reads, the stream to trigger on.
@@ -231,6 +251,8 @@ pub async fn run(
         recorder: events::recorder(&client),
         client,
         stores,
+        started: std::time::Instant::now(),
+        warned_unsynced: Default::default(),
     });
 
     let (a1, a2, a3, a4, a5, a6, a7) = (
@@ -304,6 +326,15 @@ pub async fn run(
 
 async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.stores.synced() {
+        // Say so when it lasts: a watch that cannot start (a missing CRD, RBAC) stops every app.
+        if ctx.started.elapsed() > Duration::from_secs(20)
+            && !ctx
+                .warned_unsynced
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(waiting_for = ?ctx.stores.unsynced(),
+                "the watch caches have not filled after 20 s; no app gets status until they do");
+        }
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let resolution = resolve::resolve(&app, &ctx.stores);
