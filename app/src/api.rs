@@ -58,7 +58,7 @@ pub async fn list_versions(namespace: String, name: String) -> Result<Vec<String
     backend
         .versions(&viewer, &namespace, &name)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(|r| ServerFnError::new(r.message))
 }
 
 /// One upgrade or rollback, as it stands.
@@ -92,7 +92,7 @@ pub async fn request_upgrade(
     backend
         .request_upgrade(&viewer, &namespace, &app, version, dry_run)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(|r| ServerFnError::new(r.message))
 }
 
 /// Asks for a rollback of the upgrade `upgrade` of `app`.
@@ -107,5 +107,5 @@ pub async fn request_rollback(
     backend
         .request_rollback(&viewer, &namespace, &app, &upgrade, dry_run)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(|r| ServerFnError::new(r.message))
 }

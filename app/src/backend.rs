@@ -55,6 +55,43 @@ impl Viewer {
     }
 }
 
+/// Why a request was not done: an HTTP status (as the API server gave it, or 404/422 of our own)
+/// and the words for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<kube::Error> for Refusal {
+    /// The API server's own status and words (403 for what RBAC forbids, 422 for what the
+    /// schema refuses); 502 when it could not be reached.
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(status) => Refusal::new(status.code, status.message),
+            other => Refusal::new(
+                502,
+                format!("the Kubernetes API could not be reached: {other}"),
+            ),
+        }
+    }
+}
+
 /// How long an answer of RBAC, or a client for a person, is kept.
 const REMEMBER: Duration = Duration::from_secs(30);
 
@@ -142,7 +179,7 @@ impl Backend {
     }
 
     /// A client acting as `viewer`: impersonating them, or FluxUp's own in no-auth mode.
-    fn client_for(&self, viewer: &Viewer) -> Result<Client, String> {
+    fn client_for(&self, viewer: &Viewer) -> Result<Client, Refusal> {
         if !viewer.impersonate {
             return Ok(self.client.clone());
         }
@@ -155,7 +192,7 @@ impl Backend {
         config.auth_info.impersonate = Some(viewer.name.clone());
         config.auth_info.impersonate_groups =
             (!viewer.groups.is_empty()).then(|| viewer.groups.clone());
-        let client = Client::try_from(config).map_err(|e| e.to_string())?;
+        let client = Client::try_from(config).map_err(|e| Refusal::new(500, e.to_string()))?;
         clients.insert(viewer.clone(), (client.clone(), Instant::now()));
         Ok(client)
     }
@@ -302,24 +339,7 @@ impl Backend {
             .iter()
             .filter(|s| s.namespace().as_deref() == Some(namespace))
             .filter(|s| s.labels().get(APP_LABEL).map(String::as_str) == Some(name))
-            .map(|s| {
-                let status = s.status.clone().unwrap_or_default();
-                SnapshotLine {
-                    name: s.name_any(),
-                    upgrade: s.labels().get(REQUEST_LABEL).cloned(),
-                    ready: status.ready_to_use.unwrap_or(false),
-                    created: s
-                        .metadata
-                        .creation_timestamp
-                        .as_ref()
-                        .map(|t| t.0.to_string()),
-                    size: status.restore_size.as_ref().map(|v| {
-                        v.as_str()
-                            .map(String::from)
-                            .unwrap_or_else(|| v.to_string())
-                    }),
-                }
-            })
+            .map(|s| snapshot_line(s))
             .collect();
         snapshots.sort_by(|a, b| b.created.cmp(&a.created));
         Some(AppDetail::new(&app, &upgrades, &rollbacks, snapshots))
@@ -378,10 +398,11 @@ impl Backend {
         viewer: &Viewer,
         namespace: &str,
         name: &str,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, Refusal> {
         if !self.allowed(viewer, "get", "managedapps", namespace).await {
-            return Err(format!(
-                "there is no ManagedApp {namespace}/{name} you may see"
+            return Err(Refusal::new(
+                404,
+                format!("there is no ManagedApp {namespace}/{name} you may see"),
             ));
         }
         let app = self
@@ -389,8 +410,12 @@ impl Backend {
             .state()
             .into_iter()
             .find(|a| a.namespace().as_deref() == Some(namespace) && a.name_any() == name)
-            .ok_or_else(|| format!("there is no ManagedApp {namespace}/{name}"))?;
-        let found = fluxup_operator::chart_versions::of_app(&self.client, &app).await?;
+            .ok_or_else(|| {
+                Refusal::new(404, format!("there is no ManagedApp {namespace}/{name}"))
+            })?;
+        let found = fluxup_operator::chart_versions::of_app(&self.client, &app)
+            .await
+            .map_err(|why| Refusal::new(502, why))?;
         let row = AppRow::from(app.as_ref());
         let best = app
             .status
@@ -412,7 +437,7 @@ impl Backend {
         app: &str,
         version: Option<String>,
         dry_run: bool,
-    ) -> Result<Operation, String> {
+    ) -> Result<Operation, Refusal> {
         let mut spec = serde_json::json!({"managedAppRef": {"name": app}, "dryRun": dry_run});
         if let Some(version) = version.filter(|v| !v.trim().is_empty()) {
             spec["targetVersion"] = serde_json::json!({"chart": version.trim()});
@@ -424,11 +449,10 @@ impl Backend {
                          "labels": {"app.kubernetes.io/created-by": "fluxup-dashboard"}},
             "spec": spec,
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::new(422, e.to_string()))?;
         let created = Api::<UpgradeRequest>::namespaced(self.client_for(viewer)?, namespace)
             .create(&PostParams::default(), &request)
-            .await
-            .map_err(api_error)?;
+            .await?;
         Ok(Operation::from(&created))
     }
 
@@ -440,7 +464,7 @@ impl Backend {
         app: &str,
         upgrade: &str,
         dry_run: bool,
-    ) -> Result<Operation, String> {
+    ) -> Result<Operation, Refusal> {
         let request: RollbackRequest = serde_json::from_value(serde_json::json!({
             "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
             "metadata": {"generateName": format!("{app}-{}-", if dry_run { "rollback-dry-run" } else { "rollback" }),
@@ -449,19 +473,89 @@ impl Backend {
             "spec": {"managedAppRef": {"name": app}, "upgradeRequestRef": {"name": upgrade},
                      "dryRun": dry_run},
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::new(422, e.to_string()))?;
         let created = Api::<RollbackRequest>::namespaced(self.client_for(viewer)?, namespace)
             .create(&PostParams::default(), &request)
-            .await
-            .map_err(api_error)?;
+            .await?;
         Ok(Operation::from(&created))
+    }
+
+    /// The upgrades and rollbacks `viewer` may see, newest first.
+    pub async fn operations(&self, viewer: &Viewer) -> Vec<Operation> {
+        let mut all: Vec<Operation> = self
+            .upgrades
+            .state()
+            .iter()
+            .map(|r| Operation::from(r.as_ref()))
+            .chain(
+                self.rollbacks
+                    .state()
+                    .iter()
+                    .map(|r| Operation::from(r.as_ref())),
+            )
+            .collect();
+        let mut visible = Vec::new();
+        for op in all.drain(..) {
+            if self.may_see(viewer, &op).await {
+                visible.push(op);
+            }
+        }
+        visible.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+        visible
+    }
+
+    /// FluxUp's snapshots in `namespace`, as `viewer` may list them (the API server decides).
+    pub async fn snapshots(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+    ) -> Result<Vec<SnapshotLine>, Refusal> {
+        let api = Api::<VolumeSnapshot>::namespaced(self.client_for(viewer)?, namespace);
+        let list = api
+            .list(&kube::api::ListParams::default().labels(APP_LABEL))
+            .await?;
+        let mut lines: Vec<SnapshotLine> = list.items.iter().map(snapshot_line).collect();
+        lines.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(lines)
+    }
+
+    /// Deletes one of FluxUp's snapshots as `viewer`. Snapshots FluxUp did not take are not
+    /// touched (404): this is not a general snapshot tool.
+    pub async fn delete_snapshot(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Refusal> {
+        let api = Api::<VolumeSnapshot>::namespaced(self.client_for(viewer)?, namespace);
+        let snapshot = api.get(name).await?;
+        if !snapshot.labels().contains_key(APP_LABEL) {
+            return Err(Refusal::new(
+                404,
+                format!("{namespace}/{name} is not a snapshot FluxUp took"),
+            ));
+        }
+        api.delete(name, &Default::default()).await?;
+        Ok(())
     }
 }
 
-/// The API server's own words for a refused request.
-fn api_error(e: kube::Error) -> String {
-    match e {
-        kube::Error::Api(status) => status.message,
-        other => other.to_string(),
+/// A snapshot as the pages show it.
+fn snapshot_line(s: &VolumeSnapshot) -> SnapshotLine {
+    let status = s.status.clone().unwrap_or_default();
+    SnapshotLine {
+        name: s.name_any(),
+        upgrade: s.labels().get(REQUEST_LABEL).cloned(),
+        ready: status.ready_to_use.unwrap_or(false),
+        created: s
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+        size: status.restore_size.as_ref().map(|v| {
+            v.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string())
+        }),
     }
 }

@@ -49,6 +49,11 @@ let server;
 let browser;
 
 before(async () => {
+  // FluxUp's CRDs and admission policy, as the demo installs them (the demo fleet has ManagedApps).
+  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/crd')]);
+  kubectl(['wait', '--for', 'condition=Established', '--timeout=30s', 'crd',
+    'managedapps.fluxup.dev', 'upgraderequests.fluxup.dev', 'rollbackrequests.fluxup.dev']);
+  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/admission')]);
   execFileSync(path.join(root, 'sandbox/demo/seed'), { env: { ...process.env, SANDBOX_STATE: state } });
   // An app of this test's own for the demo's webapp, naming the Git file of its version.
   kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
@@ -292,4 +297,65 @@ test('requests from another site are refused, even with a session', async () => 
     method: 'POST', body: form, headers: { cookie: await cookieOf(operator), origin: server.url },
   });
   assert.equal(ok.status, 200, await ok.text());
+});
+
+/** An ID token for `user` from Dex (its password grant), as a script would get one. */
+async function idToken(user) {
+  const res = await fetch(`${sandbox.OIDC_ISSUER}/token`, {
+    method: 'POST',
+    body: new URLSearchParams({
+      grant_type: 'password', username: user, password: sandbox.DEMO_PASSWORD,
+      client_id: sandbox.OIDC_CLIENT_ID, client_secret: sandbox.OIDC_CLIENT_SECRET,
+      scope: 'openid email profile',
+    }),
+  });
+  assert.equal(res.status, 200, await res.clone().text());
+  return (await res.json()).id_token;
+}
+
+test('the REST API: a script with an ID token dry-runs an upgrade; errors are JSON with the right status', async () => {
+  const api = `${server.url}/api/v1`;
+  const as = (token) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json' });
+  const operatorToken = await idToken(sandbox.DEMO_USER);
+
+  const apps = await (await fetch(`${api}/apps`, { headers: as(operatorToken) })).json();
+  const app = apps.find((a) => a.namespace === NS && a.name === APP);
+  assert.ok(app, JSON.stringify(apps.map((a) => a.name)));
+  const updates = await (await fetch(`${api}/apps/${NS}/${APP}/updates`, { headers: as(operatorToken) })).json();
+  assert.ok(updates.versions.length > 0 && !updates.versions.includes(app.current), JSON.stringify(updates));
+
+  const target = updates.versions[0];
+  const created = await fetch(`${api}/apps/${NS}/${APP}/upgrade`, {
+    method: 'POST', headers: as(operatorToken), body: JSON.stringify({ version: target, dryRun: true }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const op = await created.json();
+  assert.equal(op.kind, 'Upgrade');
+  assert.equal(op.requested_by, sandbox.DEMO_USER, 'the API server recorded the person, not FluxUp');
+  const done = await until('the dry run to end', async () => {
+    const now = await (await fetch(`${api}/upgrades/${NS}/${op.name}`, { headers: as(operatorToken) })).json();
+    return { ok: now.ended, value: now };
+  });
+  assert.equal(done.succeeded, true, done.message);
+  assert.match(done.diff, new RegExp(`version: ${target.replaceAll('.', '\\.')}`));
+
+  // What must be refused, each with a JSON error and nothing created.
+  const before = upgradeCount();
+  const refused = [
+    [await fetch(`${api}/apps`), 401],
+    [await fetch(`${api}/apps`, { headers: as('not-a-token') }), 401],
+    [await fetch(`${api}/apps/${NS}/${APP}/upgrade`, {
+      method: 'POST', headers: as(await idToken(sandbox.VIEWER_USER)), body: JSON.stringify({ version: target }),
+    }), 403],
+    [await fetch(`${api}/apps/${NS}/${APP}/upgrade`, {
+      method: 'POST', headers: as(operatorToken), body: JSON.stringify({ verison: target }),
+    }), 422],
+    [await fetch(`${api}/apps/${NS}/no-such-app`, { headers: as(operatorToken) }), 404],
+    [await fetch(`${api}/nothing-here`, { headers: as(operatorToken) }), 404],
+  ];
+  for (const [res, status] of refused) {
+    assert.equal(res.status, status, `${res.url}: ${await res.clone().text()}`);
+    assert.equal(typeof (await res.json()).error, 'string');
+  }
+  assert.equal(upgradeCount(), before, 'nothing created');
 });

@@ -7,5 +7,6 @@ pub mod generate;
 pub mod health;
 pub mod ingest;
 pub mod live;
+pub mod rest;
 pub mod telemetry;
 pub mod web;

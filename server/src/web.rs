@@ -62,7 +62,8 @@ pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> R
     };
     pages
         .merge(crate::health::routes())
-        .merge(crate::live::routes(backend))
+        .merge(crate::live::routes(backend.clone()))
+        .merge(crate::rest::routes(backend))
         .merge(auth.routes())
         // Who is asking, on every request; refuses anonymous and cross-site ones.
         .layer(axum::middleware::from_fn_with_state(
