@@ -34,9 +34,11 @@ pub fn provide_live() {
         connected: RwSignal::new(false),
     };
     provide_context(live);
-    // Effects run only in the browser, once the page is hydrated.
+    // Effects run only in the browser, once the page is hydrated. Browser-only code is also
+    // kept to wasm32: a workspace build enables `hydrate` in the server binary too, where a
+    // reconnect loop without a browser's timers would spin on a runtime thread.
     Effect::new(move |_| {
-        #[cfg(feature = "hydrate")]
+        #[cfg(all(feature = "hydrate", target_arch = "wasm32"))]
         leptos::task::spawn_local(connect(live));
     });
 }
@@ -46,7 +48,7 @@ pub fn use_live() -> Live {
     use_context::<Live>().expect("provide_live() runs in App")
 }
 
-#[cfg(feature = "hydrate")]
+#[cfg(all(feature = "hydrate", target_arch = "wasm32"))]
 async fn connect(live: Live) {
     use futures::StreamExt;
     use gloo_net::websocket::Message;
@@ -119,8 +121,8 @@ impl PhaseClock {
 }
 
 fn now_ms() -> f64 {
-    #[cfg(feature = "hydrate")]
+    #[cfg(all(feature = "hydrate", target_arch = "wasm32"))]
     return js_sys::Date::now();
-    #[cfg(not(feature = "hydrate"))]
+    #[cfg(not(all(feature = "hydrate", target_arch = "wasm32")))]
     return 0.0;
 }

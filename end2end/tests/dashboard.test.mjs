@@ -8,63 +8,20 @@
 // target/test-sandbox-full). The demo fleet is seeded here, as the Rust scenario tests do.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import http from 'node:http';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startServer } from './support/server.mjs';
 import { launchBrowser } from './support/browser.mjs';
+import { demoApp, kubectl, root, sandbox, until } from './support/sandbox.mjs';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const state = process.env.SANDBOX_FULL_STATE ?? path.join(root, 'target/test-sandbox-full');
 const NS = 'webapp';
 const APP = 'webapp-ui';
-
-function sandboxEnv() {
-  const env = {};
-  for (const file of ['env', 'env.full']) {
-    let text;
-    try {
-      text = readFileSync(path.join(state, file), 'utf8');
-    } catch {
-      throw new Error(`no ${file} in ${state}: start the full sandbox first (scripts/test does)`);
-    }
-    for (const line of text.split('\n')) {
-      const i = line.indexOf('=');
-      if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
-    }
-  }
-  return env;
-}
-
-const sandbox = sandboxEnv();
-const kubectl = (args, input) =>
-  execFileSync(sandbox.SANDBOX_KUBECTL, ['--kubeconfig', sandbox.KUBECONFIG, ...args], {
-    input,
-    encoding: 'utf8',
-  });
 
 let server;
 let browser;
 
 before(async () => {
-  // FluxUp's CRDs and admission policy, as the demo installs them (the demo fleet has ManagedApps).
-  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/crd')]);
-  kubectl(['wait', '--for', 'condition=Established', '--timeout=30s', 'crd',
-    'managedapps.fluxup.dev', 'upgraderequests.fluxup.dev', 'rollbackrequests.fluxup.dev']);
-  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/admission')]);
-  execFileSync(path.join(root, 'sandbox/demo/seed'), { env: { ...process.env, SANDBOX_STATE: state } });
-  // An app of this test's own for the demo's webapp, naming the Git file of its version.
-  kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
-    apiVersion: 'fluxup.dev/v1alpha1', kind: 'ManagedApp',
-    metadata: { name: APP, namespace: NS },
-    spec: {
-      helmReleaseRef: { name: 'webapp' },
-      kustomizationRef: { name: 'webapp', namespace: 'flux-system' },
-      versionPolicy: { chart: { git: { file: 'apps/webapp/helmrelease.yaml' } } },
-    },
-  }));
+  demoApp(APP);
   // The demo user may upgrade and roll back; the viewer may only look.
   kubectl(['apply', '--server-side', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
     '-f', path.join(root, 'config/rbac/operator_role.yaml')]);
@@ -155,18 +112,6 @@ after(async () => {
 function deployed() {
   const hr = JSON.parse(kubectl(['get', 'helmrelease', '-n', NS, 'webapp', '-o', 'json']));
   return hr.status?.history?.[0]?.chartVersion ?? hr.status?.lastAttemptedRevision;
-}
-
-/** Polls until `check` returns a value, or fails with what it last saw. */
-async function until(what, check, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await check();
-    if (last && last.ok) return last.value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 test('the apps page lists the demo apps with their versions, rendered on the server', async () => {

@@ -163,6 +163,17 @@ async fn main() -> anyhow::Result<()> {
         idle_rss as f64 / 1024.0
     );
 
+    // The apps page, rendered on the server with every app in it (no login: --no-auth).
+    let (first_bytes, whole, size, rows) = page_times(port, 30)?;
+    anyhow::ensure!(rows >= n, "the apps page shows {rows} of {n} apps");
+    println!(
+        "apps page with {rows} apps ({:.0} KiB of HTML): time to first byte median {:.1} ms, p95 {:.1} ms; whole page median {:.1} ms (goal: first byte <= 50 ms)",
+        size as f64 / 1024.0,
+        percentile(&first_bytes, 50),
+        percentile(&first_bytes, 95),
+        percentile(&whole, 50),
+    );
+
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()?;
@@ -193,6 +204,36 @@ async fn main() -> anyhow::Result<()> {
         "LIST requests: {lists} for {n} apps (the caches start from streaming lists; reconciles read only them)"
     );
     Ok(())
+}
+
+/// Fetches `/` `times` times over plain HTTP/1.1: milliseconds to the first byte and to the
+/// whole page, the page's size and how many app rows it has.
+fn page_times(port: u16, times: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, usize, usize)> {
+    use std::io::{Read, Write};
+    let (mut first, mut whole, mut size, mut rows) = (Vec::new(), Vec::new(), 0, 0);
+    for _ in 0..times {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        let started = Instant::now();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        first.push(started.elapsed().as_secs_f64() * 1000.0);
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest)?;
+        whole.push(started.elapsed().as_secs_f64() * 1000.0);
+        let text = String::from_utf8_lossy(&rest);
+        size = rest.len() + 1;
+        rows = text.matches("<tr id=\"app-").count();
+    }
+    Ok((first, whole, size, rows))
+}
+
+/// The `p`th percentile of `values` (nearest rank).
+fn percentile(values: &[f64], p: usize) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1]
 }
 
 /// Stops the operator when the benchmark ends early, so it does not outlive it.

@@ -1,0 +1,70 @@
+// The full-profile test sandbox, for browser tests and benchmarks: its settings (env files),
+// kubectl against it, and FluxUp's CRDs, the demo fleet and an app of the caller's own on it.
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const state = process.env.SANDBOX_FULL_STATE ?? path.join(root, 'target/test-sandbox-full');
+
+/** The sandbox's settings (`env` and `env.full`), as KEY → value. */
+export function sandboxEnv() {
+  const env = {};
+  for (const file of ['env', 'env.full']) {
+    let text;
+    try {
+      text = readFileSync(path.join(state, file), 'utf8');
+    } catch {
+      throw new Error(`no ${file} in ${state}: start the full sandbox first (scripts/test does)`);
+    }
+    for (const line of text.split('\n')) {
+      const i = line.indexOf('=');
+      if (i > 0) env[line.slice(0, i)] = line.slice(i + 1);
+    }
+  }
+  return env;
+}
+
+export const sandbox = sandboxEnv();
+
+/** Runs kubectl against the sandbox; `input` goes to its stdin. */
+export const kubectl = (args, input) =>
+  execFileSync(sandbox.SANDBOX_KUBECTL, ['--kubeconfig', sandbox.KUBECONFIG, ...args], {
+    input,
+    encoding: 'utf8',
+  });
+
+/**
+ * FluxUp's CRDs and admission policy, the demo fleet (seeded as the Rust scenario tests do),
+ * and a ManagedApp `name` of the caller's own for the demo's webapp, naming the Git file of its
+ * version (so no Renovate run is needed).
+ */
+export function demoApp(name) {
+  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/crd')]);
+  kubectl(['wait', '--for', 'condition=Established', '--timeout=30s', 'crd',
+    'managedapps.fluxup.dev', 'upgraderequests.fluxup.dev', 'rollbackrequests.fluxup.dev']);
+  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/admission')]);
+  execFileSync(path.join(root, 'sandbox/demo/seed'), { env: { ...process.env, SANDBOX_STATE: state } });
+  kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
+    apiVersion: 'fluxup.dev/v1alpha1', kind: 'ManagedApp',
+    metadata: { name, namespace: 'webapp' },
+    spec: {
+      helmReleaseRef: { name: 'webapp' },
+      kustomizationRef: { name: 'webapp', namespace: 'flux-system' },
+      versionPolicy: { chart: { git: { file: 'apps/webapp/helmrelease.yaml' } } },
+    },
+  }));
+}
+
+/** Polls until `check` returns `{ ok: true, value }`, or fails with what it last saw. */
+export async function until(what, check, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await check();
+    if (last && last.ok) return last.value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
