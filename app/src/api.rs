@@ -109,3 +109,40 @@ pub async fn request_rollback(
         .await
         .map_err(|r| ServerFnError::new(r.message))
 }
+
+/// The Flux HelmReleases the person may see, as candidates for a ManagedApp.
+#[server(endpoint = "list_candidates")]
+pub async fn list_candidates() -> Result<Vec<crate::model::Candidate>, ServerFnError> {
+    let (backend, viewer) = context()?;
+    backend
+        .candidates(&viewer)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}
+
+/// The ManagedApp FluxUp proposes for HelmRelease `namespace/name`; nothing is created.
+#[server(endpoint = "propose_app")]
+pub async fn propose_app(
+    namespace: String,
+    name: String,
+) -> Result<crate::model::Proposal, ServerFnError> {
+    let (backend, viewer) = context()?;
+    backend
+        .propose(&viewer, &namespace, &name)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}
+
+/// Creates the ManagedApp FluxUp proposes for HelmRelease `namespace/name`.
+#[server(endpoint = "create_app")]
+pub async fn create_app(namespace: String, name: String) -> Result<AppRow, ServerFnError> {
+    let (backend, viewer) = context()?;
+    let proposal = backend
+        .propose(&viewer, &namespace, &name)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))?;
+    backend
+        .create_app(&viewer, &proposal)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}

@@ -7,13 +7,18 @@
 //! while), and writes go through a client that impersonates them, so the API server itself
 //! refuses what they may not do.
 
-use crate::model::{AppDetail, AppRow, Operation, OperationKind, SnapshotLine};
+use crate::model::{
+    AppDetail, AppRow, Candidate, Operation, OperationKind, Proposal, SnapshotLine,
+};
+use fluxup_api::flux::HelmRelease;
 use fluxup_api::snapshot::VolumeSnapshot;
+use fluxup_api::snapshot::VolumeSnapshotClass;
 use fluxup_api::{ManagedApp, RollbackRequest, UpgradeRequest};
 use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -480,6 +485,136 @@ impl Backend {
         Ok(Operation::from(&created))
     }
 
+    /// The Flux HelmReleases `viewer` may list, as candidates for a ManagedApp: with the
+    /// Kustomization that applies them (the labels kustomize-controller sets) and the ManagedApp
+    /// that already manages them, if any.
+    pub async fn candidates(&self, viewer: &Viewer) -> Result<Vec<Candidate>, Refusal> {
+        let releases = Api::<HelmRelease>::all(self.client_for(viewer)?)
+            .list(&Default::default())
+            .await?;
+        let apps = self.apps.state();
+        let mut candidates: Vec<Candidate> = releases
+            .items
+            .iter()
+            .map(|hr| {
+                let namespace = hr.namespace().unwrap_or_default();
+                let name = hr.name_any();
+                let managed_by = apps
+                    .iter()
+                    .find(|a| {
+                        a.spec.helm_release_ref.name == name
+                            && a.helm_release_namespace() == Some(namespace.as_str())
+                    })
+                    .map(|a| format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()));
+                Candidate {
+                    chart: hr
+                        .spec
+                        .chart
+                        .as_ref()
+                        .map(|c| c.spec.chart.clone())
+                        .or_else(|| hr.spec.chart_ref.as_ref().map(|r| r.name.clone())),
+                    version: hr
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.history.first())
+                        .map(|h| h.chart_version.clone()),
+                    kustomization: kustomization_of(hr),
+                    managed_by,
+                    namespace,
+                    name,
+                }
+            })
+            .collect();
+        candidates.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(candidates)
+    }
+
+    /// The ManagedApp FluxUp proposes for HelmRelease `namespace/name`: its Kustomization, the
+    /// release's volumes (claims labelled with its instance, else every claim in the namespace)
+    /// and the default VolumeSnapshotClass. Read as `viewer`.
+    pub async fn propose(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Proposal, Refusal> {
+        let client = self.client_for(viewer)?;
+        let hr = Api::<HelmRelease>::namespaced(client.clone(), namespace)
+            .get(name)
+            .await?;
+        let Some(kustomization) = kustomization_of(&hr) else {
+            return Err(Refusal::new(
+                422,
+                format!(
+                    "HelmRelease {namespace}/{name} is not applied by a Flux Kustomization (no kustomize.toolkit.fluxcd.io labels): FluxUp needs one to pause Flux during upgrades"
+                ),
+            ));
+        };
+        let release = hr
+            .spec
+            .release_name
+            .clone()
+            .unwrap_or_else(|| name.to_string());
+        let target = hr
+            .spec
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_string());
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &target)
+            .list(&Default::default())
+            .await?;
+        let labelled: Vec<String> = claims
+            .items
+            .iter()
+            .filter(|c| c.labels().get("app.kubernetes.io/instance") == Some(&release))
+            .map(|c| c.name_any())
+            .collect();
+        let pvcs = if labelled.is_empty() {
+            claims.items.iter().map(|c| c.name_any()).collect()
+        } else {
+            labelled
+        };
+        let classes = Api::<VolumeSnapshotClass>::all(self.client.clone())
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let default_class = classes
+            .iter()
+            .find(|c| {
+                c.annotations()
+                    .get("snapshot.storage.kubernetes.io/is-default-class")
+                    .is_some_and(|v| v == "true")
+            })
+            .or(classes.first())
+            .map(|c| c.name_any());
+        let mut proposal = Proposal {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            helm_release: name.to_string(),
+            kustomization,
+            pvcs,
+            snapshot_class: default_class,
+            manifest: String::new(),
+        };
+        proposal.manifest = serde_yaml::to_string(&proposal.managed_app()).unwrap_or_default();
+        Ok(proposal)
+    }
+
+    /// Creates the proposed ManagedApp as `viewer`.
+    pub async fn create_app(
+        &self,
+        viewer: &Viewer,
+        proposal: &Proposal,
+    ) -> Result<AppRow, Refusal> {
+        let app: ManagedApp = serde_json::from_value(proposal.managed_app())
+            .map_err(|e| Refusal::new(422, e.to_string()))?;
+        let created = Api::<ManagedApp>::namespaced(self.client_for(viewer)?, &proposal.namespace)
+            .create(&PostParams::default(), &app)
+            .await?;
+        Ok(AppRow::from(&created))
+    }
+
     /// The upgrades and rollbacks `viewer` may see, newest first.
     pub async fn operations(&self, viewer: &Viewer) -> Vec<Operation> {
         let mut all: Vec<Operation> = self
@@ -538,6 +673,17 @@ impl Backend {
         api.delete(name, &Default::default()).await?;
         Ok(())
     }
+}
+
+/// `namespace/name` of the Flux Kustomization that applied `hr` (kustomize-controller labels what
+/// it applies).
+fn kustomization_of(hr: &HelmRelease) -> Option<String> {
+    let labels = hr.labels();
+    let name = labels.get("kustomize.toolkit.fluxcd.io/name")?;
+    let namespace = labels
+        .get("kustomize.toolkit.fluxcd.io/namespace")
+        .map_or("flux-system", String::as_str);
+    Some(format!("{namespace}/{name}"))
 }
 
 /// A snapshot as the pages show it.

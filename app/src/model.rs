@@ -235,6 +235,61 @@ pub fn picker_versions(all: &[String], best: Option<&str>, current: Option<&str>
     picked
 }
 
+/// A Flux HelmRelease that could become a ManagedApp.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Candidate {
+    pub namespace: String,
+    pub name: String,
+    pub chart: Option<String>,
+    /// The chart version Flux installed last.
+    pub version: Option<String>,
+    /// The Kustomization that applies it (`namespace/name`), from kustomize-controller's labels.
+    pub kustomization: Option<String>,
+    /// The ManagedApp that already manages it (`namespace/name`).
+    pub managed_by: Option<String>,
+}
+
+/// The ManagedApp FluxUp proposes for a HelmRelease.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Proposal {
+    pub namespace: String,
+    pub name: String,
+    pub helm_release: String,
+    /// `namespace/name` of the Flux Kustomization to pause during upgrades.
+    pub kustomization: String,
+    /// Claims to snapshot before each upgrade.
+    pub pvcs: Vec<String>,
+    pub snapshot_class: Option<String>,
+    /// The ManagedApp as YAML, as it would be created.
+    pub manifest: String,
+}
+
+impl Proposal {
+    /// The ManagedApp this proposes.
+    pub fn managed_app(&self) -> serde_json::Value {
+        let (ks_namespace, ks_name) = self
+            .kustomization
+            .split_once('/')
+            .unwrap_or(("flux-system", self.kustomization.as_str()));
+        let mut spec = serde_json::json!({
+            "helmReleaseRef": {"name": self.helm_release},
+            "kustomizationRef": {"name": ks_name, "namespace": ks_namespace},
+        });
+        if let (false, Some(class)) = (self.pvcs.is_empty(), &self.snapshot_class) {
+            spec["volumeSnapshots"] = serde_json::json!({
+                "volumeSnapshotClassName": class,
+                "pvcs": self.pvcs.iter().map(|p| serde_json::json!({"name": p})).collect::<Vec<_>>(),
+            });
+        }
+        serde_json::json!({
+            "apiVersion": "fluxup.dev/v1alpha1",
+            "kind": "ManagedApp",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec,
+        })
+    }
+}
+
 /// Upgrade or rollback.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OperationKind {
@@ -588,5 +643,28 @@ mod tests {
         );
         let detail = AppDetail::new(&app, &[], &[], Vec::new());
         assert_eq!(detail.row, row);
+        let proposal = Proposal {
+            namespace: "shop".into(),
+            name: "web".into(),
+            helm_release: "web".into(),
+            kustomization: "flux-system/apps".into(),
+            pvcs: vec!["data-web-0".into()],
+            snapshot_class: Some("csi".into()),
+            manifest: String::new(),
+        };
+        let app: ManagedApp = serde_json::from_value(proposal.managed_app()).unwrap();
+        assert_eq!(app.kustomization_namespace(), "flux-system");
+        assert_eq!(app.spec.kustomization_ref.name, "apps");
+        let volumes = app.spec.volume_snapshots.unwrap();
+        assert_eq!(volumes.pvcs[0].name, "data-web-0");
+        let without_class = Proposal {
+            snapshot_class: None,
+            ..proposal
+        };
+        assert!(
+            without_class.managed_app()["spec"]
+                .get("volumeSnapshots")
+                .is_none()
+        );
     }
 }

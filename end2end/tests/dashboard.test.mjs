@@ -23,13 +23,13 @@ let browser;
 before(async () => {
   demoApp(APP);
   // The demo user may upgrade and roll back; the viewer may only look.
-  kubectl(['apply', '--server-side', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
     '-f', path.join(root, 'config/rbac/operator_role.yaml')]);
   for (const [name, role, user] of [
     ['fluxup-test-operator', 'fluxup-operator', sandbox.DEMO_USER],
     ['fluxup-test-viewer', 'fluxup-viewer', sandbox.VIEWER_USER],
   ]) {
-    kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
+    kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
       apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
       metadata: { name },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
@@ -303,4 +303,47 @@ test('the REST API: a script with an ID token dry-runs an upgrade; errors are JS
     assert.equal(typeof (await res.json()).error, 'string');
   }
   assert.equal(upgradeCount(), before, 'nothing created');
+});
+
+test('add an app: FluxUp proposes the ManagedApp for a HelmRelease, and creates it on confirmation', async () => {
+  // A HelmRelease with no ManagedApp, as the webapp Kustomization would have applied it
+  // (suspended: helm-controller leaves it alone).
+  const ns = 'fluxup-add-app';
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }));
+  kubectl(['delete', 'managedapp', '-n', ns, '--all', '--wait=true']);
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
+    apiVersion: 'helm.toolkit.fluxcd.io/v2', kind: 'HelmRelease',
+    metadata: { name: 'extra', namespace: ns,
+      labels: { 'kustomize.toolkit.fluxcd.io/name': 'webapp', 'kustomize.toolkit.fluxcd.io/namespace': 'flux-system' } },
+    spec: { interval: '10m', suspend: true,
+      chart: { spec: { chart: 'webapp', sourceRef: { kind: 'HelmRepository', name: 'webapp', namespace: 'webapp' } } } },
+  }));
+
+  // The viewer may look but not create: the API server refuses, nothing is created.
+  const seen = await viewer.newPage();
+  await seen.goto(`${server.url}/apps/new`);
+  await seen.waitForSelector('[data-hydrated="true"]');
+  await seen.locator(`#candidate-${ns}-extra button.propose`).click();
+  await seen.waitForSelector('#proposal');
+  await seen.click('#create-app');
+  await seen.waitForSelector('[role="alert"]');
+  assert.match(await seen.locator('[role="alert"]').textContent(), /cannot create resource "managedapps"/);
+  assert.equal(JSON.parse(kubectl(['get', 'managedapps', '-n', ns, '-o', 'json'])).items.length, 0);
+  await seen.close();
+
+  const page = await operator.newPage();
+  await page.goto(`${server.url}/apps/new`);
+  await page.waitForSelector('[data-hydrated="true"]');
+  await page.locator(`#candidate-${ns}-extra button.propose`).click();
+  const proposal = await (await page.waitForSelector('#proposal')).textContent();
+  assert.match(proposal, /kind: ManagedApp/);
+  assert.match(proposal, /kustomizationRef:\s+name: webapp\s+namespace: flux-system/);
+  await page.click('#create-app');
+  await page.waitForSelector('#created-app');
+  const app = JSON.parse(kubectl(['get', 'managedapp', '-n', ns, 'extra', '-o', 'json']));
+  assert.equal(app.spec.helmReleaseRef.name, 'extra');
+  assert.deepEqual(app.spec.kustomizationRef, { name: 'webapp', namespace: 'flux-system' });
+  await page.click('#created-app');
+  await page.waitForURL(`${server.url}/apps/${ns}/extra`);
+  await page.close();
 });

@@ -141,6 +141,8 @@ fn viewer_rules() -> Vec<PolicyRule> {
             READ,
         ),
         rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], READ),
+        rule(&["helm.toolkit.fluxcd.io"], &["helmreleases"], READ),
+        rule(&[""], &["persistentvolumeclaims"], READ),
     ]
 }
 
@@ -149,8 +151,8 @@ pub fn viewer_cluster_role() -> ClusterRole {
     user_role(VIEWER_ROLE, viewer_rules())
 }
 
-/// What the dashboard's operators may do: read, and ask for upgrades and rollbacks (the
-/// controllers do the rest with their own permissions).
+/// What the dashboard's operators may do: read, ask for upgrades and rollbacks (the controllers
+/// do the rest with their own permissions), and add apps.
 pub fn operator_cluster_role() -> ClusterRole {
     let mut rules = viewer_rules();
     rules.push(rule(
@@ -158,6 +160,10 @@ pub fn operator_cluster_role() -> ClusterRole {
         &["upgraderequests", "rollbackrequests"],
         &["create", "delete"],
     ));
+    // "Add an app": the dashboard proposes a ManagedApp for a HelmRelease, reading the release
+    // and the claims in its namespace as the person.
+    rules.push(rule(&["fluxup.dev"], &["managedapps"], &["create"]));
+
     user_role(OPERATOR_ROLE, rules)
 }
 

@@ -64,7 +64,10 @@ pub fn AppsPage() -> impl IntoView {
     view! {
         <Layout>
             <div class="flex flex-wrap items-end justify-between gap-3">
-                <h1 class="text-2xl font-semibold">"Apps"</h1>
+                <div class="flex items-baseline gap-4">
+                    <h1 class="text-2xl font-semibold">"Apps"</h1>
+                    <a href="/apps/new" id="add-app" class="text-sm text-sky-700 hover:underline dark:text-sky-300">"Add an app"</a>
+                </div>
                 <div class="flex flex-wrap items-center gap-3 text-sm">
                     <label class="flex items-center gap-2">
                         <span class="sr-only">"Search apps"</span>

@@ -3,6 +3,7 @@
 pub mod app_detail;
 pub mod apps;
 mod layout;
+pub mod new_app;
 pub mod widgets;
 
 pub use layout::Layout;

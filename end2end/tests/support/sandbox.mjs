@@ -41,12 +41,12 @@ export const kubectl = (args, input) =>
  * version (so no Renovate run is needed).
  */
 export function demoApp(name) {
-  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/crd')]);
+  kubectl(['apply', '--server-side', '--force-conflicts', '-k', path.join(root, 'config/crd')]);
   kubectl(['wait', '--for', 'condition=Established', '--timeout=30s', 'crd',
     'managedapps.fluxup.dev', 'upgraderequests.fluxup.dev', 'rollbackrequests.fluxup.dev']);
-  kubectl(['apply', '--server-side', '-k', path.join(root, 'config/admission')]);
+  kubectl(['apply', '--server-side', '--force-conflicts', '-k', path.join(root, 'config/admission')]);
   execFileSync(path.join(root, 'sandbox/demo/seed'), { env: { ...process.env, SANDBOX_STATE: state } });
-  kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
     apiVersion: 'fluxup.dev/v1alpha1', kind: 'ManagedApp',
     metadata: { name, namespace: 'webapp' },
     spec: {
