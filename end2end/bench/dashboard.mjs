@@ -55,15 +55,21 @@ function patchStatus(name, status) {
 
 async function liveDelay() {
   demoApp(APP);
-  // Nobody else moves the request: the server runs without controllers, and we write its status.
-  const server = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' });
-  const browser = await launchBrowser();
+  // The controllers resolve the app once; then a server without them, so that nobody but this
+  // benchmark moves the request: it writes the request's status itself.
+  const resolver = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'true' });
   try {
-    const page = await browser.newPage();
     await until('the app to be resolved', async () => {
       const out = kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'jsonpath={.status.resolved.chartSource}']);
       return { ok: out.length > 0, value: out };
     });
+  } finally {
+    await resolver.stop();
+  }
+  const server = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' });
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
     await page.goto(`${server.url}/apps/${NS}/${APP}`);
     await page.waitForSelector('[data-hydrated="true"]');
     await page.waitForSelector('#dry-run');
