@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use common::*;
 use fluxup_api::snapshot::{VolumeSnapshot, VolumeSnapshotClass};
 use fluxup_api::{RollbackRequest, UpgradePhase};
-use fluxup_operator::sandbox::{Sandbox, seed_demo};
+use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
@@ -160,12 +160,19 @@ async fn failed_upgrades_say_why_and_leave_flux_resumed() -> anyhow::Result<()> 
         Some(request.clone()),
         "the RollbackRequest undoes this upgrade"
     );
-    let last = app(&sb, "api", "api-failing")
-        .await?
-        .status
-        .and_then(|s| s.last_upgrade)
-        .context("lastUpgrade")?;
-    assert_eq!(last.status.as_deref(), Some("Failed"));
+    // The app's lastUpgrade says so once the request's clean-up steps are done.
+    eventually("lastUpgrade Failed", Duration::from_secs(30), || async {
+        let last = app(&sb, "api", "api-failing")
+            .await?
+            .status
+            .and_then(|s| s.last_upgrade)
+            .context("lastUpgrade")?;
+        Ok(match last.status.as_deref() {
+            Some("Failed") => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    })
+    .await?;
     // Here the app is moved back with an upgrade instead (rollbacks are rollback_scenario's): a
     // failing release does not block the upgrade that fixes it.
     Api::<RollbackRequest>::namespaced(sb.client.clone(), "api")
