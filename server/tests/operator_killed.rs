@@ -139,25 +139,32 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
     }
     sigkill(operator)?;
 
-    // The last process logged JSON, one object per line; the lines of the upgrade's steps carry
-    // its uid as `operation`, so a person can pull one upgrade's story out of the log.
-    let log = std::fs::read_to_string(repo_root().join("target/operator-killed-2.log"))?;
-    let request = format!("datastore-{run}-sigkill-1");
-    let uid = Api::<fluxup_api::UpgradeRequest>::namespaced(sb.client.clone(), "datastore")
-        .get(&request)
-        .await?
-        .metadata
-        .uid
-        .unwrap_or_default();
+    // The processes logged JSON, one object per line; the lines of each upgrade's steps carry
+    // its uid as `operation`, so a person can pull one upgrade's story out of the logs.
+    let mut uids = std::collections::BTreeMap::new();
+    for i in 0..2 {
+        let request = format!("datastore-{run}-sigkill-{i}");
+        let uid = Api::<fluxup_api::UpgradeRequest>::namespaced(sb.client.clone(), "datastore")
+            .get(&request)
+            .await?
+            .metadata
+            .uid
+            .unwrap_or_default();
+        uids.insert(format!("datastore/{request}"), uid);
+    }
     let mut steps = 0;
-    for line in log.lines() {
-        let object: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("a log line that is not JSON: {line}"))?;
-        if object["span"]["request"] == format!("datastore/{request}") {
-            assert_eq!(object["span"]["operation"], uid.as_str(), "{line}");
-            steps += usize::from(object["message"] == "upgrade step");
+    for i in 0..3 {
+        let log =
+            std::fs::read_to_string(repo_root().join(format!("target/operator-killed-{i}.log")))?;
+        for line in log.lines() {
+            let object: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("a log line that is not JSON: {line}"))?;
+            if let Some(uid) = object["span"]["request"].as_str().and_then(|r| uids.get(r)) {
+                assert_eq!(object["span"]["operation"], uid.as_str(), "{line}");
+                steps += usize::from(object["message"] == "upgrade step");
+            }
         }
     }
-    assert!(steps >= 3, "the upgrade's steps in the log: {steps}");
+    assert!(steps >= 5, "the upgrades' steps in the logs: {steps}");
     Ok(())
 }
