@@ -146,3 +146,21 @@ pub async fn create_app(namespace: String, name: String) -> Result<AppRow, Serve
         .await
         .map_err(|r| ServerFnError::new(r.message))
 }
+
+/// Every snapshot FluxUp took that the person may see, with its namespace.
+#[server(endpoint = "list_snapshots")]
+pub async fn list_snapshots() -> Result<Vec<(String, crate::model::SnapshotLine)>, ServerFnError> {
+    let (backend, viewer) = context()?;
+    backend.ready().await;
+    Ok(backend.all_snapshots(&viewer).await)
+}
+
+/// Deletes one of FluxUp's snapshots, as the person.
+#[server(endpoint = "delete_snapshot")]
+pub async fn delete_snapshot(namespace: String, name: String) -> Result<(), ServerFnError> {
+    let (backend, viewer) = context()?;
+    backend
+        .delete_snapshot(&viewer, &namespace, &name)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}

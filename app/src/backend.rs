@@ -100,7 +100,8 @@ impl From<kube::Error> for Refusal {
 /// How long an answer of RBAC, or a client for a person, is kept.
 const REMEMBER: Duration = Duration::from_secs(30);
 
-type Decisions = HashMap<(Viewer, &'static str, &'static str, String), (bool, Instant)>;
+type Decisions =
+    HashMap<(Viewer, &'static str, &'static str, &'static str, String), (bool, Instant)>;
 
 /// The label FluxUp puts on the snapshots it takes, naming the app.
 const APP_LABEL: &str = "fluxup.dev/managed-app";
@@ -211,10 +212,23 @@ impl Backend {
         resource: &'static str,
         namespace: &str,
     ) -> bool {
+        self.allowed_in(viewer, "fluxup.dev", verb, resource, namespace)
+            .await
+    }
+
+    /// [`Backend::allowed`] for a resource of any API `group`.
+    pub async fn allowed_in(
+        &self,
+        viewer: &Viewer,
+        group: &'static str,
+        verb: &'static str,
+        resource: &'static str,
+        namespace: &str,
+    ) -> bool {
         if !viewer.impersonate {
             return true;
         }
-        let key = (viewer.clone(), verb, resource, namespace.to_string());
+        let key = (viewer.clone(), group, verb, resource, namespace.to_string());
         if let Some((answer, at)) = self
             .decisions
             .lock()
@@ -229,7 +243,7 @@ impl Backend {
                 user: Some(viewer.name.clone()),
                 groups: Some(viewer.groups.clone()),
                 resource_attributes: Some(ResourceAttributes {
-                    group: Some("fluxup.dev".into()),
+                    group: Some(group.into()),
                     resource: Some(resource.into()),
                     verb: Some(verb.into()),
                     namespace: Some(namespace.into()),
@@ -637,6 +651,37 @@ impl Backend {
         }
         visible.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
         visible
+    }
+
+    /// Every snapshot FluxUp took in the namespaces where `viewer` may list VolumeSnapshots,
+    /// newest first, with its namespace.
+    pub async fn all_snapshots(&self, viewer: &Viewer) -> Vec<(String, SnapshotLine)> {
+        let mut by_namespace: HashMap<String, bool> = HashMap::new();
+        let mut lines = Vec::new();
+        for snapshot in self.snapshots.state() {
+            let namespace = snapshot.namespace().unwrap_or_default();
+            let may = match by_namespace.get(&namespace) {
+                Some(may) => *may,
+                None => {
+                    let may = self
+                        .allowed_in(
+                            viewer,
+                            "snapshot.storage.k8s.io",
+                            "list",
+                            "volumesnapshots",
+                            &namespace,
+                        )
+                        .await;
+                    by_namespace.insert(namespace.clone(), may);
+                    may
+                }
+            };
+            if may {
+                lines.push((namespace, snapshot_line(&snapshot)));
+            }
+        }
+        lines.sort_by(|a, b| b.1.created.cmp(&a.1.created).then(a.1.name.cmp(&b.1.name)));
+        lines
     }
 
     /// FluxUp's snapshots in `namespace`, as `viewer` may list them (the API server decides).

@@ -48,6 +48,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <pages::NotFound/> }>
                 <Route path=path!("") view=pages::apps::AppsPage/>
                 <Route path=path!("/apps/new") view=pages::new_app::NewAppPage/>
+                <Route path=path!("/snapshots") view=pages::snapshots::SnapshotsPage/>
                 <Route path=path!("/apps/:namespace/:name") view=pages::app_detail::AppPage/>
             </Routes>
         </Router>

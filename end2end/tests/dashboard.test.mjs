@@ -347,3 +347,39 @@ test('add an app: FluxUp proposes the ManagedApp for a HelmRelease, and creates 
   await page.waitForURL(`${server.url}/apps/${ns}/extra`);
   await page.close();
 });
+
+test('snapshots: listed with their upgrade; the viewer may not delete one; the operator deletes it after confirming', async () => {
+  const ns = 'fluxup-snapshots';
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } }));
+  // One of FluxUp's snapshots, as the upgrade controller labels them (of a claim that does not
+  // exist: it never becomes ready, which does not matter here).
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
+    apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshot',
+    metadata: { name: 'before-up-1', namespace: ns,
+      labels: { 'fluxup.dev/managed-app': 'db', 'fluxup.dev/upgrade-request': 'db-up-1' } },
+    spec: { source: { persistentVolumeClaimName: 'gone' }, volumeSnapshotClassName: sandbox.CSI_SNAPSHOT_CLASS },
+  }));
+  const row = `#snapshot-${ns}-before-up-1`;
+  const exists = () => kubectl(['get', 'volumesnapshots', '-n', ns, '-o', 'name']).includes('before-up-1');
+
+  const seen = await viewer.newPage();
+  await seen.goto(`${server.url}/snapshots`);
+  await seen.waitForSelector('[data-hydrated="true"]');
+  await seen.waitForSelector(row);
+  assert.match(await seen.locator(row).textContent(), /db-up-1/);
+  await seen.locator(`${row} button.delete`).click();
+  await seen.locator(`${row} button.confirm-delete`).click();
+  await seen.waitForSelector('[role="alert"]');
+  assert.match(await seen.locator('[role="alert"]').textContent(), /cannot delete resource "volumesnapshots"/);
+  assert.ok(exists(), 'the viewer deleted nothing');
+  await seen.close();
+
+  const page = await operator.newPage();
+  await page.goto(`${server.url}/snapshots`);
+  await page.waitForSelector('[data-hydrated="true"]');
+  await page.locator(`${row} button.delete`).click();
+  await page.locator(`${row} button.confirm-delete`).click();
+  await until('the snapshot to be gone', async () => ({ ok: !exists(), value: 'still there' }));
+  await page.waitForSelector(row, { state: 'detached' });
+  await page.close();
+});

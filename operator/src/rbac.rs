@@ -163,6 +163,12 @@ pub fn operator_cluster_role() -> ClusterRole {
     // "Add an app": the dashboard proposes a ManagedApp for a HelmRelease, reading the release
     // and the claims in its namespace as the person.
     rules.push(rule(&["fluxup.dev"], &["managedapps"], &["create"]));
+    // The snapshots page: delete one of FluxUp's snapshots.
+    rules.push(rule(
+        &["snapshot.storage.k8s.io"],
+        &["volumesnapshots"],
+        &["delete"],
+    ));
 
     user_role(OPERATOR_ROLE, rules)
 }

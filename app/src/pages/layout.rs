@@ -21,7 +21,11 @@ pub fn Layout(children: Children) -> impl IntoView {
             <div class="min-h-screen bg-slate-50 text-slate-900 dark:bg-slate-900 dark:text-slate-100">
                 <header class="border-b border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
                     <div class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
-                        <a href="/" class="text-lg font-bold tracking-tight">"FluxUp"</a>
+                        <nav class="flex items-baseline gap-4" aria-label="Main">
+                            <a href="/" class="text-lg font-bold tracking-tight">"FluxUp"</a>
+                            <a href="/" class="text-sm hover:underline">"Apps"</a>
+                            <a href="/snapshots" class="text-sm hover:underline">"Snapshots"</a>
+                        </nav>
                         <div class="flex items-center gap-3">
                             <ServerInfoBadge/>
                             <Who/>

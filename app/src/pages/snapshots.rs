@@ -1,0 +1,87 @@
+//! Snapshots: every VolumeSnapshot FluxUp took that the person may see, with the app and upgrade
+//! it belongs to; delete one after a confirmation (as the person: RBAC decides).
+
+use super::Layout;
+use super::widgets::ErrorNote;
+use crate::api::{delete_snapshot, list_snapshots};
+use crate::model::SnapshotLine;
+use leptos::prelude::*;
+
+#[component]
+pub fn SnapshotsPage() -> impl IntoView {
+    let delete = Action::new(|(namespace, name): &(String, String)| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        async move { delete_snapshot(namespace, name).await }
+    });
+    // Read again after each deletion.
+    let snapshots = Resource::new(move || delete.version().get(), |_| list_snapshots());
+    let confirming = RwSignal::new(None::<(String, String)>);
+    view! {
+        <Layout>
+            <p class="text-sm"><a href="/" class="text-sky-700 hover:underline dark:text-sky-300">"← All apps"</a></p>
+            <h1 class="mt-2 text-2xl font-semibold">"Snapshots"</h1>
+            <p class="mt-1 text-sm text-slate-600 dark:text-slate-300">
+                "Taken before each upgrade of an app with volumes; a rollback restores them. Retention deletes old ones on its own."
+            </p>
+            {move || delete.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+                {move || snapshots.get().map(|result| match result {
+                    Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Ok(list) if list.is_empty() => view! {
+                        <p class="mt-6 text-slate-600 dark:text-slate-300" id="no-snapshots">"No snapshots you may see."</p>
+                    }.into_any(),
+                    Ok(list) => view! { <SnapshotTable list confirming delete/> }.into_any(),
+                })}
+            </Transition>
+        </Layout>
+    }
+}
+
+#[component]
+fn SnapshotTable(
+    list: Vec<(String, SnapshotLine)>,
+    confirming: RwSignal<Option<(String, String)>>,
+    delete: Action<(String, String), Result<(), ServerFnError>>,
+) -> impl IntoView {
+    view! {
+        <div class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+            <table class="w-full text-left text-sm" id="snapshots">
+                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
+                    <tr>
+                        <th scope="col" class="px-3 py-2">"Snapshot"</th>
+                        <th scope="col" class="px-3 py-2">"Upgrade"</th>
+                        <th scope="col" class="hidden px-3 py-2 sm:table-cell">"State"</th>
+                        <th scope="col" class="px-3 py-2"><span class="sr-only">"Action"</span></th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {list.into_iter().map(|(namespace, s)| {
+                        let key = (namespace.clone(), s.name.clone());
+                        let (ask, confirm, shown) = (key.clone(), key.clone(), key.clone());
+                        view! {
+                            <tr id=format!("snapshot-{}-{}", namespace, s.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
+                                <td class="px-3 py-2"><span class="font-mono">{s.name.clone()}</span><div class="text-xs text-slate-500">{namespace.clone()}</div></td>
+                                <td class="px-3 py-2 text-xs">{s.upgrade.clone().unwrap_or_default()}</td>
+                                <td class="hidden px-3 py-2 sm:table-cell">
+                                    {if s.ready { "ready" } else { "not ready" }}
+                                    {s.size.clone().map(|z| format!(", {z}"))}
+                                    {s.created.clone().map(|c| format!(", taken {c}"))}
+                                </td>
+                                <td class="px-3 py-2 text-right">
+                                    <button type="button" class="delete rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
+                                        on:click=move |_| confirming.set(Some(ask.clone()))>"Delete…"</button>
+                                    <Show when=move || confirming.get() == Some(shown.clone())>
+                                        <button type="button" class="confirm-delete ml-2 rounded-md bg-red-700 px-2 py-1 font-medium text-white hover:bg-red-800"
+                                            on:click={let c = confirm.clone(); move |_| { confirming.set(None); delete.dispatch(c.clone()); }}>
+                                            "Confirm: a rollback to this upgrade will no longer be possible"
+                                        </button>
+                                    </Show>
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
