@@ -164,3 +164,10 @@ pub async fn delete_snapshot(namespace: String, name: String) -> Result<(), Serv
         .await
         .map_err(|r| ServerFnError::new(r.message))
 }
+
+/// The settings page's data.
+#[server(endpoint = "get_settings")]
+pub async fn get_settings() -> Result<crate::model::Settings, ServerFnError> {
+    let (backend, viewer) = context()?;
+    Ok(backend.settings(&viewer).await)
+}

@@ -8,7 +8,7 @@
 //! refuses what they may not do.
 
 use crate::model::{
-    AppDetail, AppRow, Candidate, Operation, OperationKind, Proposal, SnapshotLine,
+    AppDetail, AppRow, Candidate, Operation, OperationKind, Proposal, Settings, SnapshotLine,
 };
 use fluxup_api::flux::HelmRelease;
 use fluxup_api::snapshot::VolumeSnapshot;
@@ -629,6 +629,55 @@ impl Backend {
         Ok(AppRow::from(&created))
     }
 
+    /// The settings page: `viewer` and the notification sinks (names, kinds and filters only).
+    pub async fn settings(&self, viewer: &Viewer) -> Settings {
+        use fluxup_operator::notify::settings as sinks;
+        let namespace = fluxup_operator::leader::lease_namespace();
+        let mut settings = Settings {
+            user: viewer.name.clone(),
+            groups: viewer.groups.clone(),
+            auth: if viewer.impersonate {
+                "OIDC: you act as yourself (impersonated), with your RBAC".into()
+            } else {
+                "none (--no-auth): everyone acts as FluxUp itself".into()
+            },
+            notifications_source: format!("{namespace}/{}", sinks::CONFIG_MAP),
+            ..Default::default()
+        };
+        let text = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+            self.client.clone(),
+            &namespace,
+        )
+        .get_opt(sinks::CONFIG_MAP)
+        .await;
+        let text = match text {
+            Ok(cm) => cm
+                .and_then(|cm| cm.data)
+                .and_then(|d| d.get(sinks::KEY).cloned())
+                .unwrap_or_default(),
+            Err(e) => {
+                settings.notifications_error =
+                    Some(format!("the ConfigMap could not be read: {e}"));
+                return settings;
+            }
+        };
+        match sinks::parse(&text) {
+            Ok(list) => {
+                settings.sinks = list
+                    .into_iter()
+                    .map(|s| crate::model::SinkLine {
+                        name: s.name,
+                        kind: s.kind.label().into(),
+                        events: s.events.iter().map(|e| e.reason().to_string()).collect(),
+                        namespaces: s.namespaces,
+                    })
+                    .collect();
+            }
+            Err(why) => settings.notifications_error = Some(why),
+        }
+        settings
+    }
+
     /// The upgrades and rollbacks `viewer` may see, newest first.
     pub async fn operations(&self, viewer: &Viewer) -> Vec<Operation> {
         let mut all: Vec<Operation> = self
@@ -658,7 +707,13 @@ impl Backend {
     pub async fn all_snapshots(&self, viewer: &Viewer) -> Vec<(String, SnapshotLine)> {
         let mut by_namespace: HashMap<String, bool> = HashMap::new();
         let mut lines = Vec::new();
-        for snapshot in self.snapshots.state() {
+        // Those being deleted are gone as far as a person is concerned.
+        for snapshot in self
+            .snapshots
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.deletion_timestamp.is_none())
+        {
             let namespace = snapshot.namespace().unwrap_or_default();
             let may = match by_namespace.get(&namespace) {
                 Some(may) => *may,

@@ -49,6 +49,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("") view=pages::apps::AppsPage/>
                 <Route path=path!("/apps/new") view=pages::new_app::NewAppPage/>
                 <Route path=path!("/snapshots") view=pages::snapshots::SnapshotsPage/>
+                <Route path=path!("/settings") view=pages::settings::SettingsPage/>
                 <Route path=path!("/apps/:namespace/:name") view=pages::app_detail::AppPage/>
             </Routes>
         </Router>

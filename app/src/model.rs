@@ -290,6 +290,29 @@ impl Proposal {
     }
 }
 
+/// What the settings page shows.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Settings {
+    pub user: String,
+    pub groups: Vec<String>,
+    /// How people log in here, in words.
+    pub auth: String,
+    /// `namespace/name` of the notification settings ConfigMap.
+    pub notifications_source: String,
+    /// Why the notification settings cannot be used, if so.
+    pub notifications_error: Option<String>,
+    pub sinks: Vec<SinkLine>,
+}
+
+/// A notification sink, without its address or keys.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct SinkLine {
+    pub name: String,
+    pub kind: String,
+    pub events: Vec<String>,
+    pub namespaces: Vec<String>,
+}
+
 /// Upgrade or rollback.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OperationKind {

@@ -383,3 +383,25 @@ test('snapshots: listed with their upgrade; the viewer may not delete one; the o
   await page.waitForSelector(row, { state: 'detached' });
   await page.close();
 });
+
+test('settings: who you are, how logins work, and the notification sinks without their secrets', async () => {
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
+    apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'fluxup-notifications', namespace: 'default' },
+    data: { 'sinks.yaml': '- {name: team-chat, type: slack, address: "https://hooks.example/secret-path", events: [UpgradeFailed]}\n' },
+  }));
+  try {
+    const page = await operator.newPage();
+    await page.goto(`${server.url}/settings`);
+    await page.waitForSelector('#sinks');
+    assert.equal(await page.locator('#settings-user').textContent(), sandbox.DEMO_USER);
+    assert.match(await page.locator('#settings-auth').textContent(), /OIDC/);
+    const sinks = await page.locator('#sinks').textContent();
+    assert.match(sinks, /team-chat/);
+    assert.match(sinks, /slack/);
+    assert.match(sinks, /UpgradeFailed/);
+    assert.doesNotMatch(await page.content(), /secret-path/, 'addresses are never shown');
+    await page.close();
+  } finally {
+    kubectl(['delete', 'configmap', '-n', 'default', 'fluxup-notifications', '--ignore-not-found']);
+  }
+});

@@ -25,6 +25,7 @@ pub fn Layout(children: Children) -> impl IntoView {
                             <a href="/" class="text-lg font-bold tracking-tight">"FluxUp"</a>
                             <a href="/" class="text-sm hover:underline">"Apps"</a>
                             <a href="/snapshots" class="text-sm hover:underline">"Snapshots"</a>
+                            <a href="/settings" class="text-sm hover:underline">"Settings"</a>
                         </nav>
                         <div class="flex items-center gap-3">
                             <ServerInfoBadge/>

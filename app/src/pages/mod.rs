@@ -4,6 +4,7 @@ pub mod app_detail;
 pub mod apps;
 mod layout;
 pub mod new_app;
+pub mod settings;
 pub mod snapshots;
 pub mod widgets;
 

@@ -11,11 +11,22 @@ use leptos::prelude::*;
 pub fn SnapshotsPage() -> impl IntoView {
     let delete = Action::new(|(namespace, name): &(String, String)| {
         let (namespace, name) = (namespace.clone(), name.clone());
-        async move { delete_snapshot(namespace, name).await }
+        async move {
+            delete_snapshot(namespace.clone(), name.clone())
+                .await
+                .map(|()| (namespace, name))
+        }
     });
-    // Read again after each deletion.
+    // Read again after each deletion; until the cache has caught up, what the API server
+    // accepted to delete is left out here.
     let snapshots = Resource::new(move || delete.version().get(), |_| list_snapshots());
     let confirming = RwSignal::new(None::<(String, String)>);
+    let deleted = RwSignal::new(Vec::<(String, String)>::new());
+    Effect::new(move |_| {
+        if let Some(Ok(key)) = delete.value().get() {
+            deleted.update(|d| d.push(key));
+        }
+    });
     view! {
         <Layout>
             <p class="text-sm"><a href="/" class="text-sky-700 hover:underline dark:text-sky-300">"← All apps"</a></p>
@@ -30,7 +41,14 @@ pub fn SnapshotsPage() -> impl IntoView {
                     Ok(list) if list.is_empty() => view! {
                         <p class="mt-6 text-slate-600 dark:text-slate-300" id="no-snapshots">"No snapshots you may see."</p>
                     }.into_any(),
-                    Ok(list) => view! { <SnapshotTable list confirming delete/> }.into_any(),
+                    Ok(list) => {
+                        let gone = deleted.get();
+                        let list: Vec<_> = list
+                            .into_iter()
+                            .filter(|(ns, s)| !gone.contains(&(ns.clone(), s.name.clone())))
+                            .collect();
+                        view! { <SnapshotTable list confirming delete/> }.into_any()
+                    }
                 })}
             </Transition>
         </Layout>
@@ -41,7 +59,7 @@ pub fn SnapshotsPage() -> impl IntoView {
 fn SnapshotTable(
     list: Vec<(String, SnapshotLine)>,
     confirming: RwSignal<Option<(String, String)>>,
-    delete: Action<(String, String), Result<(), ServerFnError>>,
+    delete: Action<(String, String), Result<(String, String), ServerFnError>>,
 ) -> impl IntoView {
     view! {
         <div class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
