@@ -16,6 +16,10 @@ pub mod snapshot;
 pub mod upgrade_request;
 
 pub use common::*;
+
+/// The annotation the API server writes with the creator of every UpgradeRequest and
+/// RollbackRequest (`config/admission/requested-by.yaml`).
+pub const REQUESTED_BY_ANNOTATION: &str = "fluxup.dev/requested-by";
 pub use managed_app::*;
 pub use rollback_request::*;
 pub use upgrade_request::*;

@@ -44,11 +44,7 @@ pub async fn get_app(namespace: String, name: String) -> Result<AppDetail, Serve
     backend
         .detail(&viewer, &namespace, &name)
         .await
-        .ok_or_else(|| {
-            ServerFnError::new(format!(
-                "there is no ManagedApp {namespace}/{name} you may see"
-            ))
-        })
+        .map_err(|r| ServerFnError::new(r.message))
 }
 
 /// The chart versions a person may pick for an app: the policy's best first.
@@ -72,11 +68,7 @@ pub async fn get_operation(
     backend
         .operation(&viewer, kind, &namespace, &name)
         .await
-        .ok_or_else(|| {
-            ServerFnError::new(format!(
-                "there is no {kind:?}Request {namespace}/{name} you may see"
-            ))
-        })
+        .map_err(|r| ServerFnError::new(r.message))
 }
 
 /// Asks for an upgrade of `app` to `version` (the policy's best when empty); a dry run changes

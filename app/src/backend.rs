@@ -103,9 +103,7 @@ const REMEMBER: Duration = Duration::from_secs(30);
 type Decisions =
     HashMap<(Viewer, &'static str, &'static str, &'static str, String), (bool, Instant)>;
 
-/// The label FluxUp puts on the snapshots it takes, naming the app.
-const APP_LABEL: &str = "fluxup.dev/managed-app";
-const REQUEST_LABEL: &str = "fluxup.dev/upgrade-request";
+use fluxup_operator::snapshots::{APP_LABEL, REQUEST_LABEL};
 
 /// What the pages read, and where they create requests.
 #[derive(Clone)]
@@ -310,18 +308,29 @@ impl Backend {
     }
 
     /// One app's page, or `None` when there is no such app or `viewer` may not see it.
-    pub async fn detail(&self, viewer: &Viewer, namespace: &str, name: &str) -> Option<AppDetail> {
+    pub async fn detail(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+        name: &str,
+    ) -> Result<AppDetail, Refusal> {
+        let not_found = || {
+            Refusal::new(
+                404,
+                format!("there is no ManagedApp {namespace}/{name} you may see"),
+            )
+        };
         if !self.allowed(viewer, "get", "managedapps", namespace).await {
-            return None;
+            return Err(not_found());
         }
-        let mut detail = self.detail_of(namespace, name)?;
+        let mut detail = self.detail_of(namespace, name).ok_or_else(not_found)?;
         detail.can_upgrade = self
             .allowed(viewer, "create", "upgraderequests", namespace)
             .await;
         detail.can_roll_back = self
             .allowed(viewer, "create", "rollbackrequests", namespace)
             .await;
-        Some(detail)
+        Ok(detail)
     }
 
     fn detail_of(&self, namespace: &str, name: &str) -> Option<AppDetail> {
@@ -380,9 +389,21 @@ impl Backend {
         kind: OperationKind,
         namespace: &str,
         name: &str,
-    ) -> Option<Operation> {
-        let op = self.find_operation(kind, namespace, name)?;
-        self.may_see(viewer, &op).await.then_some(op)
+    ) -> Result<Operation, Refusal> {
+        let not_found = || {
+            Refusal::new(
+                404,
+                format!("there is no {kind:?}Request {namespace}/{name} you may see"),
+            )
+        };
+        let op = self
+            .find_operation(kind, namespace, name)
+            .ok_or_else(not_found)?;
+        if self.may_see(viewer, &op).await {
+            Ok(op)
+        } else {
+            Err(not_found())
+        }
     }
 
     fn find_operation(

@@ -426,7 +426,7 @@ fn meta_strings(meta: &ObjectMeta) -> (String, String, String, Option<String>) {
             .unwrap_or_default(),
         meta.annotations
             .as_ref()
-            .and_then(|a| a.get("fluxup.dev/requested-by"))
+            .and_then(|a| a.get(fluxup_api::REQUESTED_BY_ANNOTATION))
             .cloned(),
     )
 }

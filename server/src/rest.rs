@@ -93,10 +93,6 @@ fn connected(backend: Option<Backend>) -> Result<Backend> {
     })
 }
 
-fn not_found(what: String) -> ApiError {
-    ApiError(StatusCode::NOT_FOUND, what)
-}
-
 async fn apps(
     State(backend): State<Option<Backend>>,
     Extension(viewer): Extension<Viewer>,
@@ -113,14 +109,7 @@ async fn app(
 ) -> Result<Response> {
     let backend = connected(backend)?;
     backend.ready().await;
-    let detail = backend
-        .detail(&viewer, &namespace, &name)
-        .await
-        .ok_or_else(|| {
-            not_found(format!(
-                "there is no ManagedApp {namespace}/{name} you may see"
-            ))
-        })?;
+    let detail = backend.detail(&viewer, &namespace, &name).await?;
     Ok(Json(detail).into_response())
 }
 
@@ -231,14 +220,7 @@ async fn operation(
 ) -> Result<Response> {
     let backend = connected(backend)?;
     backend.ready().await;
-    let op = backend
-        .operation(&viewer, kind, &namespace, &name)
-        .await
-        .ok_or_else(|| {
-            not_found(format!(
-                "there is no {kind:?}Request {namespace}/{name} you may see"
-            ))
-        })?;
+    let op = backend.operation(&viewer, kind, &namespace, &name).await?;
     Ok(Json(op).into_response())
 }
 

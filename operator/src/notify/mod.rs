@@ -193,9 +193,8 @@ pub fn upgrade_versions(record: &fluxup_api::UpgradeRecord) -> (Option<String>, 
     }
 }
 
-/// The annotation the API server writes with the creator of every request
-/// (`config/admission/requested-by.yaml`).
-pub const REQUESTED_BY: &str = "fluxup.dev/requested-by";
+/// The annotation the API server writes with the creator of every request.
+pub const REQUESTED_BY: &str = fluxup_api::REQUESTED_BY_ANNOTATION;
 
 /// Who created an object, where the admission policy recorded it.
 pub fn requested_by(meta: &kube::api::ObjectMeta) -> Option<String> {
