@@ -224,14 +224,15 @@ impl AppDetail {
 }
 
 /// The versions the picker offers: the policy's best first, then every other version of the
-/// chart newest first; the version running now is left out.
+/// chart newest first, releases before pre-releases (so the default is never a release
+/// candidate the policy did not choose); the version running now is left out.
 pub fn picker_versions(all: &[String], best: Option<&str>, current: Option<&str>) -> Vec<String> {
     let mut picked: Vec<String> = best.map(String::from).into_iter().collect();
-    picked.extend(
-        all.iter()
-            .filter(|v| Some(v.as_str()) != best && Some(v.as_str()) != current)
-            .cloned(),
-    );
+    let others = all
+        .iter()
+        .filter(|v| Some(v.as_str()) != best && Some(v.as_str()) != current);
+    let (pre, released): (Vec<&String>, Vec<&String>) = others.partition(|v| v.contains('-'));
+    picked.extend(released.into_iter().chain(pre).cloned());
     picked
 }
 
@@ -663,6 +664,11 @@ mod tests {
         assert_eq!(
             picker_versions(&all, None, Some("2.0.0")),
             ["1.1.0", "1.0.1", "1.0.0"]
+        );
+        let with_rc = ["2.1.0-rc.1", "2.0.0", "1.0.0"].map(String::from);
+        assert_eq!(
+            picker_versions(&with_rc, None, Some("1.0.0")),
+            ["2.0.0", "2.1.0-rc.1"]
         );
         let detail = AppDetail::new(&app, &[], &[], Vec::new());
         assert_eq!(detail.row, row);
