@@ -9,6 +9,7 @@ pub mod live;
 pub mod model;
 pub mod pages;
 pub mod server_info;
+pub mod theme;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

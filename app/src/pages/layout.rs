@@ -1,48 +1,61 @@
-//! The frame around every page: header, theme switch, content.
+//! The frame around every page: skip link, header, theme switch, content.
 
 use crate::api::whoami;
 use crate::server_info::ServerInfoBadge;
+use crate::theme::Theme;
 use leptos::prelude::*;
+use leptos_router::components::A;
 
-/// Header and main area. The theme switch only works once the wasm has hydrated the page, which
-/// is what the browser test checks.
+/// Skip link, header and main area. The theme button only works once the wasm has hydrated the
+/// page, which is what the browser test checks.
 #[component]
 pub fn Layout(children: Children) -> impl IntoView {
-    let (dark, set_dark) = signal(false);
+    let theme = RwSignal::new(Theme::current());
     let hydrated = RwSignal::new(false);
     // Effects run only in the browser, after hydration.
     Effect::new(move |_| hydrated.set(true));
+    let nav_link =
+        "text-sm hover:underline aria-[current=page]:font-semibold aria-[current=page]:underline";
     view! {
-        <div
-            class="min-h-screen"
-            class:dark=move || dark.get()
-            data-hydrated=move || hydrated.get().to_string()
-        >
+        <div class=move || theme.get().class() data-hydrated=move || hydrated.get().to_string()>
             <div class="min-h-screen bg-slate-50 text-slate-900 dark:bg-slate-900 dark:text-slate-100">
+                // rel=external: the browser, not the router, follows it, and so moves the focus.
+                <a
+                    href="#main"
+                    rel="external"
+                    class="sr-only focus:not-sr-only focus:absolute focus:left-2 focus:top-2 focus:z-10 focus:rounded-md focus:bg-white focus:px-3 focus:py-2 focus:text-sky-800 focus:shadow"
+                >
+                    "Skip to content"
+                </a>
                 <header class="border-b border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
-                    <div class="mx-auto flex max-w-6xl items-center justify-between gap-4 px-4 py-3">
-                        <nav class="flex items-baseline gap-4" aria-label="Main">
+                    <div class="mx-auto flex max-w-6xl flex-wrap items-center justify-between gap-x-4 gap-y-2 px-4 py-3">
+                        <nav class="flex flex-wrap items-baseline gap-x-4 gap-y-1" aria-label="Main">
                             <a href="/" class="text-lg font-bold tracking-tight">"FluxUp"</a>
-                            <a href="/" class="text-sm hover:underline">"Apps"</a>
-                            <a href="/snapshots" class="text-sm hover:underline">"Snapshots"</a>
-                            <a href="/settings" class="text-sm hover:underline">"Settings"</a>
+                            <A href="/" exact=true attr:class=nav_link>"Apps"</A>
+                            <A href="/snapshots" attr:class=nav_link>"Snapshots"</A>
+                            <A href="/settings" attr:class=nav_link>"Settings"</A>
                         </nav>
-                        <div class="flex items-center gap-3">
-                            <ServerInfoBadge/>
+                        <div class="flex flex-wrap items-center gap-3">
+                            <span class="hidden sm:inline"><ServerInfoBadge/></span>
                             <Who/>
                             <button
                                 type="button"
                                 id="theme-toggle"
                                 class="rounded-md border border-slate-300 px-3 py-1 text-sm hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
-                                aria-pressed=move || dark.get().to_string()
-                                on:click=move |_| set_dark.update(|d| *d = !*d)
+                                on:click=move |_| {
+                                    let next = theme.get_untracked().next();
+                                    next.remember();
+                                    theme.set(next);
+                                }
                             >
-                                {move || if dark.get() { "Light mode" } else { "Dark mode" }}
+                                {move || theme.get().label()}
                             </button>
                         </div>
                     </div>
                 </header>
-                <main class="mx-auto max-w-6xl px-4 py-6">{children()}</main>
+                <main id="main" tabindex="-1" class="mx-auto max-w-6xl px-4 py-6 focus:outline-none">
+                    {children()}
+                </main>
             </div>
         </div>
     }
