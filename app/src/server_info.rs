@@ -23,7 +23,7 @@ pub async fn get_server_info() -> Result<ServerInfo, ServerFnError> {
 pub fn ServerInfoBadge() -> impl IntoView {
     let info = Resource::new(|| (), |_| get_server_info());
     view! {
-        <Transition fallback=|| view! { <span class="text-xs text-slate-500">"…"</span> }>
+        <Transition fallback=|| view! { <span class="text-xs text-slate-500 dark:text-slate-400">"…"</span> }>
             <ErrorBoundary fallback=|_| view! { <span class="text-xs text-red-600">"server unreachable"</span> }>
                 {move || info.get().map(|r| r.map(|i| view! {
                     <span id="server-version" class="text-xs text-slate-500 dark:text-slate-400">"v" {i.version}</span>

@@ -9,71 +9,22 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import path from 'node:path';
-import { startServer } from './support/server.mjs';
-import { launchBrowser } from './support/browser.mjs';
-import { demoApp, kubectl, root, sandbox, until } from './support/sandbox.mjs';
+import { accessibilityViolations, startDashboard } from './support/dashboard.mjs';
+import { demoApp, kubectl, sandbox, until } from './support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-ui';
 
 let server;
-let browser;
+let operator;
+let viewer;
+let dashboard;
 
 before(async () => {
   demoApp(APP);
-  // The demo user may upgrade and roll back; the viewer may only look.
-  kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
-    '-f', path.join(root, 'config/rbac/operator_role.yaml')]);
-  for (const [name, role, user] of [
-    ['fluxup-test-operator', 'fluxup-operator', sandbox.DEMO_USER],
-    ['fluxup-test-viewer', 'fluxup-viewer', sandbox.VIEWER_USER],
-  ]) {
-    kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
-      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
-      metadata: { name },
-      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
-      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
-    }));
-  }
-  const port = Number(sandbox.FLUXUP_TEST_PORT);
-  server = await startServer({
-    KUBECONFIG: sandbox.KUBECONFIG,
-    FLUXUP_CONTROLLERS: 'true',
-    POD_NAMESPACE: 'default',
-    FLUXUP_NO_AUTH: 'false',
-    FLUXUP_OIDC_ISSUER: sandbox.OIDC_ISSUER,
-    FLUXUP_OIDC_CLIENT_ID: sandbox.OIDC_CLIENT_ID,
-    FLUXUP_OIDC_CLIENT_SECRET: sandbox.OIDC_CLIENT_SECRET,
-    FLUXUP_PUBLIC_URL: `http://127.0.0.1:${port}`,
-  }, port);
-  browser = await launchBrowser();
-  operator = await loggedIn(sandbox.DEMO_USER);
-  viewer = await loggedIn(sandbox.VIEWER_USER);
+  dashboard = await startDashboard();
+  ({ server, operator, viewer } = dashboard);
 });
-
-let operator;
-let viewer;
-
-/** A browser context logged in as `user` through Dex's login form. */
-async function loggedIn(user) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(server.url);
-  // FluxUp sends us to Dex; Dex may first ask which connector.
-  await page.waitForURL(/\/dex\//);
-  if (await page.locator('#login').count() === 0) {
-    await page.click('text=Log in with Email');
-  }
-  await page.fill('#login', user);
-  await page.fill('#password', sandbox.DEMO_PASSWORD);
-  await page.click('#submit-login');
-  await page.waitForURL(`${server.url}/`);
-  await page.waitForSelector('#user');
-  assert.equal(await page.locator('#user').textContent(), user);
-  await page.close();
-  return context;
-}
 
 /** The session cookie of a logged-in context, as a Cookie header. */
 async function cookieOf(context) {
@@ -102,10 +53,7 @@ function upgradeCount() {
 }
 
 after(async () => {
-  await operator?.close();
-  await viewer?.close();
-  await browser?.close();
-  await server?.stop();
+  await dashboard?.stop();
 });
 
 /** The chart version Flux runs for the demo webapp now. */
@@ -172,6 +120,7 @@ test('dry run shows the diff; the approved upgrade advances live to Succeeded; t
     'every phase done',
   );
   assert.equal(deployed(), target, 'Flux runs the new version');
+  assert.deepEqual(await accessibilityViolations(page), [], 'the finished progress meets WCAG 2.1 AA');
 
   // Roll it back from the history, after a confirmation.
   await page.reload();

@@ -25,7 +25,7 @@ pub fn AppPage() -> impl IntoView {
     view! {
         <Layout>
             <p class="text-sm"><a href="/" class="text-sky-700 hover:underline dark:text-sky-300">"← All apps"</a></p>
-            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500 dark:text-slate-400">"Loading…"</p> }>
                 {move || detail.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(d) => view! { <AppView detail=d/> }.into_any(),
@@ -142,7 +142,7 @@ fn UpgradePanel(detail: AppDetail) -> impl IntoView {
     );
     view! {
         <Card title="Upgrade">
-            <Transition fallback=|| view! { <p class="text-sm text-slate-500">"Reading the chart's versions…"</p> }>
+            <Transition fallback=|| view! { <p class="text-sm text-slate-500 dark:text-slate-400">"Reading the chart's versions…"</p> }>
                 {move || versions.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(v) if v.is_empty() => view! {
@@ -250,7 +250,7 @@ fn DryRunResult(start: Operation) -> impl IntoView {
                     }).collect_view()}
                 </ul>
                 {o.diff.map(|d| view! {
-                    <pre id="dry-run-diff" class="mt-3 overflow-x-auto rounded bg-slate-100 p-3 text-xs dark:bg-slate-900">{d}</pre>
+                    <pre id="dry-run-diff" tabindex="0" aria-label="Git diff" class="mt-3 overflow-x-auto rounded bg-slate-100 p-3 text-xs dark:bg-slate-900">{d}</pre>
                 })}
             })
         }}
@@ -341,7 +341,7 @@ fn History(detail: AppDetail) -> impl IntoView {
                                     <span>{op.phase.clone()}</span>
                                     <span class="text-slate-500 dark:text-slate-400">{op.created.clone()}</span>
                                     <span class="text-slate-500 dark:text-slate-400">{op.requested_by.clone().map(|u| format!("by {u}"))}</span>
-                                    <span class="text-xs text-slate-500">{name.clone()}</span>
+                                    <span class="text-xs text-slate-500 dark:text-slate-400">{name.clone()}</span>
                                     {can_roll_back.then(|| view! {
                                         <span class="ml-auto flex gap-2">
                                             <button type="button" class="rollback rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"

@@ -109,7 +109,7 @@ pub fn AppsPage() -> impl IntoView {
                     </label>
                 </div>
             </div>
-            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading apps…"</p> }>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500 dark:text-slate-400">"Loading apps…"</p> }>
                 {move || apps.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(rows) if rows.is_empty() => view! { <NoApps/> }.into_any(),
@@ -145,7 +145,7 @@ fn AppsTable(rows: Memo<Vec<AppRow>>, total: usize) -> impl IntoView {
         <p class="mt-4 text-sm text-slate-500 dark:text-slate-400" aria-live="polite">
             {move || format!("{} of {total} apps", rows.get().len())}
         </p>
-        <div class="mt-2 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+        <div tabindex="0" role="region" aria-label="Apps" class="mt-2 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
             <table class="w-full text-left text-sm" id="apps">
                 <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
                     <tr>

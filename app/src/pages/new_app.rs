@@ -25,7 +25,7 @@ pub fn NewAppPage() -> impl IntoView {
             <p class="mt-1 text-sm text-slate-600 dark:text-slate-300">
                 "Pick a Flux HelmRelease. FluxUp proposes the ManagedApp for it; nothing is created until you confirm."
             </p>
-            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Reading HelmReleases…"</p> }>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500 dark:text-slate-400">"Reading HelmReleases…"</p> }>
                 {move || candidates.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(list) if list.is_empty() => view! {
@@ -41,7 +41,7 @@ pub fn NewAppPage() -> impl IntoView {
                     view! {
                         <section class="mt-6 rounded-lg border border-slate-200 bg-white p-4 dark:border-slate-700 dark:bg-slate-800">
                             <h2 class="font-semibold">{format!("ManagedApp {}/{}", p.namespace, p.name)}</h2>
-                            <pre id="proposal" class="mt-3 overflow-x-auto rounded bg-slate-100 p-3 text-xs dark:bg-slate-900">{p.manifest.clone()}</pre>
+                            <pre id="proposal" tabindex="0" aria-label="Proposed ManagedApp" class="mt-3 overflow-x-auto rounded bg-slate-100 p-3 text-xs dark:bg-slate-900">{p.manifest.clone()}</pre>
                             <button type="button" id="create-app"
                                 class="mt-3 rounded-md bg-sky-700 px-3 py-1.5 text-sm font-medium text-white hover:bg-sky-800 disabled:opacity-50"
                                 disabled=move || create.pending().get()
@@ -72,7 +72,7 @@ fn Candidates(
     propose: Action<(String, String), Result<crate::model::Proposal, ServerFnError>>,
 ) -> impl IntoView {
     view! {
-        <div class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+        <div tabindex="0" role="region" aria-label="HelmReleases" class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
             <table class="w-full text-left text-sm">
                 <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
                     <tr>
@@ -87,12 +87,12 @@ fn Candidates(
                         let key = (c.namespace.clone(), c.name.clone());
                         view! {
                             <tr id=format!("candidate-{}-{}", c.namespace, c.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
-                                <td class="px-3 py-2">{c.name.clone()}<div class="text-xs text-slate-500">{c.namespace.clone()}</div></td>
+                                <td class="px-3 py-2">{c.name.clone()}<div class="text-xs text-slate-500 dark:text-slate-400">{c.namespace.clone()}</div></td>
                                 <td class="px-3 py-2 font-mono">{c.chart.clone().unwrap_or_default()}" "{c.version.clone().unwrap_or_default()}</td>
                                 <td class="hidden px-3 py-2 sm:table-cell">{c.kustomization.clone().unwrap_or_else(|| "none".into())}</td>
                                 <td class="px-3 py-2 text-right">
                                     {match c.managed_by.clone() {
-                                        Some(app) => view! { <span class="text-xs text-slate-500">{format!("managed as {app}")}</span> }.into_any(),
+                                        Some(app) => view! { <span class="text-xs text-slate-500 dark:text-slate-400">{format!("managed as {app}")}</span> }.into_any(),
                                         None => view! {
                                             <button type="button" class="propose rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
                                                 on:click=move |_| { propose.dispatch(key.clone()); }>

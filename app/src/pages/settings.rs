@@ -13,7 +13,7 @@ pub fn SettingsPage() -> impl IntoView {
     view! {
         <Layout>
             <h1 class="text-2xl font-semibold">"Settings"</h1>
-            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500 dark:text-slate-400">"Loading…"</p> }>
                 {move || settings.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(s) => view! {

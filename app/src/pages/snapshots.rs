@@ -35,7 +35,7 @@ pub fn SnapshotsPage() -> impl IntoView {
                 "Taken before each upgrade of an app with volumes; a rollback restores them. Retention deletes old ones on its own."
             </p>
             {move || delete.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
-            <Transition fallback=|| view! { <p class="mt-6 text-slate-500">"Loading…"</p> }>
+            <Transition fallback=|| view! { <p class="mt-6 text-slate-500 dark:text-slate-400">"Loading…"</p> }>
                 {move || snapshots.get().map(|result| match result {
                     Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
                     Ok(list) if list.is_empty() => view! {
@@ -62,7 +62,7 @@ fn SnapshotTable(
     delete: Action<(String, String), Result<(String, String), ServerFnError>>,
 ) -> impl IntoView {
     view! {
-        <div class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+        <div tabindex="0" role="region" aria-label="Snapshots" class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
             <table class="w-full text-left text-sm" id="snapshots">
                 <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
                     <tr>
@@ -78,7 +78,7 @@ fn SnapshotTable(
                         let (ask, confirm, shown) = (key.clone(), key.clone(), key.clone());
                         view! {
                             <tr id=format!("snapshot-{}-{}", namespace, s.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
-                                <td class="px-3 py-2"><span class="font-mono">{s.name.clone()}</span><div class="text-xs text-slate-500">{namespace.clone()}</div></td>
+                                <td class="px-3 py-2"><span class="font-mono">{s.name.clone()}</span><div class="text-xs text-slate-500 dark:text-slate-400">{namespace.clone()}</div></td>
                                 <td class="px-3 py-2 text-xs">{s.upgrade.clone().unwrap_or_default()}</td>
                                 <td class="hidden px-3 py-2 sm:table-cell">
                                     {if s.ready { "ready" } else { "not ready" }}

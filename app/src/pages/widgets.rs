@@ -104,7 +104,7 @@ fn PhaseItem(name: String, state: PhaseState, clock: crate::live::PhaseClock) ->
         PhaseState::Current => ("●", "text-sky-700 dark:text-sky-300 font-medium"),
         PhaseState::Failed => ("✗", "text-red-700 dark:text-red-300 font-medium"),
         PhaseState::Waiting => ("○", "text-slate-500 dark:text-slate-400"),
-        PhaseState::Skipped => ("–", "text-slate-400 dark:text-slate-500"),
+        PhaseState::Skipped => ("–", "italic text-slate-500 dark:text-slate-400"),
     };
     let elapsed = clock.elapsed(&name, state);
     let state_word = format!("{state:?}").to_lowercase();
