@@ -23,6 +23,8 @@ pub struct AppRow {
     pub update_type: Option<String>,
     /// When the new version was released (RFC 3339), where known.
     pub released: Option<String>,
+    /// How long ago that was, in words ("3 days ago"), as of when the row was made.
+    pub released_ago: Option<String>,
     /// One word: UpToDate, UpdateAvailable, Upgrading, RollingBack, Degraded.
     pub state: String,
     pub ready: bool,
@@ -85,6 +87,10 @@ impl From<&ManagedApp> for AppRow {
             released: update
                 .and_then(|u| u.release_timestamp.as_ref())
                 .map(|t| t.0.to_string()),
+            released_ago: update
+                .and_then(|u| u.release_timestamp.as_ref())
+                .and_then(|t| seconds_since(t.0))
+                .map(age_in_words),
             state: status
                 .state
                 .map(|s| format!("{s:?}"))
@@ -98,6 +104,31 @@ impl From<&ManagedApp> for AppRow {
                 status: l.status.unwrap_or_default(),
             }),
         }
+    }
+}
+
+/// Seconds from `t` to now; rows are made on the server, where the clock is read.
+fn seconds_since(t: k8s_openapi::jiff::Timestamp) -> Option<i64> {
+    #[cfg(feature = "ssr")]
+    return Some(k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second());
+    #[cfg(not(feature = "ssr"))]
+    {
+        let _ = t;
+        None
+    }
+}
+
+/// An age in words, as people say it of a release: "today", "yesterday", "5 days ago",
+/// "3 months ago", "2 years ago".
+pub fn age_in_words(seconds: i64) -> String {
+    const DAY: i64 = 24 * 60 * 60;
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" });
+    match seconds.max(0) / DAY {
+        0 => "today".into(),
+        1 => "yesterday".into(),
+        days @ 2..60 => plural(days, "day"),
+        days @ 60..730 => plural(days / 30, "month"),
+        days => plural(days / 365, "year"),
     }
 }
 
@@ -636,6 +667,37 @@ mod tests {
     }
 
     #[test]
+    fn ages_read_as_people_say_them() {
+        let day = 24 * 60 * 60;
+        let said = [
+            -5,
+            0,
+            day - 1,
+            day,
+            2 * day,
+            59 * day,
+            60 * day,
+            400 * day,
+            730 * day,
+        ]
+        .map(age_in_words);
+        assert_eq!(
+            said,
+            [
+                "today",
+                "today",
+                "today",
+                "yesterday",
+                "2 days ago",
+                "59 days ago",
+                "2 months ago",
+                "13 months ago",
+                "2 years ago"
+            ]
+        );
+    }
+
+    #[test]
     fn rows_say_versions_update_type_and_match_searches() {
         let app: ManagedApp = serde_json::from_value(json!({
             "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
@@ -644,6 +706,7 @@ mod tests {
             "status": {"state": "UpdateAvailable",
                        "currentVersion": {"chart": "1.0.0"},
                        "availableUpdate": {"chart": "1.1.0", "updateType": "minor",
+                                           "releaseTimestamp": "2020-01-01T00:00:00Z",
                                            "candidates": ["2.0.0", "1.1.0", "1.0.1"]},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
                                        "message": "runs", "lastTransitionTime": "2026-11-30T10:00:00Z"}]},
@@ -656,6 +719,8 @@ mod tests {
         assert_eq!(row.state, "UpdateAvailable");
         assert!(row.ready);
         assert!(row.matches("SHOP") && row.matches("1.1") && !row.matches("db"));
+        let ago = row.released_ago.clone().unwrap();
+        assert!(ago.ends_with(" years ago"), "released in 2020: {ago}");
         let all = ["2.0.0", "1.1.0", "1.0.1", "1.0.0"].map(String::from);
         assert_eq!(
             picker_versions(&all, Some("1.1.0"), Some("1.0.0")),

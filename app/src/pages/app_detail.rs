@@ -99,7 +99,7 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 })}
                 {row.released.map(|r| view! {
                     <dt class="text-slate-500 dark:text-slate-400">"Released"</dt>
-                    <dd>{r}</dd>
+                    <dd>{row.released_ago.map(|ago| format!("{ago}, "))}{r}</dd>
                 })}
             </dl>
             {(!detail.images.is_empty()).then(|| view! {

@@ -193,6 +193,11 @@ fn AppLine(row: AppRow) -> impl IntoView {
                     Some(v) => view! {
                         <span class="font-mono">"→ "{v}</span>" "
                         <UpdateBadge kind=row.update_type.clone()/>
+                        {row.released_ago.clone().map(|ago| view! {
+                            <div class="text-xs text-slate-500 dark:text-slate-400" title=row.released.clone() data-field="released">
+                                "released " {ago}
+                            </div>
+                        })}
                     }.into_any(),
                     None => view! { <span class="text-slate-500 dark:text-slate-400">"up to date"</span> }.into_any(),
                 }}
