@@ -1,6 +1,6 @@
 // Every page of the dashboard, as a person on a phone, with a keyboard or a screen reader meets
 // it: axe-core's WCAG 2.1 A/AA rules find nothing in light or dark mode, at desktop and phone
-// sizes; on a phone nothing is wider than the screen; the keyboard reaches the content first
+// sizes; the navigation marks the current page; on a phone nothing is wider than the screen; the keyboard reaches the content first
 // through a skip link and can run a dry run of an upgrade without a mouse.
 //
 // Needs the full-profile test sandbox up (scripts/test starts it), as dashboard.test.mjs.
@@ -12,12 +12,13 @@ import { demoApp, sandbox } from './support/sandbox.mjs';
 const NS = 'webapp';
 const APP = 'webapp-a11y';
 
+// Each page, and the navigation link marked as the current page on it.
 const PAGES = [
-  ['apps', '/'],
+  ['apps', '/', 'Apps'],
   ['app', `/apps/${NS}/${APP}`],
   ['add an app', '/apps/new'],
-  ['snapshots', '/snapshots'],
-  ['settings', '/settings'],
+  ['snapshots', '/snapshots', 'Snapshots'],
+  ['settings', '/settings', 'Settings'],
 ];
 
 const PHONE = { viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 };
@@ -47,9 +48,11 @@ for (const [size, options] of [['desktop', { viewport: { width: 1280, height: 80
     test(`${size}, ${scheme} mode: no WCAG 2.1 A/AA violations on any page`, async () => {
       const context = await loggedIn(dashboard, sandbox.DEMO_USER, { ...options, colorScheme: scheme });
       const found = [];
-      for (const [name, url] of PAGES) {
+      for (const [name, url, nav] of PAGES) {
         const page = await open(context, url);
         for (const v of await accessibilityViolations(page)) found.push(`${name}: ${v}`);
+        const current = await page.locator('nav a[aria-current="page"]').allTextContents();
+        if (current.join() !== (nav ?? '')) found.push(`${name}: the nav marks ${current} as the current page`);
         if (size === 'phone') {
           const [scroll, width] = await page.evaluate(() =>
             [document.documentElement.scrollWidth, window.innerWidth]);

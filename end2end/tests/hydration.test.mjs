@@ -49,7 +49,7 @@ test('the page hydrates: the theme switch works only after the wasm has loaded',
   assert.equal(await toggle.textContent(), 'Theme: dark');
   assert.ok(await page.locator('div.dark').count(), 'the dark class is applied');
 
-  // The server function answered through the hydrated app.
+  // The header shows FluxUp's version (the dashboard tests cover server functions with a cluster).
   const version = await page.locator('#server-version').textContent();
   assert.match(version, /^v\d+\.\d+\.\d+/);
   assert.deepEqual(errors, [], 'no errors in the browser console');
