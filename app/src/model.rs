@@ -19,8 +19,11 @@ pub struct AppRow {
     pub current: Option<String>,
     /// The best update the policy allows: a chart version, or an image.
     pub available: Option<String>,
-    /// `major`, `minor`, `patch` or `digest`.
+    /// `major`, `minor`, `patch` or `digest`: the largest jump of `available` and `also`.
     pub update_type: Option<String>,
+    /// The image updates that come with `available` (`name:tag`), so that a badge for an
+    /// image's major jump is not read as the chart's.
+    pub also: Vec<String>,
     /// When the new version was released (RFC 3339), where known.
     pub released: Option<String>,
     /// How long ago that was, in words ("3 days ago"), as of when the row was made.
@@ -84,6 +87,11 @@ impl From<&ManagedApp> for AppRow {
                     .or_else(|| u.images.first().map(|i| i.reference()))
             }),
             update_type: update.and_then(|u| u.update_type).map(update_type_word),
+            also: update.map_or_else(Vec::new, |u| {
+                // `available` is the chart, else the first image: the rest come along.
+                let shown = usize::from(u.chart.is_none());
+                u.images.iter().skip(shown).map(|i| i.reference()).collect()
+            }),
             released: update
                 .and_then(|u| u.release_timestamp.as_ref())
                 .map(|t| t.0.to_string()),
@@ -706,6 +714,7 @@ mod tests {
             "status": {"state": "UpdateAvailable",
                        "currentVersion": {"chart": "1.0.0"},
                        "availableUpdate": {"chart": "1.1.0", "updateType": "minor",
+                                           "images": [{"name": "web", "tag": "1.4.2"}],
                                            "releaseTimestamp": "2020-01-01T00:00:00Z",
                                            "candidates": ["2.0.0", "1.1.0", "1.0.1"]},
                        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
@@ -716,6 +725,7 @@ mod tests {
         assert_eq!(row.current.as_deref(), Some("1.0.0"));
         assert_eq!(row.available.as_deref(), Some("1.1.0"));
         assert_eq!(row.update_type.as_deref(), Some("minor"));
+        assert_eq!(row.also, ["web:1.4.2"], "the image comes with the chart");
         assert_eq!(row.state, "UpdateAvailable");
         assert!(row.ready);
         assert!(row.matches("SHOP") && row.matches("1.1") && !row.matches("db"));

@@ -193,6 +193,9 @@ fn AppLine(row: AppRow) -> impl IntoView {
                     Some(v) => view! {
                         <span class="font-mono">"→ "{v}</span>" "
                         <UpdateBadge kind=row.update_type.clone()/>
+                        {row.also.iter().map(|image| view! {
+                            <div class="break-all font-mono text-xs" data-field="also">"+ "{image.clone()}</div>
+                        }).collect_view()}
                         {row.released_ago.clone().map(|ago| view! {
                             <div class="text-xs text-slate-500 dark:text-slate-400" title=row.released.clone() data-field="released">
                                 "released " {ago}
