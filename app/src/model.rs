@@ -115,11 +115,12 @@ impl From<&ManagedApp> for AppRow {
     }
 }
 
-/// Seconds from `t` to now; rows are made on the server, where the clock is read.
+/// Seconds from `t` to now. Rows are made on the server; in the browser (wasm32) jiff has no
+/// clock without its `js` feature, and no row is made there.
 fn seconds_since(t: k8s_openapi::jiff::Timestamp) -> Option<i64> {
-    #[cfg(feature = "ssr")]
+    #[cfg(not(target_arch = "wasm32"))]
     return Some(k8s_openapi::jiff::Timestamp::now().as_second() - t.as_second());
-    #[cfg(not(feature = "ssr"))]
+    #[cfg(target_arch = "wasm32")]
     {
         let _ = t;
         None
