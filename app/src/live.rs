@@ -1,8 +1,11 @@
 //! The live feed: one WebSocket (`/api/ws`) per page, over which the server pushes every
 //! upgrade and rollback as it changes (from its watch caches, as the change happens). It
-//! reconnects by itself; progress views read the newest version of their operation from it.
+//! reconnects by itself, and on every (re)connect sends the operations the page shows so the
+//! server answers with their current versions: nothing that changed between the page's render
+//! (or a dropped connection) and the socket opening is missed. Progress views read the newest
+//! version of their operation from it.
 
-use crate::model::{Operation, PhaseState};
+use crate::model::{Operation, PhaseState, Watched};
 use leptos::prelude::*;
 use std::collections::HashMap;
 
@@ -10,10 +13,24 @@ use std::collections::HashMap;
 #[derive(Clone, Copy)]
 pub struct Live {
     operations: RwSignal<HashMap<String, Operation>>,
+    /// The operations the page shows, by [`Operation::key`].
+    watched: StoredValue<HashMap<String, Watched>>,
     pub connected: RwSignal<bool>,
 }
 
 impl Live {
+    /// Asks for `op`'s current version on every (re)connect from now on.
+    pub fn watch(&self, op: &Operation) {
+        let watched = Watched {
+            kind: op.kind,
+            namespace: op.namespace.clone(),
+            name: op.name.clone(),
+        };
+        self.watched.update_value(|w| {
+            w.insert(op.key(), watched);
+        });
+    }
+
     /// The newest version of the operation with `key` ([`Operation::key`]).
     pub fn latest(&self, key: &str) -> Option<Operation> {
         self.operations.with(|m| m.get(key).cloned())
@@ -31,6 +48,7 @@ impl Live {
 pub fn provide_live() {
     let live = Live {
         operations: RwSignal::new(HashMap::new()),
+        watched: StoredValue::new(HashMap::new()),
         connected: RwSignal::new(false),
     };
     provide_context(live);
@@ -50,7 +68,7 @@ pub fn use_live() -> Live {
 
 #[cfg(all(feature = "hydrate", target_arch = "wasm32"))]
 async fn connect(live: Live) {
-    use futures::StreamExt;
+    use futures::{SinkExt, StreamExt};
     use gloo_net::websocket::Message;
     use gloo_net::websocket::futures::WebSocket;
     let location = web_sys::window().map(|w| w.location());
@@ -65,7 +83,14 @@ async fn connect(live: Live) {
     let url = format!("{}://{host}/api/ws", if secure { "wss" } else { "ws" });
     loop {
         if let Ok(socket) = WebSocket::open(&url) {
-            let (_, mut incoming) = socket.split();
+            let (mut outgoing, mut incoming) = socket.split();
+            let watched: Vec<Watched> = live.watched.with_value(|w| w.values().cloned().collect());
+            if !watched.is_empty()
+                && let Ok(text) = serde_json::to_string(&watched)
+            {
+                // Sent once the socket is open; a failure shows up as the end of `incoming`.
+                let _ = outgoing.send(Message::Text(text)).await;
+            }
             while let Some(Ok(message)) = incoming.next().await {
                 live.connected.set(true);
                 if let Message::Text(text) = message

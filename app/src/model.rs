@@ -354,6 +354,15 @@ pub struct SinkLine {
     pub namespaces: Vec<String>,
 }
 
+/// An operation a page shows. On (re)connecting, the page sends the live feed the list of them
+/// and gets each one's current version: what changed while it was away is not missed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Watched {
+    pub kind: OperationKind,
+    pub namespace: String,
+    pub name: String,
+}
+
 /// Upgrade or rollback.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum OperationKind {

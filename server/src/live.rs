@@ -8,6 +8,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use fluxup_app::backend::{Backend, Viewer};
+use fluxup_app::model::Watched;
 use tokio::sync::broadcast::error::RecvError;
 
 /// The feed's route.
@@ -37,6 +38,8 @@ async fn feed(mut socket: WebSocket, backend: Option<Backend>, viewer: Viewer) {
         return;
     };
     let mut changes = backend.subscribe();
+    // The operations the page shows, as it said on connecting.
+    let mut watched: Vec<Watched> = Vec::new();
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -50,14 +53,55 @@ async fn feed(mut socket: WebSocket, backend: Option<Backend>, viewer: Viewer) {
                         return;
                     }
                 }
-                // A slow page missed some changes; the next ones still come.
-                Err(RecvError::Lagged(missed)) => tracing::debug!(missed, "live feed lagged"),
+                // A slow page missed some changes: what it shows is sent again, current.
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "live feed lagged");
+                    if !send_current(&mut socket, &backend, &viewer, &watched).await {
+                        return;
+                    }
+                }
                 Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(Message::Text(text))) => {
+                    // A page asks once, on connecting; more than a page could show is cut.
+                    watched = serde_json::from_str(text.as_str()).unwrap_or_default();
+                    watched.truncate(MAX_WATCHED);
+                    if !send_current(&mut socket, &backend, &viewer, &watched).await {
+                        return;
+                    }
+                }
                 Some(Ok(_)) => {}
             },
         }
     }
+}
+
+/// The most operations one page may ask for.
+const MAX_WATCHED: usize = 100;
+
+/// Sends the current version of each watched operation the person may see (those gone or
+/// hidden from them are left out). False when the page has gone.
+async fn send_current(
+    socket: &mut WebSocket,
+    backend: &Backend,
+    viewer: &Viewer,
+    watched: &[Watched],
+) -> bool {
+    for w in watched {
+        let Ok(op) = backend
+            .operation(viewer, w.kind, &w.namespace, &w.name)
+            .await
+        else {
+            continue;
+        };
+        let Ok(text) = serde_json::to_string(&op) else {
+            continue;
+        };
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

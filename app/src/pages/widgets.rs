@@ -59,6 +59,7 @@ pub fn ErrorNote(error: String) -> impl IntoView {
 #[component]
 pub fn OperationProgress(start: Operation) -> impl IntoView {
     let live = use_live();
+    live.watch(&start);
     let key = start.key();
     let op = Memo::new(move |_| live.latest(&key).unwrap_or_else(|| start.clone()));
     let seen = crate::live::PhaseClock::new();
