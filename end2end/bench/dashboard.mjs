@@ -13,7 +13,7 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { startServer } from '../tests/support/server.mjs';
 import { launchBrowser } from '../tests/support/browser.mjs';
-import { demoApp, kubectl, root, sandbox, state, until } from '../tests/support/sandbox.mjs';
+import { kubectl, resolvedDemoApp, root, sandbox, state } from '../tests/support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-bench';
@@ -54,18 +54,8 @@ function patchStatus(name, status) {
 }
 
 async function liveDelay() {
-  demoApp(APP);
-  // The controllers resolve the app once; then a server without them, so that nobody but this
-  // benchmark moves the request: it writes the request's status itself.
-  const resolver = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'true' });
-  try {
-    await until('the app to be resolved', async () => {
-      const out = kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'jsonpath={.status.resolved.chartSource}']);
-      return { ok: out.length > 0, value: out };
-    });
-  } finally {
-    await resolver.stop();
-  }
+  // Nobody but this benchmark moves the request: it writes the request's status itself.
+  await resolvedDemoApp(APP);
   const server = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' });
   const browser = await launchBrowser();
   try {

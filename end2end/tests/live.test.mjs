@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './support/server.mjs';
 import { launchBrowser } from './support/browser.mjs';
-import { demoApp, kubectl, sandbox, until } from './support/sandbox.mjs';
+import { kubectl, resolvedDemoApp, sandbox } from './support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-live';
@@ -18,16 +18,7 @@ let browser;
 const env = { KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' };
 
 before(async () => {
-  demoApp(APP);
-  const resolver = await startServer({ ...env, FLUXUP_CONTROLLERS: 'true' });
-  try {
-    await until('the app to be resolved', async () => {
-      const out = kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'jsonpath={.status.resolved.chartSource}']);
-      return { ok: out.length > 0, value: out };
-    });
-  } finally {
-    await resolver.stop();
-  }
+  await resolvedDemoApp(APP);
   server = await startServer(env);
   browser = await launchBrowser();
 });

@@ -8,7 +8,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
 use fluxup_app::backend::{Backend, Viewer};
-use fluxup_app::model::Watched;
+use fluxup_app::model::{Operation, Watched};
 use tokio::sync::broadcast::error::RecvError;
 
 /// The feed's route.
@@ -48,8 +48,7 @@ async fn feed(mut socket: WebSocket, backend: Option<Backend>, viewer: Viewer) {
                     if !backend.may_see(&viewer, &op).await {
                         continue;
                     }
-                    let Ok(text) = serde_json::to_string(&op) else { continue };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
+                    if !send_op(&mut socket, &op).await {
                         return;
                     }
                 }
@@ -96,12 +95,17 @@ async fn send_current(
         else {
             continue;
         };
-        let Ok(text) = serde_json::to_string(&op) else {
-            continue;
-        };
-        if socket.send(Message::Text(text.into())).await.is_err() {
+        if !send_op(socket, &op).await {
             return false;
         }
     }
     true
+}
+
+/// Sends one operation as JSON. False when the page has gone.
+async fn send_op(socket: &mut WebSocket, op: &Operation) -> bool {
+    let Ok(text) = serde_json::to_string(op) else {
+        return true;
+    };
+    socket.send(Message::Text(text.into())).await.is_ok()
 }

@@ -2,7 +2,7 @@
 //! update, health and the last upgrade; search, filter and sort.
 
 use super::Layout;
-use super::widgets::{ErrorNote, StateBadge, UpdateBadge};
+use super::widgets::{Column, DataTable, ErrorNote, Shown, StateBadge, UpdateBadge};
 use crate::api::list_apps;
 use crate::model::AppRow;
 use leptos::prelude::*;
@@ -139,30 +139,25 @@ fn NoApps() -> impl IntoView {
     }
 }
 
+const APP_COLUMNS: &[Column] = &[
+    Column::new("App", Shown::Always),
+    Column::new("Version", Shown::Always),
+    Column::new("Update", Shown::Always),
+    Column::new("Health", Shown::FromSmall),
+    Column::new("Last upgrade", Shown::FromMedium),
+];
+
 #[component]
 fn AppsTable(rows: Memo<Vec<AppRow>>, total: usize) -> impl IntoView {
     view! {
         <p class="mt-4 text-sm text-slate-500 dark:text-slate-400" aria-live="polite">
             {move || format!("{} of {total} apps", rows.get().len())}
         </p>
-        <div tabindex="0" role="region" aria-label="Apps" class="mt-2 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
-            <table class="w-full text-left text-sm" id="apps">
-                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
-                    <tr>
-                        <th scope="col" class="px-3 py-2">"App"</th>
-                        <th scope="col" class="px-3 py-2">"Version"</th>
-                        <th scope="col" class="px-3 py-2">"Update"</th>
-                        <th scope="col" class="hidden px-3 py-2 sm:table-cell">"Health"</th>
-                        <th scope="col" class="hidden px-3 py-2 md:table-cell">"Last upgrade"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    <For each=move || rows.get() key=|r| (r.namespace.clone(), r.name.clone(), r.clone().available, r.state.clone()) let:row>
-                        <AppLine row/>
-                    </For>
-                </tbody>
-            </table>
-        </div>
+        <DataTable label="Apps" id="apps" columns=APP_COLUMNS>
+            <For each=move || rows.get() key=|r| (r.namespace.clone(), r.name.clone(), r.clone().available, r.state.clone()) let:row>
+                <AppLine row/>
+            </For>
+        </DataTable>
     }
 }
 

@@ -2,7 +2,7 @@
 //! Kustomization, the release's volumes, the snapshot class) to read and confirm.
 
 use super::Layout;
-use super::widgets::ErrorNote;
+use super::widgets::{Column, DataTable, ErrorNote, Shown};
 use crate::api::{create_app, list_candidates, propose_app};
 use crate::model::Candidate;
 use leptos::prelude::*;
@@ -66,46 +66,41 @@ pub fn NewAppPage() -> impl IntoView {
     }
 }
 
+const CANDIDATE_COLUMNS: &[Column] = &[
+    Column::new("HelmRelease", Shown::Always),
+    Column::new("Chart", Shown::Always),
+    Column::new("Kustomization", Shown::FromSmall),
+    Column::new("Action", Shown::UnlabelledAlways),
+];
+
 #[component]
 fn Candidates(
     list: Vec<Candidate>,
     propose: Action<(String, String), Result<crate::model::Proposal, ServerFnError>>,
 ) -> impl IntoView {
     view! {
-        <div tabindex="0" role="region" aria-label="HelmReleases" class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
-            <table class="w-full text-left text-sm">
-                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
-                    <tr>
-                        <th scope="col" class="px-3 py-2">"HelmRelease"</th>
-                        <th scope="col" class="px-3 py-2">"Chart"</th>
-                        <th scope="col" class="hidden px-3 py-2 sm:table-cell">"Kustomization"</th>
-                        <th scope="col" class="px-3 py-2"><span class="sr-only">"Action"</span></th>
+        <DataTable label="HelmReleases" columns=CANDIDATE_COLUMNS>
+            {list.into_iter().map(|c| {
+                let key = (c.namespace.clone(), c.name.clone());
+                view! {
+                    <tr id=format!("candidate-{}-{}", c.namespace, c.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
+                        <td class="px-3 py-2">{c.name.clone()}<div class="text-xs text-slate-500 dark:text-slate-400">{c.namespace.clone()}</div></td>
+                        <td class="px-3 py-2 font-mono">{c.chart.clone().unwrap_or_default()}" "{c.version.clone().unwrap_or_default()}</td>
+                        <td class="hidden px-3 py-2 sm:table-cell">{c.kustomization.clone().unwrap_or_else(|| "none".into())}</td>
+                        <td class="px-3 py-2 text-right">
+                            {match c.managed_by.clone() {
+                                Some(app) => view! { <span class="text-xs text-slate-500 dark:text-slate-400">{format!("managed as {app}")}</span> }.into_any(),
+                                None => view! {
+                                    <button type="button" class="propose rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
+                                        on:click=move |_| { propose.dispatch(key.clone()); }>
+                                        "Propose"
+                                    </button>
+                                }.into_any(),
+                            }}
+                        </td>
                     </tr>
-                </thead>
-                <tbody>
-                    {list.into_iter().map(|c| {
-                        let key = (c.namespace.clone(), c.name.clone());
-                        view! {
-                            <tr id=format!("candidate-{}-{}", c.namespace, c.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
-                                <td class="px-3 py-2">{c.name.clone()}<div class="text-xs text-slate-500 dark:text-slate-400">{c.namespace.clone()}</div></td>
-                                <td class="px-3 py-2 font-mono">{c.chart.clone().unwrap_or_default()}" "{c.version.clone().unwrap_or_default()}</td>
-                                <td class="hidden px-3 py-2 sm:table-cell">{c.kustomization.clone().unwrap_or_else(|| "none".into())}</td>
-                                <td class="px-3 py-2 text-right">
-                                    {match c.managed_by.clone() {
-                                        Some(app) => view! { <span class="text-xs text-slate-500 dark:text-slate-400">{format!("managed as {app}")}</span> }.into_any(),
-                                        None => view! {
-                                            <button type="button" class="propose rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
-                                                on:click=move |_| { propose.dispatch(key.clone()); }>
-                                                "Propose"
-                                            </button>
-                                        }.into_any(),
-                                    }}
-                                </td>
-                            </tr>
-                        }
-                    }).collect_view()}
-                </tbody>
-            </table>
-        </div>
+                }
+            }).collect_view()}
+        </DataTable>
     }
 }

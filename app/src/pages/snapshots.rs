@@ -2,7 +2,7 @@
 //! it belongs to; delete one after a confirmation (as the person: RBAC decides).
 
 use super::Layout;
-use super::widgets::ErrorNote;
+use super::widgets::{Column, DataTable, ErrorNote, Shown};
 use crate::api::{delete_snapshot, list_snapshots};
 use crate::model::SnapshotLine;
 use leptos::prelude::*;
@@ -55,6 +55,13 @@ pub fn SnapshotsPage() -> impl IntoView {
     }
 }
 
+const SNAPSHOT_COLUMNS: &[Column] = &[
+    Column::new("Snapshot", Shown::Always),
+    Column::new("Upgrade", Shown::Always),
+    Column::new("State", Shown::FromSmall),
+    Column::new("Action", Shown::UnlabelledAlways),
+];
+
 #[component]
 fn SnapshotTable(
     list: Vec<(String, SnapshotLine)>,
@@ -62,44 +69,32 @@ fn SnapshotTable(
     delete: Action<(String, String), Result<(String, String), ServerFnError>>,
 ) -> impl IntoView {
     view! {
-        <div tabindex="0" role="region" aria-label="Snapshots" class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
-            <table class="w-full text-left text-sm" id="snapshots">
-                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
-                    <tr>
-                        <th scope="col" class="px-3 py-2">"Snapshot"</th>
-                        <th scope="col" class="px-3 py-2">"Upgrade"</th>
-                        <th scope="col" class="hidden px-3 py-2 sm:table-cell">"State"</th>
-                        <th scope="col" class="px-3 py-2"><span class="sr-only">"Action"</span></th>
+        <DataTable label="Snapshots" id="snapshots" columns=SNAPSHOT_COLUMNS>
+            {list.into_iter().map(|(namespace, s)| {
+                let key = (namespace.clone(), s.name.clone());
+                let (ask, confirm, shown) = (key.clone(), key.clone(), key.clone());
+                view! {
+                    <tr id=format!("snapshot-{}-{}", namespace, s.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
+                        <td class="px-3 py-2"><span class="font-mono">{s.name.clone()}</span><div class="text-xs text-slate-500 dark:text-slate-400">{namespace.clone()}</div></td>
+                        <td class="px-3 py-2 text-xs">{s.upgrade.clone().unwrap_or_default()}</td>
+                        <td class="hidden px-3 py-2 sm:table-cell">
+                            {if s.ready { "ready" } else { "not ready" }}
+                            {s.size.clone().map(|z| format!(", {z}"))}
+                            {s.created.clone().map(|c| format!(", taken {c}"))}
+                        </td>
+                        <td class="px-3 py-2 text-right">
+                            <button type="button" class="delete rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
+                                on:click=move |_| confirming.set(Some(ask.clone()))>"Delete…"</button>
+                            <Show when=move || confirming.get() == Some(shown.clone())>
+                                <button type="button" class="confirm-delete ml-2 rounded-md bg-red-700 px-2 py-1 font-medium text-white hover:bg-red-800"
+                                    on:click={let c = confirm.clone(); move |_| { confirming.set(None); delete.dispatch(c.clone()); }}>
+                                    "Confirm: a rollback to this upgrade will no longer be possible"
+                                </button>
+                            </Show>
+                        </td>
                     </tr>
-                </thead>
-                <tbody>
-                    {list.into_iter().map(|(namespace, s)| {
-                        let key = (namespace.clone(), s.name.clone());
-                        let (ask, confirm, shown) = (key.clone(), key.clone(), key.clone());
-                        view! {
-                            <tr id=format!("snapshot-{}-{}", namespace, s.name) class="border-b border-slate-100 last:border-0 dark:border-slate-700">
-                                <td class="px-3 py-2"><span class="font-mono">{s.name.clone()}</span><div class="text-xs text-slate-500 dark:text-slate-400">{namespace.clone()}</div></td>
-                                <td class="px-3 py-2 text-xs">{s.upgrade.clone().unwrap_or_default()}</td>
-                                <td class="hidden px-3 py-2 sm:table-cell">
-                                    {if s.ready { "ready" } else { "not ready" }}
-                                    {s.size.clone().map(|z| format!(", {z}"))}
-                                    {s.created.clone().map(|c| format!(", taken {c}"))}
-                                </td>
-                                <td class="px-3 py-2 text-right">
-                                    <button type="button" class="delete rounded-md border border-slate-300 px-2 py-1 hover:bg-slate-100 dark:border-slate-600 dark:hover:bg-slate-700"
-                                        on:click=move |_| confirming.set(Some(ask.clone()))>"Delete…"</button>
-                                    <Show when=move || confirming.get() == Some(shown.clone())>
-                                        <button type="button" class="confirm-delete ml-2 rounded-md bg-red-700 px-2 py-1 font-medium text-white hover:bg-red-800"
-                                            on:click={let c = confirm.clone(); move |_| { confirming.set(None); delete.dispatch(c.clone()); }}>
-                                            "Confirm: a rollback to this upgrade will no longer be possible"
-                                        </button>
-                                    </Show>
-                                </td>
-                            </tr>
-                        }
-                    }).collect_view()}
-                </tbody>
-            </table>
-        </div>
+                }
+            }).collect_view()}
+        </DataTable>
     }
 }

@@ -37,6 +37,69 @@ pub fn StateBadge(state: String, ready: bool) -> impl IntoView {
     view! { <span class=format!("text-sm font-medium {colour}")>{words}</span> }
 }
 
+/// A column of a [`DataTable`]: its heading and from which screen width it is shown.
+pub struct Column {
+    pub title: &'static str,
+    pub shown: Shown,
+}
+
+impl Column {
+    pub const fn new(title: &'static str, shown: Shown) -> Column {
+        Column { title, shown }
+    }
+}
+
+/// From which screen width a column is shown: phones get the columns that matter most.
+pub enum Shown {
+    Always,
+    FromSmall,
+    FromMedium,
+    /// Always, with its heading only for screen readers (a column of buttons).
+    UnlabelledAlways,
+}
+
+impl Shown {
+    fn class(&self) -> &'static str {
+        match self {
+            Shown::Always | Shown::UnlabelledAlways => "px-3 py-2",
+            Shown::FromSmall => "hidden px-3 py-2 sm:table-cell",
+            Shown::FromMedium => "hidden px-3 py-2 md:table-cell",
+        }
+    }
+
+    fn title_class(&self) -> &'static str {
+        match self {
+            Shown::UnlabelledAlways => "sr-only",
+            _ => "",
+        }
+    }
+}
+
+/// A table of the dashboard: a labelled region that scrolls sideways on a narrow screen and
+/// can then be reached by keyboard; `children` are its rows.
+#[component]
+pub fn DataTable(
+    label: &'static str,
+    #[prop(optional)] id: Option<&'static str>,
+    columns: &'static [Column],
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <div tabindex="0" role="region" aria-label=label class="mt-4 overflow-x-auto rounded-lg border border-slate-200 bg-white dark:border-slate-700 dark:bg-slate-800">
+            <table class="w-full text-left text-sm" id=id>
+                <thead class="border-b border-slate-200 text-xs uppercase text-slate-500 dark:border-slate-700 dark:text-slate-400">
+                    <tr>
+                        {columns.iter().map(|c| view! {
+                            <th scope="col" class=c.shown.class()><span class=c.shown.title_class()>{c.title}</span></th>
+                        }).collect_view()}
+                    </tr>
+                </thead>
+                <tbody>{children()}</tbody>
+            </table>
+        </div>
+    }
+}
+
 /// An error, where it happened, in words.
 #[component]
 pub fn ErrorNote(error: String) -> impl IntoView {

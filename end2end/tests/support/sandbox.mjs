@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startServer } from './server.mjs';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const state = process.env.SANDBOX_FULL_STATE ?? path.join(root, 'target/test-sandbox-full');
@@ -55,6 +56,23 @@ export function demoApp(name) {
       versionPolicy: { chart: { git: { file: 'apps/webapp/helmrelease.yaml' } } },
     },
   }));
+}
+
+/**
+ * `demoApp(name)`, resolved once by FluxUp's controllers, which are then stopped: for tests that
+ * run FluxUp without controllers and write a request's status themselves.
+ */
+export async function resolvedDemoApp(name) {
+  demoApp(name);
+  const resolver = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'true' });
+  try {
+    await until('the app to be resolved', async () => {
+      const out = kubectl(['get', 'managedapp', '-n', 'webapp', name, '-o', 'jsonpath={.status.resolved.chartSource}']);
+      return { ok: out.length > 0, value: out };
+    });
+  } finally {
+    await resolver.stop();
+  }
 }
 
 /** Polls until `check` returns `{ ok: true, value }`, or fails with what it last saw. */
