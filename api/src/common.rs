@@ -142,3 +142,36 @@ pub mod condition {
     /// The last Renovate output was read; False says what was wrong with it.
     pub const SCANNED: &str = "Scanned";
 }
+
+/// A Flux object an operation suspended and holds: FluxUp records it here before it suspends
+/// it, and marks the object itself with [`crate::ownership::HELD_BY_ANNOTATION`] naming the
+/// request's uid. Only that request resumes it; an object suspended by a person is never
+/// resumed by FluxUp.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct Hold {
+    /// `Kustomization` or `HelmRelease`.
+    pub kind: String,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+}
+
+impl Hold {
+    /// `Kustomization flux-system/apps`, as people read it.
+    pub fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Where a request waits: one operation at a time per held object, oldest first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueuePosition {
+    /// 1 for the next to run.
+    pub position: u32,
+    /// The operations ahead of this one (`UpgradeRequest namespace/name`), first the one that
+    /// runs now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ahead: Vec<String>,
+}

@@ -11,6 +11,7 @@
 pub mod common;
 pub mod flux;
 pub mod managed_app;
+pub mod ownership;
 pub mod rollback_request;
 pub mod snapshot;
 pub mod upgrade_request;

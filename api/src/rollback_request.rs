@@ -1,6 +1,6 @@
 //! `RollbackRequest`: restore an app's data and Git to the state before an upgrade.
 
-use crate::common::{Condition, LocalObjectReference, Time};
+use crate::common::{Condition, Hold, LocalObjectReference, QueuePosition, Time};
 use crate::upgrade_request::{DryRunResult, StoppedWorkload};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -124,9 +124,19 @@ pub struct RollbackRequestStatus {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["pvcName".into()]))]
     pub volumes: Vec<RestoredVolume>,
 
+    /// Where the request waits for other operations on the objects it will hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuePosition>,
+    /// The Flux objects this rollback suspends, recorded before it suspends them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
     /// Workloads scaled to zero, with the replica counts to restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_workloads: Vec<StoppedWorkload>,
+    /// When the rollback had ended and released everything it held (Flux resumed, workloads
+    /// started, claims recreated). From then on FluxUp never acts on its behalf again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Time>,
     /// The Git commit that restored the previous version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_commit: Option<String>,
@@ -161,6 +171,9 @@ pub struct RestoredFrom {
     /// The UpgradeRequest undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_request_name: Option<String>,
+    /// Its uid: an UpgradeRequest recreated under that name is another upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_request_uid: Option<String>,
 }
 
 /// A PersistentVolumeClaim a rollback recreates from a snapshot, as it was before: FluxUp records
@@ -189,4 +202,8 @@ pub struct RestoredVolume {
     /// The claim's annotations, without those Kubernetes sets on binding.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// The claim was deleted by this rollback and created again from the snapshot: what
+    /// happens to it afterwards is not this rollback's to undo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recreated: bool,
 }

@@ -1,6 +1,6 @@
 //! `UpgradeRequest`: a person's approval to move one ManagedApp to a new version.
 
-use crate::common::{Condition, ImageVersion, LocalObjectReference, Time};
+use crate::common::{Condition, Hold, ImageVersion, LocalObjectReference, QueuePosition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -138,9 +138,23 @@ pub struct UpgradeRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase_started_at: Option<Time>,
 
+    /// Where the request waits for other operations on the objects it will hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuePosition>,
+
+    /// The Flux objects this upgrade suspends, recorded before it suspends them. It resumes
+    /// only those still marked as held by it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
+
     /// Workloads scaled to zero for the snapshot, with the replica counts to restore.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stopped_workloads: Vec<StoppedWorkload>,
+
+    /// When the upgrade had ended and released everything it held. From then on FluxUp never
+    /// acts on its behalf again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Time>,
 
     /// Snapshots taken for this upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +192,10 @@ pub struct StoppedWorkload {
     pub name: String,
     /// Replicas before FluxUp scaled it to zero.
     pub replicas: i32,
+    /// The workload's uid when it was stopped: a workload recreated under the name is not
+    /// FluxUp's to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// The snapshots of one upgrade.

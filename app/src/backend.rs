@@ -103,7 +103,9 @@ const REMEMBER: Duration = Duration::from_secs(30);
 type Decisions =
     HashMap<(Viewer, &'static str, &'static str, &'static str, String), (bool, Instant)>;
 
-use fluxup_operator::snapshots::{APP_LABEL, REQUEST_LABEL};
+use fluxup_api::ownership::{
+    SNAPSHOT_APP_LABEL as APP_LABEL, SNAPSHOT_REQUEST_LABEL as REQUEST_LABEL,
+};
 
 /// What the pages read, and where they create requests.
 #[derive(Clone)]
@@ -791,8 +793,37 @@ impl Backend {
                 format!("{namespace}/{name} is not a snapshot FluxUp took"),
             ));
         }
+        if let Some(rollback) = self.restoring_from(namespace, name) {
+            return Err(Refusal::new(
+                409,
+                format!(
+                    "{name} is in use: RollbackRequest {rollback} is restoring the app from it; \
+                     delete it once the rollback has ended"
+                ),
+            ));
+        }
         api.delete(name, &Default::default()).await?;
         Ok(())
+    }
+}
+
+impl Backend {
+    /// The rollback in `namespace` that restores from snapshot `name` and has not released
+    /// what it holds yet, if any.
+    fn restoring_from(&self, namespace: &str, name: &str) -> Option<String> {
+        self.rollbacks
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(namespace) && !r.spec.dry_run)
+            .find(|r| {
+                r.status.as_ref().is_some_and(|s| {
+                    s.released_at.is_none()
+                        && s.restored_from
+                            .as_ref()
+                            .is_some_and(|f| f.snapshot_names.iter().any(|n| n == name))
+                })
+            })
+            .map(|r| r.name_any())
     }
 }
 

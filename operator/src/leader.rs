@@ -12,6 +12,19 @@ pub const LEASE_NAME: &str = "fluxup-controllers";
 const LEASE_SECONDS: u64 = 15;
 const GRACE_SECONDS: u64 = 5;
 
+/// The Lease's duration and renewal grace: 15 s and 5 s, or `FLUXUP_LEASE_SECONDS` (tests
+/// that kill FluxUp many times shorten the wait for the dead holder's lease).
+fn lease_timing() -> (u64, u64) {
+    match std::env::var("FLUXUP_LEASE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s >= 2)
+    {
+        Some(seconds) => (seconds, (seconds / 3).max(1)),
+        None => (LEASE_SECONDS, GRACE_SECONDS),
+    }
+}
+
 /// Where the Lease lives: the pod's namespace when running in a cluster, else `default`.
 pub fn lease_namespace() -> String {
     std::env::var("POD_NAMESPACE")
@@ -32,12 +45,13 @@ pub async fn run_controllers(
     lease_namespace: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let (lease_seconds, grace_seconds) = lease_timing();
     // The API server may not answer yet (or for a while): keep trying until it does.
     let manager = loop {
         match LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
             .with_namespace(lease_namespace)
-            .with_duration(LEASE_SECONDS)
-            .with_grace(GRACE_SECONDS)
+            .with_duration(lease_seconds)
+            .with_grace(grace_seconds)
             .build()
             .await
         {

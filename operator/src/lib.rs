@@ -3,6 +3,7 @@
 //! starts these controllers in its own tokio runtime.
 
 pub mod api_requests;
+pub mod caches;
 pub mod chart_versions;
 pub mod duration;
 pub mod events;

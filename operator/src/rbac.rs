@@ -50,8 +50,8 @@ pub fn controller_cluster_role() -> ClusterRole {
                 ],
                 &["get", "patch", "update"],
             ),
-            // Flux: read releases and sources; suspend/resume Kustomizations and nudge sources
-            // with `reconcile.fluxcd.io/requestedAt`.
+            // Flux: read releases and sources; hold (suspend, mark, resume) Kustomizations and
+            // HelmReleases, and nudge sources with `reconcile.fluxcd.io/requestedAt`.
             rule(&["helm.toolkit.fluxcd.io"], &["helmreleases"], READ_PATCH),
             rule(
                 &["kustomize.toolkit.fluxcd.io"],

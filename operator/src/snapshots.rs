@@ -1,39 +1,45 @@
-//! Pre-upgrade snapshots: their names (derived from the request, so a restarted operator finds
-//! the ones it made instead of making more) and which ones retention removes.
+//! Pre-upgrade snapshots: their names (derived from the request and its uid, so a restarted
+//! operator finds the ones it made instead of making more, and a request recreated under the
+//! same name makes its own) and which ones retention removes.
 
+use crate::operation::crash;
 use crate::upgrade::decide::Snapshots;
 use fluxup_api::PvcSnapshot;
 use fluxup_api::snapshot::VolumeSnapshot;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
 
-/// Labels on every snapshot FluxUp takes: the app, and the request that took it.
-pub const APP_LABEL: &str = "fluxup.dev/managed-app";
-pub const REQUEST_LABEL: &str = "fluxup.dev/upgrade-request";
+/// Labels on every snapshot FluxUp takes: the app, the request that took it, and its uid.
+pub use fluxup_api::ownership::{
+    OPERATION_LABEL, SNAPSHOT_APP_LABEL as APP_LABEL, SNAPSHOT_REQUEST_LABEL as REQUEST_LABEL,
+};
 
-/// Creates (or finds) the VolumeSnapshot of each PVC for `request`. Idempotent: the names are
-/// derived from the request, and applying an existing snapshot changes nothing.
+/// Creates (or finds) the VolumeSnapshot of each PVC for `request` (uid `operation`).
+/// Idempotent: the names are derived from both, and applying an existing snapshot changes
+/// nothing.
 pub async fn create(
     client: &Client,
     ns: &str,
     app: &str,
-    request: &str,
+    (request, operation): (&str, &str),
     pvcs: &[String],
     class: Option<&str>,
 ) -> kube::Result<Vec<PvcSnapshot>> {
     let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
     let mut out = Vec::new();
     for pvc in pvcs {
-        let name = snapshot_name(request, pvc);
+        let name = snapshot_name(request, operation, pvc);
         let mut spec = serde_json::json!({"source": {"persistentVolumeClaimName": pvc}});
         if let Some(class) = class {
             spec["volumeSnapshotClassName"] = class.into();
         }
         let object = serde_json::json!({
             "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-            "metadata": {"name": name, "labels": {APP_LABEL: app, REQUEST_LABEL: request}},
+            "metadata": {"name": name, "labels": {APP_LABEL: app, REQUEST_LABEL: request,
+                                                   OPERATION_LABEL: operation}},
             "spec": spec,
         });
         api.patch(
@@ -42,6 +48,7 @@ pub async fn create(
             &Patch::Apply(&object),
         )
         .await?;
+        crash::point("snapshot.create");
         out.push(PvcSnapshot {
             pvc_name: pvc.clone(),
             snapshot_name: name,
@@ -80,28 +87,32 @@ pub async fn observe(client: &Client, ns: &str, names: &[String]) -> kube::Resul
 }
 
 /// Deletes the snapshots of `app` that retention no longer keeps: beyond the newest `keep_last`
-/// upgrades, or older than `max_age`; never those of `protected`. Returns the upgrades whose
-/// snapshots were deleted.
+/// upgrades, or older than `max_age`; never those of the `protected` upgrades (the one a
+/// rollback would restore now, and any a rollback is restoring). Reads FluxUp's snapshots from
+/// the watch cache. Returns the upgrades whose snapshots were deleted.
 pub async fn apply_retention(
     client: &Client,
-    ns: &str,
-    app: &str,
+    cache: &Store<VolumeSnapshot>,
+    (ns, app): (&str, &str),
     keep_last: usize,
     max_age: Option<Duration>,
-    protected: &str,
+    protected: &[String],
 ) -> kube::Result<Vec<String>> {
     let api: Api<VolumeSnapshot> = Api::namespaced(client.clone(), ns);
-    let mut taken = api
-        .list(&ListParams::default().labels(&format!("{APP_LABEL}={app}")))
-        .await?;
+    let taken: Vec<_> = cache
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(ns)
+                && s.labels().get(APP_LABEL).map(String::as_str) == Some(app)
+                // Snapshots already being deleted are done with.
+                && s.metadata.deletion_timestamp.is_none()
+        })
+        .collect();
     let now = Timestamp::now();
     let mut upgrades: Vec<UpgradeSnapshots> = Vec::new();
-    // Snapshots already being deleted are done with.
-    taken
-        .items
-        .retain(|s| s.metadata.deletion_timestamp.is_none());
-    for snapshot in &taken.items {
-        let Some(request) = snapshot.labels().get(REQUEST_LABEL) else {
+    for snapshot in &taken {
+        let Some(request) = upgrade_of(snapshot) else {
             continue;
         };
         let age = snapshot
@@ -110,32 +121,35 @@ pub async fn apply_retention(
             .as_ref()
             .map(|t| Duration::from_secs((now.as_second() - t.0.as_second()).max(0) as u64))
             .unwrap_or_default();
-        match upgrades.iter_mut().find(|u| &u.request == request) {
+        match upgrades.iter_mut().find(|u| u.request == request) {
             Some(u) => u.age = u.age.max(age),
-            None => upgrades.push(UpgradeSnapshots {
-                request: request.clone(),
-                age,
-            }),
+            None => upgrades.push(UpgradeSnapshots { request, age }),
         }
     }
-    let doomed = to_delete(&upgrades, keep_last, max_age, Some(protected));
-    for snapshot in &taken.items {
-        if snapshot
-            .labels()
-            .get(REQUEST_LABEL)
-            .is_some_and(|r| doomed.contains(r))
-        {
+    let doomed = to_delete(&upgrades, keep_last, max_age, protected);
+    for snapshot in &taken {
+        if upgrade_of(snapshot).is_some_and(|r| doomed.contains(&r)) {
             match api
                 .delete(&snapshot.name_any(), &DeleteParams::default())
                 .await
             {
-                Ok(_) => {}
+                Ok(_) => crash::point("snapshot.retention-delete"),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
         }
     }
     Ok(doomed)
+}
+
+/// The upgrade a snapshot belongs to, as retention groups them: its uid, or (for snapshots
+/// taken before FluxUp labelled uids) its name.
+pub fn upgrade_of(snapshot: &VolumeSnapshot) -> Option<String> {
+    let labels = snapshot.labels();
+    labels
+        .get(OPERATION_LABEL)
+        .or_else(|| labels.get(REQUEST_LABEL))
+        .cloned()
 }
 
 /// The snapshots named that exist, are not being deleted, and are not ready to use.
@@ -170,10 +184,15 @@ pub async fn delete(client: &Client, ns: &str, names: &[String]) -> kube::Result
 /// so they can also be label values.
 const MAX_NAME: usize = 63;
 
-/// The VolumeSnapshot of `pvc` for upgrade request `request`: readable, and the same every
-/// time for the same pair.
-pub fn snapshot_name(request: &str, pvc: &str) -> String {
-    let name = format!("{request}-{pvc}");
+/// The VolumeSnapshot of `pvc` for upgrade request `request` with uid `operation`: readable,
+/// the same every time for the same request, and another for a request recreated under the name.
+pub fn snapshot_name(request: &str, operation: &str, pvc: &str) -> String {
+    let short: String = operation
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let name = format!("{request}-{pvc}-{short}");
     if name.len() <= MAX_NAME {
         return name;
     }
@@ -206,12 +225,13 @@ pub struct UpgradeSnapshots {
 }
 
 /// The upgrades whose snapshots retention deletes: beyond the newest `keep_last`, or older than
-/// `max_age` — never those of `protected`, the upgrade a rollback would restore now.
+/// `max_age` — never those of `protected`: the upgrade a rollback would restore now, and those
+/// a rollback is restoring.
 pub fn to_delete(
     upgrades: &[UpgradeSnapshots],
     keep_last: usize,
     max_age: Option<Duration>,
-    protected: Option<&str>,
+    protected: &[String],
 ) -> Vec<String> {
     let mut newest_first: Vec<&UpgradeSnapshots> = upgrades.iter().collect();
     newest_first.sort_by_key(|u| u.age);
@@ -220,7 +240,7 @@ pub fn to_delete(
         .enumerate()
         .filter(|(i, u)| *i >= keep_last.max(1) || max_age.is_some_and(|m| u.age > m))
         .map(|(_, u)| u.request.clone())
-        .filter(|r| Some(r.as_str()) != protected)
+        .filter(|r| !protected.contains(r))
         .collect()
 }
 
@@ -234,19 +254,25 @@ mod tests {
 
     #[test]
     fn names_are_stable_readable_and_short_enough() {
+        let uid = "3f2a9c1e-0000-4000-8000-000000000000";
         assert_eq!(
-            snapshot_name("web-1.3.0", "data-web-0"),
-            "web-1.3.0-data-web-0"
+            snapshot_name("web-1.3.0", uid, "data-web-0"),
+            "web-1.3.0-data-web-0-3f2a9"
         );
-        let long = snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-0");
+        // The same name for a recreated request (another uid) is another snapshot.
+        assert_ne!(
+            snapshot_name("web-1.3.0", "77aa0000", "data-web-0"),
+            snapshot_name("web-1.3.0", uid, "data-web-0")
+        );
+        let long = snapshot_name(&"upgrade-".repeat(8), uid, "data-postgresql-primary-0");
         assert!(long.len() <= 63, "{long}");
         assert_eq!(
             long,
-            snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-0")
+            snapshot_name(&"upgrade-".repeat(8), uid, "data-postgresql-primary-0")
         );
         assert_ne!(
             long,
-            snapshot_name(&"upgrade-".repeat(8), "data-postgresql-primary-1")
+            snapshot_name(&"upgrade-".repeat(8), uid, "data-postgresql-primary-1")
         );
         assert!(long.starts_with("upgrade-upgrade-"));
     }
@@ -271,11 +297,16 @@ mod tests {
                 age: days(10),
             },
         ];
-        assert_eq!(to_delete(&upgrades, 2, None, None), ["u2", "u1"]);
-        assert_eq!(to_delete(&upgrades, 3, Some(days(15)), None), ["u2", "u1"]);
+        assert_eq!(to_delete(&upgrades, 2, None, &[]), ["u2", "u1"]);
+        assert_eq!(to_delete(&upgrades, 3, Some(days(15)), &[]), ["u2", "u1"]);
         // u1 is what a rollback of the last successful upgrade would restore: it stays.
-        assert_eq!(to_delete(&upgrades, 1, None, Some("u1")), ["u3", "u2"]);
+        assert_eq!(to_delete(&upgrades, 1, None, &["u1".into()]), ["u3", "u2"]);
+        // ... and u2's snapshots are being restored by a running rollback: they stay too.
+        assert_eq!(
+            to_delete(&upgrades, 1, None, &["u1".into(), "u2".into()]),
+            ["u3"]
+        );
         // keepLast below 1 would delete the rollback target's neighbours too eagerly: at least 1.
-        assert_eq!(to_delete(&upgrades, 0, None, None), ["u3", "u2", "u1"]);
+        assert_eq!(to_delete(&upgrades, 0, None, &[]), ["u3", "u2", "u1"]);
     }
 }

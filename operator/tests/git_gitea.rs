@@ -44,6 +44,7 @@ fn message(request: &str, chart: &str) -> String {
         previous_version: Some("4.2.0".into()),
         snapshots: vec![],
         request: request.into(),
+        operation: request.into(),
     }
     .render()
 }

@@ -40,16 +40,32 @@ async fn snapshots_are_taken_once_and_become_ready() -> anyhow::Result<()> {
         .await?;
     let pvcs = vec!["data-db-0".to_string()];
 
-    let names: Vec<String> = vec![snapshots::snapshot_name("db-2.0.0", "data-db-0")];
+    let names: Vec<String> = vec![snapshots::snapshot_name("db-2.0.0", "uid-2", "data-db-0")];
     assert_eq!(
         snapshots::observe(&sb.client, &ns, &names).await?,
         Snapshots::NotCreated
     );
     let class = sb.env("CSI_SNAPSHOT_CLASS")?.to_string();
-    let taken = snapshots::create(&sb.client, &ns, "db", "db-2.0.0", &pvcs, Some(&class)).await?;
+    let taken = snapshots::create(
+        &sb.client,
+        &ns,
+        "db",
+        ("db-2.0.0", "uid-2"),
+        &pvcs,
+        Some(&class),
+    )
+    .await?;
     assert_eq!(taken[0].snapshot_name, names[0]);
     // The step runs again (a restarted operator): still one snapshot.
-    snapshots::create(&sb.client, &ns, "db", "db-2.0.0", &pvcs, Some(&class)).await?;
+    snapshots::create(
+        &sb.client,
+        &ns,
+        "db",
+        ("db-2.0.0", "uid-2"),
+        &pvcs,
+        Some(&class),
+    )
+    .await?;
     until_state(&sb, &names, |s| *s == Snapshots::Ready).await?;
     let listed = sb
         .api::<VolumeSnapshot>()
@@ -58,12 +74,12 @@ async fn snapshots_are_taken_once_and_become_ready() -> anyhow::Result<()> {
     assert_eq!(listed.items.len(), 1);
 
     // A class that does not exist: the upgrade learns why, and commits nothing.
-    let names = vec![snapshots::snapshot_name("db-3.0.0", "data-db-0")];
+    let names = vec![snapshots::snapshot_name("db-3.0.0", "uid-3", "data-db-0")];
     snapshots::create(
         &sb.client,
         &ns,
         "db",
-        "db-3.0.0",
+        ("db-3.0.0", "uid-3"),
         &pvcs,
         Some("no-such-class"),
     )
@@ -76,8 +92,9 @@ async fn snapshots_are_taken_once_and_become_ready() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Retention keeps the newest `keepLast` upgrades' snapshots and the protected one (the upgrade a
-/// rollback would restore), whatever its age, and deletes the rest; other apps' are untouched.
+/// Retention keeps the newest `keepLast` upgrades' snapshots and the protected ones (the upgrade
+/// a rollback would restore, one a rollback is restoring), whatever their age, and deletes the
+/// rest; other apps' are untouched. It reads FluxUp's snapshots from a watch cache.
 #[tokio::test]
 async fn retention_keeps_the_newest_and_the_rollback_target() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("snapshot-retention").await?;
@@ -98,12 +115,38 @@ async fn retention_keeps_the_newest_and_the_rollback_target() -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     sb.apply(snapshot("other", "o1")).await?;
+    let (cache, events) = fluxup_operator::caches::reflect_labelled::<VolumeSnapshot>(
+        sb.api::<VolumeSnapshot>(),
+        snapshots::APP_LABEL,
+    );
+    tokio::spawn(futures::StreamExt::for_each(events, |_| async {}));
+    let cached = |n: usize| {
+        let cache = cache.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while cache
+                .state()
+                .iter()
+                .filter(|s| s.metadata.deletion_timestamp.is_none())
+                .count()
+                != n
+            {
+                anyhow::ensure!(Instant::now() < deadline, "the cache never held {n}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        }
+    };
+    cached(5).await?;
 
-    let deleted = snapshots::apply_retention(&sb.client, sb.ns(), "db", 2, None, "u1").await?;
+    let protected = ["u1".to_string(), "u3".to_string()];
+    let deleted =
+        snapshots::apply_retention(&sb.client, &cache, (sb.ns(), "db"), 1, None, &protected)
+            .await?;
     assert_eq!(
         deleted,
         ["u2"],
-        "beyond the newest two, except the protected u1"
+        "beyond the newest one, except the protected u1 and u3"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -122,8 +165,11 @@ async fn retention_keeps_the_newest_and_the_rollback_target() -> anyhow::Result<
         anyhow::ensure!(Instant::now() < deadline, "left: {left:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // Again: nothing more to delete.
-    let again = snapshots::apply_retention(&sb.client, sb.ns(), "db", 2, None, "u1").await?;
+    // Again, once the cache saw it: nothing more to delete.
+    cached(4).await?;
+    let again =
+        snapshots::apply_retention(&sb.client, &cache, (sb.ns(), "db"), 1, None, &protected)
+            .await?;
     assert!(again.is_empty(), "{again:?}");
     Ok(())
 }

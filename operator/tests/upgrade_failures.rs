@@ -22,25 +22,6 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// A copy of a demo app's ManagedApp, with where its chart version is written in Git (so no
-/// Renovate run is needed) and `extra` merged into its spec.
-fn app_copy(name: &str, of: &str, chart_file: &str, extra: serde_json::Value) -> serde_json::Value {
-    let mut spec = json!({
-        "helmReleaseRef": {"name": of},
-        "kustomizationRef": {"name": of, "namespace": "flux-system"},
-        "versionPolicy": {"chart": {"git": {"file": chart_file}}},
-        "healthCheck": {"timeout": "90s"},
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({
-        "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
-        "metadata": {"name": name, "namespace": of},
-        "spec": spec,
-    })
-}
-
 /// Archives or unarchives the demo repository in Gitea.
 fn set_archived(sb: &Sandbox, repo: &str, archived: bool) -> anyhow::Result<()> {
     sb.gitea()?.ok(
@@ -298,7 +279,11 @@ async fn failed_upgrades_say_why_and_leave_flux_resumed() -> anyhow::Result<()> 
     cleaned_up(&sb, "datastore").await?;
     // The snapshot that never became ready is deleted: while it is being taken, Kubernetes keeps
     // its claim from being deleted, which a later rollback needs.
-    let snapshot = fluxup_operator::snapshots::snapshot_name(&slow, "data-datastore-0");
+    let snapshot = ended
+        .status()
+        .snapshot
+        .and_then(|s| s.pvcs.first().map(|p| p.snapshot_name.clone()))
+        .ok_or_else(|| anyhow::anyhow!("no snapshot recorded"))?;
     let snapshots: Api<VolumeSnapshot> = Api::namespaced(sb.client.clone(), "datastore");
     let deadline = Instant::now() + Duration::from_secs(30);
     while snapshots

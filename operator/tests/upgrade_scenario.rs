@@ -111,7 +111,7 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         result.checks
     );
     let names: Vec<&str> = result.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["target", "app", "version", "policy", "git"]);
+    assert_eq!(names, ["target", "app", "version", "policy", "flux", "git"]);
     let diff = result.diff.context("diff")?;
     assert!(diff.contains("+      version: 2.0.0"), "{diff}");
     assert_eq!(
@@ -340,7 +340,11 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
     assert_eq!(status.conditions[0].reason, "SnapshotFailed");
     assert_eq!(head(&sb, &repo)?, head_before, "a failed upgrade committed");
     // Its snapshot, which will never be ready, is deleted.
-    let snapshot = fluxup_operator::snapshots::snapshot_name(&request, "data-datastore-0");
+    let snapshot = failed
+        .status()
+        .snapshot
+        .and_then(|s| s.pvcs.first().map(|p| p.snapshot_name.clone()))
+        .context("no snapshot recorded")?;
     let snapshots: Api<VolumeSnapshot> = Api::namespaced(sb.client.clone(), "datastore");
     eventually(
         "the unready snapshot deleted",

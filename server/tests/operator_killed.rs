@@ -6,6 +6,7 @@
 
 #[path = "../../operator/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use anyhow::Context as _;
 use common::*;
@@ -17,48 +18,14 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::json;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// `fluxup serve` with its controllers, against the sandbox, and the port it serves on; its log
-/// goes to target/.
-fn start_operator(sb: &Sandbox, log: &str) -> anyhow::Result<(Child, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    // Logs (JSON, on stdout) and anything else the process prints (stderr, e.g. Leptos' own
-    // debug warnings) in two files, so the log can be checked line by line.
-    let stderr = std::fs::File::create(repo_root().join("target").join(format!("{log}.stderr")))?;
-    let log = std::fs::File::create(repo_root().join("target").join(log))?;
-    Command::new(env!("CARGO_BIN_EXE_fluxup"))
-        .args(["serve", "--controllers", "true"])
-        .env("KUBECONFIG", sb.env("KUBECONFIG")?)
-        // The leader lease lives in the test's namespace.
-        .env("POD_NAMESPACE", sb.ns())
-        .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info")
-        .env("FLUXUP_LOG_FORMAT", "json")
-        .env("FLUXUP_NO_AUTH", "true")
-        .env("LEPTOS_OUTPUT_NAME", "fluxup")
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(stderr))
-        .spawn()
-        .context("starting fluxup serve")
-        .map(|child| (child, port))
-}
-
-/// Kills the process with SIGKILL (no clean-up code runs) and reaps it.
-fn sigkill(mut child: Child) -> anyhow::Result<()> {
-    child.kill()?;
-    child.wait()?;
-    Ok(())
-}
+use support::{sigkill, start_operator};
 
 #[tokio::test]
 async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("operator-killed").await?;
     let repo = seed_demo()?;
-    let (mut operator, _) = start_operator(&sb, "operator-killed-0.log")?;
+    let (mut operator, _) = start_operator(&sb, "operator-killed-0.log", &[])?;
     let mut port = 0;
     // Requests of an earlier run: their finalizer needs the operator.
     delete_requests(&sb, "datastore").await?;
@@ -99,7 +66,7 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
         println!("SIGKILL in {kill_in:?}");
         // Nothing moves while it is down; a new process (after the dead one's lease expires)
         // picks the upgrade up from its status.
-        (operator, port) = start_operator(&sb, &format!("operator-killed-{}.log", i + 1))?;
+        (operator, port) = start_operator(&sb, &format!("operator-killed-{}.log", i + 1), &[])?;
         let ended = follow(&sb, "datastore", &request, Duration::from_secs(240)).await?;
         println!(
             "killed in {kill_in:?}: converged [{}]",

@@ -1,15 +1,15 @@
 //! A version bump as one Git commit: read the files at the branch head, change only the version
 //! scalars (yaml_edit), write them back against the blobs read, and on a concurrent push start
-//! again from the new head — never force. A commit that already carries the request's trailer
+//! again from the new head — never force. A commit that already carries the request's uid in its trailer
 //! is not made twice, so a restarted operator can call this again safely.
 
-use super::message::REQUEST_TRAILER;
+use super::message::OPERATION_TRAILER;
 use super::{Commit, FileUpdate, GitBackend, GitError};
 use crate::yaml_edit::{Document, EditError, set_scalar};
 use std::collections::BTreeMap;
 
 /// How far back to look for this request's commit.
-const HISTORY_DEPTH: usize = 50;
+pub const HISTORY_DEPTH: usize = 50;
 /// Concurrent pushes tolerated before giving up.
 const ATTEMPTS: usize = 5;
 
@@ -65,16 +65,16 @@ pub fn apply_edits(
 }
 
 /// Commits `edits` to `branch` with `message`, which must carry the trailer
-/// `FluxUp-Request: <request>`.
+/// `FluxUp-Operation: <operation>` (the request's uid).
 pub async fn commit_version_bump(
     git: &impl GitBackend,
     branch: &str,
     edits: &[VersionEdit<'_>],
     message: &str,
-    request: &str,
+    operation: &str,
 ) -> Result<Outcome, BumpError> {
     if let Some(commit) = git
-        .find_commit(branch, REQUEST_TRAILER, request, HISTORY_DEPTH)
+        .find_commit(branch, OPERATION_TRAILER, operation, HISTORY_DEPTH)
         .await?
     {
         return Ok(Outcome::AlreadyCommitted(commit));

@@ -1,8 +1,11 @@
 //! Commit messages of FluxUp's version bumps: a subject a person reads in `git log`, what was
 //! snapshotted, and trailers a restarted operator uses to tell whether its commit happened.
 
-/// The trailer naming the UpgradeRequest (or RollbackRequest) a commit belongs to.
+/// The trailer naming the UpgradeRequest (or RollbackRequest) a commit belongs to, for people.
 pub const REQUEST_TRAILER: &str = "FluxUp-Request";
+/// The trailer with the request's uid: how a restarted FluxUp finds its own commit. (The name
+/// alone would find the commit of an older request that had the same name.)
+pub const OPERATION_TRAILER: &str = "FluxUp-Operation";
 
 /// What a version-bump commit says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub struct BumpMessage {
     pub snapshots: Vec<String>,
     /// `namespace/name` of the request.
     pub request: String,
+    /// The request's uid.
+    pub operation: String,
 }
 
 impl BumpMessage {
@@ -37,6 +42,7 @@ impl BumpMessage {
             out.push_str(&format!("Previous-Version: {previous}\n"));
         }
         out.push_str(&format!("{REQUEST_TRAILER}: {}\n", self.request));
+        out.push_str(&format!("{OPERATION_TRAILER}: {}\n", self.operation));
         out
     }
 }
@@ -55,6 +61,8 @@ pub struct RevertMessage {
     pub snapshots: Vec<String>,
     /// `namespace/name` of the RollbackRequest.
     pub request: String,
+    /// The RollbackRequest's uid.
+    pub operation: String,
 }
 
 impl RevertMessage {
@@ -75,6 +83,7 @@ impl RevertMessage {
             out.push_str(&format!("Reverts: {sha}\n"));
         }
         out.push_str(&format!("{REQUEST_TRAILER}: {}\n", self.request));
+        out.push_str(&format!("{OPERATION_TRAILER}: {}\n", self.operation));
         out
     }
 }
@@ -116,6 +125,7 @@ mod tests {
             reverts: Some("abc123".into()),
             snapshots: vec!["db-1.1.0-data-db-0".into()],
             request: "apps/db-1.1.0-rollback".into(),
+            operation: "0f9d".into(),
         }
         .render();
         assert!(message.starts_with(
@@ -136,18 +146,20 @@ mod tests {
             previous_version: Some("12.4.0".into()),
             snapshots: vec!["my-app-data-up-1a2b".into()],
             request: "apps/my-app-12.5.0".into(),
+            operation: "7c1e".into(),
         }
         .render();
         assert_eq!(
             message,
             "chore(deps): update my-app to 12.5.0\n\nUpgrade approved in FluxUp.\nPre-upgrade snapshots:\n\
              - my-app-data-up-1a2b\n\nManaged-By: fluxup\nPrevious-Version: 12.4.0\n\
-             FluxUp-Request: apps/my-app-12.5.0\n"
+             FluxUp-Request: apps/my-app-12.5.0\nFluxUp-Operation: 7c1e\n"
         );
         assert_eq!(
             trailer(&message, REQUEST_TRAILER),
             Some("apps/my-app-12.5.0")
         );
+        assert_eq!(trailer(&message, OPERATION_TRAILER), Some("7c1e"));
         assert_eq!(trailer(&message, "Previous-Version"), Some("12.4.0"));
         // Only trailers count, not the same words in the body.
         assert_eq!(trailer("FluxUp-Request: x\n\nbody", REQUEST_TRAILER), None);

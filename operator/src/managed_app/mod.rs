@@ -22,7 +22,6 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use resolve::Cluster;
-use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
@@ -131,37 +130,6 @@ struct Context {
     warned_unsynced: std::sync::atomic::AtomicBool,
 }
 
-/// A watched, cached stream of one kind: the store for reads, the stream to trigger on.
-/// Managed fields (and, for foreign kinds, annotations) are dropped before caching: nothing
-/// reads them, and they are much of an object's size.
-fn reflect<K>(
-    api: Api<K>,
-    keep_annotations: bool,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        // Streaming lists: the initial state arrives as a watch, one object at a time, instead
-        // of as whole LIST pages held in memory at once.
-        watcher(api, watcher::Config::default().streaming_lists())
-            .modify(move |o: &mut K| {
-                o.managed_fields_mut().clear();
-                if !keep_annotations {
-                    o.annotations_mut().clear();
-                }
-            })
-            .default_backoff(),
-    )
-    .touched_objects();
-    (reader, stream)
-}
-
 /// Apps whose HelmRelease is `namespace/name`.
 fn apps_of_release(apps: &Store<ManagedApp>, ns: &str, name: &str) -> Vec<ObjectRef<ManagedApp>> {
     apps.state()
@@ -212,13 +180,20 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (helm_releases, hr_stream) = reflect::<HelmRelease>(scope.api(&client), false);
-    let (helm_repositories, hrepo_stream) = reflect::<HelmRepository>(scope.api(&client), false);
-    let (oci_repositories, oci_stream) = reflect::<OCIRepository>(scope.api(&client), false);
-    let (kustomizations, ks_stream) = reflect::<Kustomization>(scope.api(&client), false);
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(scope.api(&client), false);
-    let (deployments, deploy_stream) = reflect::<Deployment>(scope.api(&client), false);
-    let (stateful_sets, sts_stream) = reflect::<StatefulSet>(scope.api(&client), false);
+    let (helm_releases, hr_stream) =
+        crate::caches::reflect::<HelmRelease>(scope.api(&client), false);
+    let (helm_repositories, hrepo_stream) =
+        crate::caches::reflect::<HelmRepository>(scope.api(&client), false);
+    let (oci_repositories, oci_stream) =
+        crate::caches::reflect::<OCIRepository>(scope.api(&client), false);
+    let (kustomizations, ks_stream) =
+        crate::caches::reflect::<Kustomization>(scope.api(&client), false);
+    let (pvcs, pvc_stream) =
+        crate::caches::reflect::<PersistentVolumeClaim>(scope.api(&client), false);
+    let (deployments, deploy_stream) =
+        crate::caches::reflect::<Deployment>(scope.api(&client), false);
+    let (stateful_sets, sts_stream) =
+        crate::caches::reflect::<StatefulSet>(scope.api(&client), false);
     // The snapshots FluxUp took, for `/metrics`. A cluster without the snapshot CRDs has none:
     // its watch retries with backoff and nothing waits for it.
     let (snapshots, snapshot_writer) = reflector::store();
@@ -234,7 +209,7 @@ pub async fn run(
     .touched_objects();
     crate::metrics::watch_snapshots(snapshots);
 
-    let (apps, app_stream) = reflect::<ManagedApp>(scope.api(&client), true);
+    let (apps, app_stream) = crate::caches::reflect::<ManagedApp>(scope.api(&client), true);
     let controller = Controller::for_stream(app_stream, apps.clone());
     crate::metrics::watch_apps(apps.clone());
     let stores = Stores {

@@ -3,6 +3,7 @@
 
 use super::decide::Claim;
 use fluxup_api::RestoredVolume;
+use fluxup_api::ownership::RESTORED_BY_ANNOTATION;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
@@ -51,8 +52,9 @@ pub async fn record(
             .annotations
             .unwrap_or_default()
             .into_iter()
-            .filter(|(k, _)| !set_by_kubernetes(k))
+            .filter(|(k, _)| !set_by_kubernetes(k) && k != RESTORED_BY_ANNOTATION)
             .collect(),
+        recreated: false,
     })
 }
 
@@ -116,10 +118,13 @@ pub async fn delete(client: &Client, ns: &str, name: &str) -> kube::Result<()> {
     }
 }
 
-/// Creates the claim again, from its snapshot. Creating one that exists succeeds.
-pub async fn create(client: &Client, ns: &str, v: &RestoredVolume) -> kube::Result<()> {
+/// Creates the claim again, from its snapshot, marked as restored by rollback `me` (uid).
+/// Creating one that exists succeeds.
+pub async fn create(client: &Client, ns: &str, v: &RestoredVolume, me: &str) -> kube::Result<()> {
+    let mut annotations = v.annotations.clone();
+    annotations.insert(RESTORED_BY_ANNOTATION.into(), me.into());
     let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "metadata": {"name": v.pvc_name, "labels": v.labels, "annotations": v.annotations},
+        "metadata": {"name": v.pvc_name, "labels": v.labels, "annotations": annotations},
         "spec": {
             "accessModes": v.access_modes,
             "storageClassName": v.storage_class_name,

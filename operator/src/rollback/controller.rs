@@ -1,32 +1,37 @@
 //! The RollbackRequest controller: observes, lets [`decide`] pick one step, records it in the
 //! request's status, and performs it — as the upgrade controller does. A finalizer recreates any
-//! deleted claim, resumes Flux and restarts stopped workloads if the request is deleted mid-way.
+//! claim it deleted, and releases what it holds, from what it recorded, if the request is
+//! deleted mid-way.
 
 use super::claims;
 use super::decide::{Claim, Observed, Step, decide};
-use crate::git::bump::{BumpError, Outcome, commit_version_bump};
-use crate::git::message::{REQUEST_TRAILER, RevertMessage};
+use crate::git::bump::{BumpError, HISTORY_DEPTH, Outcome, commit_version_bump};
+use crate::git::message::{OPERATION_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
 use crate::notify::{self, Kind, Notification};
+use crate::operation::holds;
+use crate::operation::queue::{self, Member};
 use crate::operation::{
-    self, Context, Error, app_of, complete, found_workloads, refetch_if_missed, resume_flux, since,
-    who,
+    self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
+    refetch_if_missed, since, who, workloads,
 };
+use crate::upgrade::controller::flux_check;
 use crate::upgrade::plan::{self, Plan, version_edits};
-use crate::upgrade::{flux, release, workloads};
+use crate::upgrade::release;
 use crate::{Scope, events, snapshots};
-use fluxup_api::flux::{HelmRelease, Kustomization};
+use fluxup_api::flux::HelmRelease;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{
     DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RestoredFrom, RollbackPhase,
     RollbackRequest, RollbackRequestStatus, UpgradePhase, UpgradeRequest,
 };
 use futures::StreamExt;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
@@ -42,9 +47,29 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<RollbackRequest> = scope.api(&client);
-    let ctx = Arc::new(Context::new(client));
-    Controller::new(api, watcher::Config::default().streaming_lists())
+    let controller = Controller::new(
+        scope.api::<RollbackRequest>(&client),
+        watcher::Config::default().streaming_lists(),
+    );
+    let rollbacks = controller.store();
+    let (upgrades, upgrade_events) =
+        crate::caches::reflect::<UpgradeRequest>(scope.api(&client), true);
+    // Retention is the upgrades' business: no snapshot cache here.
+    let (snapshots, _) = reflector::store::<VolumeSnapshot>();
+    let ctx = Arc::new(Context::new(client, upgrades, rollbacks.clone(), snapshots));
+    controller
+        // An upgrade that changes may be what a rollback waits for, or what it undoes.
+        .watches_stream(upgrade_events, move |u: UpgradeRequest| {
+            let ns = u.namespace();
+            rollbacks
+                .state()
+                .iter()
+                .filter(|r| {
+                    r.namespace() == ns && r.status.as_ref().is_none_or(|s| s.released_at.is_none())
+                })
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -61,15 +86,21 @@ async fn reconcile(req: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Actio
     let ns = req.namespace().unwrap_or_default();
     let api: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &ns);
     let span = operation::span(req.as_ref());
-    finalizer(&api, FINALIZER, req, |event| async {
+    let work = finalizer(&api, FINALIZER, req, |event| async {
         match event {
+            // A finished request never acts again.
+            Finalizer::Apply(req) if released(&req) => Ok(Action::await_change()),
             Finalizer::Apply(req) => step(&req, &ctx).await,
             Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
         }
-    })
-    .instrument(span)
-    .await
-    .map_err(Error::from)
+    });
+    crash::scope("rollback", ns, work.instrument(span))
+        .await
+        .map_err(Error::from)
+}
+
+fn released(req: &RollbackRequest) -> bool {
+    req.status.as_ref().is_some_and(|s| s.released_at.is_some())
 }
 
 /// What a rollback undoes: the upgrade, its app, the claims and snapshots, and the versions to
@@ -83,17 +114,25 @@ struct Source {
 }
 
 /// Finds the upgrade (named, or through the snapshot's labels), its app, and what to restore.
+/// Identity is the uid: an upgrade recreated under the name the rollback recorded, or other
+/// than the one that took the snapshot, is not the one to undo.
 async fn source(req: &RollbackRequest, client: &Client) -> Result<Source, String> {
     let ns = req.namespace().unwrap_or_default();
-    let upgrade_name = match (&req.spec.upgrade_request_ref, &req.spec.snapshot_ref) {
-        (Some(u), _) => u.name.clone(),
+    let recorded_uid = req
+        .status
+        .as_ref()
+        .and_then(|s| s.restored_from.as_ref())
+        .and_then(|r| r.upgrade_request_uid.clone());
+    let (upgrade_name, snapshot_uid) = match (&req.spec.upgrade_request_ref, &req.spec.snapshot_ref)
+    {
+        (Some(u), _) => (u.name.clone(), None),
         (None, Some(s)) => {
             let snapshot = Api::<VolumeSnapshot>::namespaced(client.clone(), &ns)
                 .get_opt(&s.name)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("VolumeSnapshot {ns}/{} does not exist", s.name))?;
-            snapshot
+            let name = snapshot
                 .labels()
                 .get(snapshots::REQUEST_LABEL)
                 .cloned()
@@ -103,7 +142,11 @@ async fn source(req: &RollbackRequest, client: &Client) -> Result<Source, String
                         s.name,
                         snapshots::REQUEST_LABEL
                     )
-                })?
+                })?;
+            (
+                name,
+                snapshot.labels().get(snapshots::OPERATION_LABEL).cloned(),
+            )
         }
         (None, None) => return Err("the request names neither an upgrade nor a snapshot".into()),
     };
@@ -114,6 +157,15 @@ async fn source(req: &RollbackRequest, client: &Client) -> Result<Source, String
         .ok_or_else(|| {
             format!("UpgradeRequest {ns}/{upgrade_name} does not exist: the versions to restore are unknown")
         })?;
+    let uid = upgrade.uid();
+    if let Some(expected) = recorded_uid.or(snapshot_uid)
+        && uid.as_deref() != Some(expected.as_str())
+    {
+        return Err(format!(
+            "UpgradeRequest {ns}/{upgrade_name} is not the upgrade this rollback undoes (it was \
+             deleted and created again)"
+        ));
+    }
     let app_name = req
         .spec
         .managed_app_ref
@@ -150,110 +202,57 @@ async fn source(req: &RollbackRequest, client: &Client) -> Result<Source, String
     })
 }
 
-/// Deleted mid-way: no claim stays deleted, nothing stays suspended or stopped.
+/// Deleted mid-way: every claim it deleted comes back, what it holds is released — from what
+/// it recorded alone; nothing else is touched.
 async fn cleanup(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
+    if released(req) {
+        return Ok(Action::await_change());
+    }
     let ns = req.namespace().unwrap_or_default();
+    let me = req.uid().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
     for (name, claim) in claims::observe(&ctx.client, &ns, &status.volumes).await? {
         if claim == Claim::Missing
-            && let Some(v) = status.volumes.iter().find(|v| v.pvc_name == name)
+            && let Some(v) = status
+                .volumes
+                .iter()
+                .find(|v| v.pvc_name == name && !v.recreated)
         {
-            claims::create(&ctx.client, &ns, v).await?;
+            claims::create(&ctx.client, &ns, v, &me).await?;
         }
     }
-    if let Ok(src) = source(req, &ctx.client).await
-        && status.phase.is_some_and(|p| p != RollbackPhase::Pending)
-    {
-        flux::resume(
-            &ctx.client,
-            src.app.kustomization_namespace(),
-            &src.app.spec.kustomization_ref.name,
-        )
-        .await?;
+    for hold in &status.holds {
+        holds::release(&ctx.client, hold, &me).await?;
     }
-    if !status.stopped_workloads.is_empty() {
-        workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
-    }
+    workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
     Ok(Action::await_change())
 }
 
-async fn observe(req: &RollbackRequest, src: &Source, ctx: &Context) -> Result<Observed, Error> {
+async fn observe(
+    req: &RollbackRequest,
+    src: Option<&Source>,
+    ctx: &Context,
+) -> Result<Observed, Error> {
     let ns = req.namespace().unwrap_or_default();
+    let me = req.uid().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
-    let app = &src.app;
+    let app = src.map(|s| &s.app);
     let mut seen = Observed {
         health_timeout: crate::duration::or(
-            app.spec
-                .health_check
-                .as_ref()
+            app.and_then(|a| a.spec.health_check.as_ref())
                 .and_then(|h| h.timeout.as_deref()),
             Duration::from_secs(300),
         ),
-        claims_to_record: src.volumes.len(),
+        claims_to_record: src.map_or(status.volumes.len(), |s| s.volumes.len()),
+        in_phase: since(status.phase_started_at.as_ref()),
         ..Default::default()
     };
-    if let Some(started) = &status.phase_started_at {
-        let secs = Timestamp::now().as_second() - started.0.as_second();
-        seen.in_phase = Duration::from_secs(secs.max(0) as u64);
+
+    if phase == RollbackPhase::Pending {
+        seen.holds_to_record = app.map(holds::of_app).unwrap_or_default();
+        seen.queue = queue::position(&Member::of_rollback(req), &ctx.queue_members());
     }
-
-    // One operation at a time per app: any running upgrade, or an older rollback.
-    let app_name = app.name_any();
-    let upgrades = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    let rollbacks = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    let me = (
-        req.metadata.creation_timestamp.clone().map(|t| t.0),
-        req.name_any(),
-    );
-    seen.other_operation_running = upgrades
-        .items
-        .iter()
-        .filter(|u| u.spec.managed_app_ref.name == app_name)
-        .filter(|u| {
-            let p = u.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-            // A pending upgrade goes first only if it is older (it waits for us otherwise).
-            !p.is_terminal()
-                && (p != UpgradePhase::Pending
-                    || (
-                        u.metadata.creation_timestamp.clone().map(|t| t.0),
-                        u.name_any(),
-                    ) < me)
-        })
-        .map(|u| format!("{ns}/{}", u.name_any()))
-        .chain(
-            rollbacks
-                .items
-                .iter()
-                .filter(|r| r.name_any() != req.name_any())
-                .filter(|r| {
-                    let p = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-                    let same_app = r.status.as_ref().is_some_and(|s| {
-                        s.restored_from
-                            .as_ref()
-                            .and_then(|f| f.upgrade_request_name.as_ref())
-                            .is_some_and(|u| {
-                                upgrades.items.iter().any(|x| {
-                                    &x.name_any() == u && x.spec.managed_app_ref.name == app_name
-                                })
-                            })
-                    });
-                    same_app
-                        && !p.is_terminal()
-                        && (p != RollbackPhase::Pending
-                            || (
-                                r.metadata.creation_timestamp.clone().map(|t| t.0),
-                                r.name_any(),
-                            ) < me)
-                })
-                .map(|r| format!("{ns}/{}", r.name_any())),
-        )
-        .next();
-
     seen.preflight = status.dry_run.as_ref().map(|d| {
         d.checks
             .iter()
@@ -262,40 +261,86 @@ async fn observe(req: &RollbackRequest, src: &Source, ctx: &Context) -> Result<O
             .collect()
     });
 
-    let ks = Api::<Kustomization>::namespaced(ctx.client.clone(), app.kustomization_namespace())
-        .get(&app.spec.kustomization_ref.name)
-        .await?;
-    seen.kustomization_suspended = flux::is_suspended(&ks);
+    if phase > RollbackPhase::Pending {
+        for hold in &status.holds {
+            let holder = holds::observe(&ctx.client, hold, &me).await?;
+            seen.holders.push((hold.clone(), holder));
+        }
+    }
 
-    let found = found_workloads(app);
-    seen.workloads_to_stop = found.len();
+    seen.workloads_to_stop = app.map(found_workloads).map_or(0, |w| w.len());
     if !status.stopped_workloads.is_empty() {
         seen.workloads_stopped =
             workloads::all_stopped(&ctx.client, &ns, &status.stopped_workloads).await?;
+        seen.workloads_held =
+            workloads::any_held(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
     }
 
-    let names: Vec<String> = src.volumes.iter().map(|(_, s)| s.clone()).collect();
-    seen.snapshots_unusable = snapshots_ready(&ctx.client, &ns, &names).await?.err();
+    if let Some(src) = src
+        && !phase.is_terminal()
+    {
+        let names: Vec<String> = src.volumes.iter().map(|(_, s)| s.clone()).collect();
+        seen.snapshots_unusable = snapshots_ready(&ctx.client, &ns, &names).await?.err();
+    }
     seen.claims = claims::observe(&ctx.client, &ns, &status.volumes).await?;
+    if phase == RollbackPhase::RestoringVolumes
+        && seen.claims.iter().any(|(_, c)| *c == Claim::Original)
+    {
+        seen.claim_users = claim_users(&ctx.client, &ns, &status.volumes).await?;
+    }
 
-    if phase == RollbackPhase::Reverting {
-        let (git, branch) = git::cluster::for_app(&ctx.client, app).await?;
-        let request = format!("{ns}/{}", req.name_any());
+    if phase == RollbackPhase::Reverting
+        && let Some(src) = src
+    {
+        let (git, branch) = git::cluster::for_app(&ctx.client, &src.app).await?;
         seen.commit = git
-            .find_commit(&branch, REQUEST_TRAILER, &request, 50)
+            .find_commit(&branch, OPERATION_TRAILER, &me, HISTORY_DEPTH)
             .await
             .map_err(|e| Error::Other(e.to_string()))?
             .map(|c| c.sha);
     }
-    if phase == RollbackPhase::StartingApp {
-        let hr_ns = app.helm_release_namespace().unwrap_or(&ns).to_string();
+    if phase == RollbackPhase::StartingApp
+        && let Some(src) = src
+    {
+        let hr_ns = src.app.helm_release_namespace().unwrap_or(&ns).to_string();
         let hr = Api::<HelmRelease>::namespaced(ctx.client.clone(), &hr_ns)
-            .get(&app.spec.helm_release_ref.name)
+            .get(&src.app.spec.helm_release_ref.name)
             .await?;
         seen.release = release::state(&hr, &src.plan);
-        seen.healthy = release::workloads_ready(&ctx.client, &ns, &found).await?;
+        seen.healthy =
+            release::workloads_ready(&ctx.client, &ns, &found_workloads(&src.app)).await?;
     }
     Ok(seen)
+}
+
+/// Pods that mount one of the claims and are not being deleted: FluxUp stopped the app's own
+/// workloads already, so these are someone else's, and their claim must not be replaced.
+async fn claim_users(
+    client: &Client,
+    ns: &str,
+    volumes: &[fluxup_api::RestoredVolume],
+) -> kube::Result<Vec<(String, String)>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let mut out = Vec::new();
+    for pod in pods.items {
+        if pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            if let Some(claim) = &volume.persistent_volume_claim
+                && volumes.iter().any(|v| v.pvc_name == claim.claim_name)
+            {
+                out.push((claim.claim_name.clone(), pod.name_any()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether every snapshot named exists and is ReadyToUse; why not otherwise.
@@ -320,8 +365,43 @@ async fn snapshots_ready(
     Ok(Ok(()))
 }
 
+/// Whether this upgrade was rolled back already: restoring its snapshots again would write old
+/// data over what was written since.
+fn already_rolled_back(req: &RollbackRequest, src: &Source, ctx: &Context) -> Option<String> {
+    let upgrade_status = src.upgrade.status.clone().unwrap_or_default();
+    if upgrade_status.phase == Some(UpgradePhase::RolledBack) {
+        let by = upgrade_status
+            .rollback_ref
+            .map(|r| format!(" by RollbackRequest {}", r.name))
+            .unwrap_or_default();
+        return Some(format!(
+            "UpgradeRequest {} was already rolled back{by}; its snapshots are older than what \
+             the app has written since, so restoring them again would lose data",
+            src.upgrade.name_any()
+        ));
+    }
+    let uid = src.upgrade.uid();
+    ctx.rollbacks
+        .state()
+        .iter()
+        .filter(|r| r.uid() != req.uid() && !r.spec.dry_run)
+        .find(|r| {
+            let s = r.status.clone().unwrap_or_default();
+            s.phase == Some(RollbackPhase::Succeeded)
+                && s.restored_from.and_then(|f| f.upgrade_request_uid) == uid
+        })
+        .map(|r| {
+            format!(
+                "UpgradeRequest {} was already rolled back by RollbackRequest {}; restoring its \
+                 snapshots again would lose what the app wrote since",
+                src.upgrade.name_any(),
+                r.name_any()
+            )
+        })
+}
+
 /// The preflight checks, and the diff of the revert.
-async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
+async fn preflight(req: &RollbackRequest, src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
     let record = src.upgrade.status.clone().unwrap_or_default().upgrade;
     let from = record.as_ref().and_then(|r| r.new_version.clone());
     let mut checks = vec![PreflightCheck {
@@ -341,6 +421,12 @@ async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
             src.plan.problems.join("; ")
         }),
     }];
+    let again = already_rolled_back(req, src, ctx);
+    checks.push(PreflightCheck {
+        name: "once".into(),
+        passed: again.is_none(),
+        message: Some(again.unwrap_or_else(|| "the upgrade has not been rolled back".into())),
+    });
     let names: Vec<String> = src.volumes.iter().map(|(_, s)| s.clone()).collect();
     let ready = snapshots_ready(&ctx.client, ns, &names)
         .await
@@ -370,6 +456,14 @@ async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
             None => "the app is not resolved yet".into(),
         }),
     });
+    checks.push(
+        flux_check(
+            &ctx.client,
+            &holds::of_app(&src.app),
+            &req.uid().unwrap_or_default(),
+        )
+        .await,
+    );
     let (git_check, result_diff) = plan::check_git(&ctx.client, &src.app, &src.plan).await;
     checks.push(git_check);
     DryRunResult {
@@ -378,21 +472,36 @@ async fn preflight(src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
     }
 }
 
+/// Records part of the request's status, then passes the crash point named after the step.
+async fn record(
+    ctx: &Context,
+    req: &RollbackRequest,
+    point: &str,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    ctx.write_status(MANAGER, req, status).await?;
+    crash::point(point);
+    Ok(())
+}
+
 async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
+    let me = req.uid().unwrap_or_default();
     let status: RollbackRequestStatus = req.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
     let gen_ = req.metadata.generation;
     let src = match source(req, &ctx.client).await {
-        Ok(src) => src,
+        Ok(src) => Some(src),
         // Nothing to undo, or no longer known what: refuse before touching anything; once
         // started, the recorded status is enough to finish the clean-up.
         Err(why) if phase == RollbackPhase::Pending => {
             let message = format!("refused; nothing was changed: {why}");
-            ctx.write_status(
-                MANAGER,
+            record(
+                ctx,
                 req,
+                "refuse",
                 serde_json::json!({"phase": RollbackPhase::Failed, "message": message,
+                    "releasedAt": if status.holds.is_empty() { Some(events::now_time()) } else { None },
                     "conditions": [complete("False", "PreflightFailed", &message, gen_)]}),
             )
             .await?;
@@ -401,23 +510,34 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 .await;
             let age = since(req.metadata.creation_timestamp.as_ref());
             metrics::ended(Operation::Rollback, "failed", age);
-            return Ok(Action::await_change());
+            return Ok(Action::requeue(Duration::from_millis(200)));
         }
-        Err(why) if phase.is_terminal() => {
-            tracing::debug!(rollback = %req.name_any(), %why, "ended; its upgrade is gone");
-            return Ok(Action::await_change());
+        Err(why) => {
+            tracing::info!(rollback = %req.name_any(), %why, "the upgrade or app it restores is gone");
+            None
         }
-        Err(why) => return Err(Error::Other(why)),
     };
-    let seen = observe(req, &src, ctx).await?;
+    let mut seen = observe(req, src.as_ref(), ctx).await?;
+    if src.is_none() {
+        seen.source_lost = Some(
+            "the UpgradeRequest or ManagedApp this rollback restores was deleted (or replaced)"
+                .into(),
+        );
+    }
     let next = decide(&req.spec, &status, &seen);
     tracing::info!(rollback = %format!("{ns}/{}", req.name_any()), phase = ?status.phase, step = ?next, "rollback step");
     let request = format!("{ns}/{}", req.name_any());
-    if !req.spec.dry_run && phase != RollbackPhase::Pending && !phase.is_terminal() {
-        mark_app(ctx, &src, LastUpgrade::ROLLING_BACK).await?;
+    if !req.spec.dry_run
+        && phase != RollbackPhase::Pending
+        && !phase.is_terminal()
+        && let Some(src) = &src
+    {
+        mark_app(ctx, src, LastUpgrade::ROLLING_BACK).await?;
     }
 
-    if status.phase.is_none() {
+    if status.phase.is_none()
+        && let Some(src) = &src
+    {
         let what = format!(
             "roll back {} (upgrade {})",
             src.app.name_any(),
@@ -427,8 +547,48 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
     }
 
     match next {
+        Step::RecordHolds(to_hold) => {
+            let Some(src) = &src else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let from = RestoredFrom {
+                snapshot_name: src.volumes.first().map(|(_, s)| s.clone()),
+                snapshot_names: src.volumes.iter().map(|(_, s)| s.clone()).collect(),
+                chart_version: src.plan.chart.clone(),
+                upgrade_request_name: Some(src.upgrade.name_any()),
+                upgrade_request_uid: src.upgrade.uid(),
+            };
+            record(
+                ctx,
+                req,
+                "record-holds",
+                serde_json::json!({"holds": to_hold, "restoredFrom": from,
+                "phase": RollbackPhase::Pending, "message": "queued"}),
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::Queue(position) => {
+            let why = format!(
+                "waiting for {}: one operation at a time per Flux object (position {} in the queue)",
+                position.ahead.first().cloned().unwrap_or_default(),
+                position.position
+            );
+            if status.queue.as_ref() != Some(&position) || status.message.as_deref() != Some(&why) {
+                record(
+                    ctx,
+                    req,
+                    "queue",
+                    serde_json::json!({"queue": position, "message": why}),
+                )
+                .await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(3)))
+        }
         Step::Enter(next_phase) => {
-            if next_phase == RollbackPhase::Suspending {
+            if next_phase == RollbackPhase::Suspending
+                && let Some(src) = &src
+            {
                 let message = format!(
                     "{} asked to roll back {}; FluxUp pauses Flux, restores the \
                     volumes and reverts the upgrade's commit",
@@ -437,44 +597,43 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 );
                 notify::send(
                     &ctx.client,
-                    rollback_notification(Kind::RollbackStarted, req, &src, message),
+                    rollback_notification(Kind::RollbackStarted, req, src, message),
                 );
             }
             let mut s = serde_json::json!({"phase": next_phase, "phaseStartedAt": events::now_time(),
-                "observedGeneration": gen_, "message": format!("{next_phase:?}")});
+                "observedGeneration": gen_, "message": format!("{next_phase:?}"), "queue": null});
             if next_phase == RollbackPhase::Suspending {
                 s["startedAt"] = serde_json::to_value(events::now_time()).unwrap_or_default();
-                s["restoredFrom"] = serde_json::to_value(RestoredFrom {
-                    snapshot_name: src.volumes.first().map(|(_, s)| s.clone()),
-                    snapshot_names: src.volumes.iter().map(|(_, s)| s.clone()).collect(),
-                    chart_version: src.plan.chart.clone(),
-                    upgrade_request_name: Some(src.upgrade.name_any()),
-                })
-                .unwrap_or_default();
             }
-            ctx.write_status(MANAGER, req, s).await?;
+            record(ctx, req, &format!("enter.{next_phase:?}"), s).await?;
             ctx.event(
                 req,
                 "Rollback",
                 false,
                 &format!("{next_phase:?}"),
-                format!("rollback of {} entered {next_phase:?}", src.app.name_any()),
+                format!(
+                    "rollback of {} entered {next_phase:?}",
+                    app_name(req, src.as_ref())
+                ),
             )
             .await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::RunPreflight => {
-            let result = preflight(&src, ctx, &ns).await;
-            ctx.write_status(MANAGER, req, serde_json::json!({"dryRun": result}))
-                .await?;
+            let Some(src) = &src else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let result = preflight(req, src, ctx, &ns).await;
+            record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
-            let message = "dry run: every check passed; nothing was changed (the revert's diff is in status.dryRun)";
+            let message = "dry run: every check passed; nothing was changed";
             ctx.write_status(
                 MANAGER,
                 req,
                 serde_json::json!({"phase": RollbackPhase::Succeeded, "message": message,
+                "releasedAt": events::now_time(),
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
             )
             .await?;
@@ -482,29 +641,55 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             metrics::ended(Operation::Rollback, "dry_run", age);
             Ok(Action::await_change())
         }
-        Step::SuspendKustomization => {
-            flux::suspend(
+        Step::Take(hold) => {
+            let holder = holds::take(
                 &ctx.client,
-                src.app.kustomization_namespace(),
-                &src.app.spec.kustomization_ref.name,
+                &hold,
+                &me,
+                &queue::describe("RollbackRequest", req),
             )
             .await?;
+            if let Some(why) = holder.refusal(&hold) {
+                record(
+                    ctx,
+                    req,
+                    "take-refused",
+                    serde_json::json!({"message": format!("waiting: {why}")}),
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(3)));
+            }
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::StopWorkloads => {
-            let found = found_workloads(&src.app);
+            let found = src
+                .as_ref()
+                .map(|s| found_workloads(&s.app))
+                .unwrap_or_default();
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            ctx.write_status(
-                MANAGER,
-                req,
-                serde_json::json!({"stoppedWorkloads": recorded}),
-            )
-            .await?;
-            workloads::stop(&ctx.client, &ns, &recorded).await?;
+            if recorded != status.stopped_workloads {
+                record(
+                    ctx,
+                    req,
+                    "record-workloads",
+                    serde_json::json!({"stoppedWorkloads": recorded}),
+                )
+                .await?;
+            }
+            if recorded.is_empty() {
+                record(ctx, req, "enter.RestoringVolumes", serde_json::json!({"phase": RollbackPhase::RestoringVolumes,
+                    "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
+                .await?;
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            workloads::stop(&ctx.client, &ns, &recorded, &me).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::RecordClaims => {
+            let Some(src) = &src else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
             let mut volumes = Vec::new();
             for (pvc, snapshot) in &src.volumes {
                 match status.volumes.iter().find(|v| &v.pvc_name == pvc) {
@@ -517,12 +702,18 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     },
                 }
             }
-            ctx.write_status(MANAGER, req, serde_json::json!({"volumes": volumes}))
-                .await?;
+            record(
+                ctx,
+                req,
+                "record-claims",
+                serde_json::json!({"volumes": volumes}),
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::DeleteClaim(name) => {
             claims::delete(&ctx.client, &ns, &name).await?;
+            crash::point("delete-claim");
             ctx.event(
                 req,
                 "Rollback",
@@ -535,7 +726,24 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         }
         Step::CreateClaim(name) => {
             if let Some(v) = status.volumes.iter().find(|v| v.pvc_name == name) {
-                claims::create(&ctx.client, &ns, v).await?;
+                claims::create(&ctx.client, &ns, v, &me).await?;
+                crash::point("create-claim");
+                let volumes: Vec<_> = status
+                    .volumes
+                    .iter()
+                    .cloned()
+                    .map(|mut x| {
+                        x.recreated |= x.pvc_name == name;
+                        x
+                    })
+                    .collect();
+                record(
+                    ctx,
+                    req,
+                    "record-recreated",
+                    serde_json::json!({"volumes": volumes}),
+                )
+                .await?;
                 ctx.event(
                     req,
                     "Rollback",
@@ -548,6 +756,9 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::CommitRevert => {
+            let Some(src) = &src else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
             let (git, branch) = git::cluster::for_app(&ctx.client, &src.app).await?;
             let upgrade_status = src.upgrade.status.clone().unwrap_or_default();
             let message = RevertMessage {
@@ -562,6 +773,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 reverts: upgrade_status.upgrade.and_then(|u| u.git_commit),
                 snapshots: src.volumes.iter().map(|(_, s)| s.clone()).collect(),
                 request: request.clone(),
+                operation: me.clone(),
             }
             .render();
             let outcome = match commit_version_bump(
@@ -569,7 +781,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 &branch,
                 &version_edits(&src.plan),
                 &message,
-                &request,
+                &me,
             )
             .await
             {
@@ -589,39 +801,32 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     return fail(ctx, req, "GitFailed", message).await;
                 }
             };
+            crash::point("push");
             let sha = match &outcome {
                 Outcome::Committed(c) | Outcome::AlreadyCommitted(c) => Some(c.sha.clone()),
                 Outcome::NothingToChange => None,
             };
-            ctx.write_status(
-                MANAGER,
-                req,
-                serde_json::json!({"gitCommit": sha, "phase": RollbackPhase::StartingApp,
-                "phaseStartedAt": events::now_time(), "message": match &sha {
-                    Some(s) => format!("committed the previous version: {s}"),
-                    None => "Git already holds the previous version".into() }}),
-            )
-            .await?;
-            ctx.event(
-                req,
-                "Rollback",
-                false,
-                "Reverted",
-                format!("revert committed: {sha:?}"),
-            )
-            .await;
-            Ok(Action::requeue(Duration::from_millis(200)))
+            record_commit(ctx, req, sha).await
         }
-        Step::ResumeFlux => {
-            resume_flux(&ctx.client, &src.app).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+        Step::RecordCommit(sha) => record_commit(ctx, req, Some(sha)).await,
+        Step::Release(hold) => {
+            if hold.kind == "Kustomization"
+                && phase == RollbackPhase::StartingApp
+                && let Some(src) = &src
+            {
+                fetch_source(&ctx.client, &src.app).await?;
+            }
+            holds::release(&ctx.client, &hold, &me).await?;
+            Ok(Action::requeue(Duration::from_millis(500)))
         }
         Step::RestartWorkloads => {
-            workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
+            workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { why, recheck } => {
-            if phase == RollbackPhase::StartingApp {
+            if phase == RollbackPhase::StartingApp
+                && let Some(src) = &src
+            {
                 refetch_if_missed(&ctx.client, &src.app, status.git_commit.as_deref()).await?;
             }
             if status.message.as_deref() != Some(why.as_str()) {
@@ -632,6 +837,9 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         }
         Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
         Step::Succeed => {
+            let Some(src) = &src else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
             let message = format!(
                 "{} is back at {}, its data restored from {}",
                 src.app.name_any(),
@@ -649,9 +857,10 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                         .join(", ")
                 }
             );
-            ctx.write_status(
-                MANAGER,
+            record(
+                ctx,
                 req,
+                "succeed",
                 serde_json::json!({"phase": RollbackPhase::Succeeded, "message": message,
                 "completedAt": events::now_time(),
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}),
@@ -659,7 +868,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             notify::send(
                 &ctx.client,
-                rollback_notification(Kind::RollbackSucceeded, req, &src, message.clone()),
+                rollback_notification(Kind::RollbackSucceeded, req, src, message.clone()),
             );
             ctx.event(req, "Rollback", false, "Succeeded", message)
                 .await;
@@ -668,10 +877,52 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
-            finish(ctx, req, &src, &status).await?;
+            if let Some(src) = &src {
+                finish(ctx, req, src, &status).await?;
+            }
+            record(
+                ctx,
+                req,
+                "released",
+                serde_json::json!({"releasedAt": events::now_time()}),
+            )
+            .await?;
             Ok(Action::await_change())
         }
     }
+}
+
+fn app_name(req: &RollbackRequest, src: Option<&Source>) -> String {
+    src.map(|s| s.app.name_any())
+        .or_else(|| req.spec.managed_app_ref.as_ref().map(|a| a.name.clone()))
+        .unwrap_or_else(|| "the app".into())
+}
+
+/// Records the revert commit (found after a crash, or made now) and enters StartingApp.
+async fn record_commit(
+    ctx: &Context,
+    req: &RollbackRequest,
+    sha: Option<String>,
+) -> Result<Action, Error> {
+    record(
+        ctx,
+        req,
+        "record-commit",
+        serde_json::json!({"gitCommit": sha, "phase": RollbackPhase::StartingApp,
+        "phaseStartedAt": events::now_time(), "message": match &sha {
+            Some(s) => format!("committed the previous version: {s}"),
+            None => "Git already holds the previous version".into() }}),
+    )
+    .await?;
+    ctx.event(
+        req,
+        "Rollback",
+        false,
+        "Reverted",
+        format!("revert committed: {sha:?}"),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_millis(200)))
 }
 
 /// A notification about this rollback: from the upgrade's new version back to its previous one.
@@ -722,9 +973,10 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    ctx.write_status(
-        MANAGER,
+    record(
+        ctx,
         req,
+        "fail",
         serde_json::json!({"phase": RollbackPhase::Failed, "message": message,
         "completedAt": events::now_time(),
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
@@ -761,6 +1013,7 @@ async fn mark_app(ctx: &Context, src: &Source, word: &str) -> Result<(), Error> 
             &Patch::Merge(serde_json::json!({"status": {"lastUpgrade": {"status": word}}})),
         )
         .await?;
+    crash::point(&format!("mark-app-{word}"));
     Ok(())
 }
 
@@ -797,6 +1050,7 @@ async fn finish(
                 ),
             )
             .await?;
+        crash::point("mark-upgrade-rolled-back");
     }
     let word = if succeeded {
         LastUpgrade::ROLLED_BACK

@@ -1,13 +1,16 @@
 //! The next step of a rollback, decided from facts alone (as `upgrade::decide` is for upgrades).
 //!
 //! Rules it enforces: nothing is touched unless every snapshot to restore exists and is ready;
-//! a claim is deleted only after how to recreate it is recorded in status, and only while its
-//! snapshot is ready; a deleted claim is always recreated, even when the rollback fails or is
-//! deleted; Flux is always resumed and stopped workloads always restarted; every phase has a
-//! timeout; one operation at a time per app.
+//! a claim is deleted only after how to recreate it is recorded in status, only while its
+//! snapshot is ready, and never while a pod FluxUp did not stop mounts it; a claim this
+//! rollback deleted is always recreated, even when it fails or is deleted; what it holds (Flux
+//! objects, stopped workloads) is always released, and nothing it does not hold is touched;
+//! every phase has a timeout, checked after the evidence; one operation at a time per held
+//! object.
 
+use crate::operation::holds::{self, Holder};
 use crate::upgrade::decide::Release;
-use fluxup_api::{RollbackPhase, RollbackRequestSpec, RollbackRequestStatus};
+use fluxup_api::{Hold, QueuePosition, RollbackPhase, RollbackRequestSpec, RollbackRequestStatus};
 use std::time::Duration;
 
 /// A claim to restore, as observed.
@@ -30,19 +33,28 @@ pub enum Claim {
 /// What the controller sees now.
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
-    /// Another upgrade or rollback of the same app that is running (`namespace/name`).
-    pub other_operation_running: Option<String>,
+    /// The upgrade or app it restores is gone (or was replaced) mid-way: why.
+    pub source_lost: Option<String>,
+    /// The Flux objects to hold, from the app (recorded into status by the first step).
+    pub holds_to_record: Vec<Hold>,
+    /// Where the request stands in the queue of the objects it holds.
+    pub queue: QueuePosition,
     /// The preflight checks, once run: the names and messages of those that failed.
     pub preflight: Option<Vec<(String, String)>>,
-    pub kustomization_suspended: bool,
+    /// Who holds each object recorded in `status.holds`, in that order.
+    pub holders: Vec<(Hold, Holder)>,
     /// Workloads that mount the app's volumes and would be stopped.
     pub workloads_to_stop: usize,
     /// Every workload recorded in status is at zero replicas with no pods left.
     pub workloads_stopped: bool,
+    /// Some recorded workload still carries this request's mark.
+    pub workloads_held: bool,
     /// Why a snapshot to restore is missing or not ReadyToUse; `None` when all are ready.
     pub snapshots_unusable: Option<String>,
     /// Each recorded claim, in the order recorded.
     pub claims: Vec<(String, Claim)>,
+    /// Pods FluxUp did not stop that mount a claim about to be replaced: (claim, pod).
+    pub claim_users: Vec<(String, String)>,
     /// The claims to restore, and whether how to recreate each is recorded in status.
     pub claims_to_record: usize,
     /// A revert commit with this request's trailer is on the branch.
@@ -59,9 +71,12 @@ pub struct Observed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Enter(RollbackPhase),
+    /// Record what the rollback will hold and what it restores: it joins the queue.
+    RecordHolds(Vec<Hold>),
+    Queue(QueuePosition),
     RunPreflight,
     FinishDryRun,
-    SuspendKustomization,
+    Take(Hold),
     StopWorkloads,
     /// Record in status how to recreate each claim (size, class, labels, …).
     RecordClaims,
@@ -69,7 +84,8 @@ pub enum Step {
     /// Create the claim again, from its snapshot.
     CreateClaim(String),
     CommitRevert,
-    ResumeFlux,
+    RecordCommit(String),
+    Release(Hold),
     RestartWorkloads,
     Wait {
         why: String,
@@ -81,6 +97,15 @@ pub enum Step {
     },
     Succeed,
     Done,
+}
+
+impl Step {
+    fn is_progress(&self) -> bool {
+        matches!(
+            self,
+            Step::Enter(_) | Step::RecordCommit(_) | Step::Succeed | Step::Fail { .. }
+        )
+    }
 }
 
 /// How long each phase may take before the rollback fails.
@@ -101,15 +126,15 @@ fn wait(why: impl Into<String>, seconds: u64) -> Step {
     }
 }
 
-fn left_stopped(status: &RollbackRequestStatus, seen: &Observed) -> bool {
-    !status.stopped_workloads.is_empty() && seen.workloads_stopped
-}
-
 pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Observed) -> Step {
     use RollbackPhase::*;
     let phase = status.phase.unwrap_or_default();
-
-    if !phase.is_terminal() && phase != Pending && seen.in_phase > timeout(phase, seen) {
+    let step = next(spec, status, seen);
+    if !phase.is_terminal()
+        && phase != Pending
+        && seen.in_phase > timeout(phase, seen)
+        && !step.is_progress()
+    {
         let limit = timeout(phase, seen).as_secs();
         return Step::Fail {
             reason: "Timeout",
@@ -119,22 +144,48 @@ pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: 
             ),
         };
     }
+    step
+}
 
-    // Whatever happens, a claim that was deleted is created again from its snapshot.
+fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Observed) -> Step {
+    use RollbackPhase::*;
+    let phase = status.phase.unwrap_or_default();
+
+    // Whatever happens, a claim this rollback deleted is created again from its snapshot —
+    // once: what happens to it after that is not this rollback's doing.
     let missing = seen
         .claims
         .iter()
-        .find(|(_, c)| *c == Claim::Missing)
+        .find(|(name, c)| {
+            *c == Claim::Missing
+                && (!phase.is_terminal()
+                    || status
+                        .volumes
+                        .iter()
+                        .any(|v| &v.pvc_name == name && !v.recreated))
+        })
         .map(|(name, _)| name.clone());
 
-    match phase {
-        Pending => match (&seen.other_operation_running, &seen.preflight) {
-            (Some(other), _) => wait(
-                format!("waiting for {other} to finish: one operation at a time per app"),
-                10,
+    if let Some(why) = &seen.source_lost
+        && !phase.is_terminal()
+        && phase != Pending
+    {
+        return Step::Fail {
+            reason: "SourceDeleted",
+            message: format!(
+                "{why}; FluxUp recreates any claim it deleted, resumes Flux and restarts the app"
             ),
-            (None, None) => Step::RunPreflight,
-            (None, Some(failed)) if !failed.is_empty() => Step::Fail {
+        };
+    }
+
+    match phase {
+        Pending if !spec.dry_run && status.holds.is_empty() => {
+            Step::RecordHolds(seen.holds_to_record.clone())
+        }
+        Pending if !spec.dry_run && seen.queue.position > 1 => Step::Queue(seen.queue.clone()),
+        Pending => match &seen.preflight {
+            None => Step::RunPreflight,
+            Some(failed) if !failed.is_empty() => Step::Fail {
                 reason: "PreflightFailed",
                 message: format!(
                     "refused; nothing was changed: {}",
@@ -145,11 +196,14 @@ pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: 
                         .join("; ")
                 ),
             },
-            (None, Some(_)) if spec.dry_run => Step::FinishDryRun,
-            (None, Some(_)) => Step::Enter(Suspending),
+            Some(_) if spec.dry_run => Step::FinishDryRun,
+            Some(_) => Step::Enter(Suspending),
         },
-        Suspending if !seen.kustomization_suspended => Step::SuspendKustomization,
-        Suspending => Step::Enter(StoppingApp),
+        Suspending => match holds::next_to_take(&seen.holders) {
+            Some(Ok(hold)) => Step::Take(hold),
+            Some(Err(why)) => wait(format!("waiting: {why}"), 3),
+            None => Step::Enter(StoppingApp),
+        },
         StoppingApp if seen.workloads_to_stop > 0 && !seen.workloads_stopped => Step::StopWorkloads,
         StoppingApp => Step::Enter(RestoringVolumes),
         RestoringVolumes if status.volumes.len() < seen.claims_to_record => Step::RecordClaims,
@@ -157,6 +211,16 @@ pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: 
             for (name, claim) in &seen.claims {
                 match claim {
                     Claim::Original => {
+                        if let Some((_, pod)) = seen.claim_users.iter().find(|(c, _)| c == name) {
+                            return wait(
+                                format!(
+                                    "claim {name} is mounted by pod {pod}, which FluxUp did not \
+                                     stop: stop it (or name its workload's claims in the \
+                                     ManagedApp) so the claim can be replaced"
+                                ),
+                                3,
+                            );
+                        }
                         return match &seen.snapshots_unusable {
                             None => Step::DeleteClaim(name.clone()),
                             Some(why) => Step::Fail {
@@ -196,9 +260,13 @@ pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: 
             }
             Step::Enter(Reverting)
         }
-        Reverting if seen.commit.is_some() => Step::Enter(StartingApp),
-        Reverting => Step::CommitRevert,
-        StartingApp if seen.kustomization_suspended => Step::ResumeFlux,
+        Reverting => match &seen.commit {
+            Some(sha) => Step::RecordCommit(sha.clone()),
+            None => Step::CommitRevert,
+        },
+        StartingApp if holds::next_to_release(&seen.holders).is_some() => {
+            Step::Release(holds::next_to_release(&seen.holders).unwrap_or_default())
+        }
         StartingApp => match &seen.release {
             Release::Failed(why) => Step::Fail {
                 reason: "ReleaseFailed",
@@ -206,14 +274,16 @@ pub fn decide(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: 
                     "the data is restored, but Flux could not roll out the previous version: {why}"
                 ),
             },
-            Release::ReadyAtTarget if left_stopped(status, seen) => Step::RestartWorkloads,
+            Release::ReadyAtTarget if seen.workloads_held => Step::RestartWorkloads,
             Release::ReadyAtTarget if seen.healthy => Step::Succeed,
             Release::ReadyAtTarget => wait("waiting for the app to be healthy", 5),
             Release::NotYet => wait("waiting for Flux to roll out the previous version", 5),
         },
         Succeeded | Failed if missing.is_some() => Step::CreateClaim(missing.unwrap_or_default()),
-        Succeeded | Failed if seen.kustomization_suspended => Step::ResumeFlux,
-        Succeeded | Failed if left_stopped(status, seen) => Step::RestartWorkloads,
+        Succeeded | Failed if holds::next_to_release(&seen.holders).is_some() => {
+            Step::Release(holds::next_to_release(&seen.holders).unwrap_or_default())
+        }
+        Succeeded | Failed if seen.workloads_held => Step::RestartWorkloads,
         Succeeded | Failed => Step::Done,
     }
 }
@@ -224,13 +294,23 @@ mod tests {
     use RollbackPhase::*;
     use fluxup_api::{RestoredVolume, StoppedWorkload};
 
+    fn hold(kind: &str) -> Hold {
+        Hold {
+            kind: kind.into(),
+            namespace: "flux-system".into(),
+            name: "apps".into(),
+        }
+    }
+
     fn status(phase: RollbackPhase) -> RollbackRequestStatus {
         RollbackRequestStatus {
             phase: Some(phase),
+            holds: vec![hold("Kustomization"), hold("HelmRelease")],
             stopped_workloads: vec![StoppedWorkload {
                 kind: "StatefulSet".into(),
                 name: "db".into(),
                 replicas: 2,
+                uid: None,
             }],
             volumes: vec![RestoredVolume {
                 pvc_name: "data-db-0".into(),
@@ -245,13 +325,27 @@ mod tests {
     fn seen(claim: Claim) -> Observed {
         Observed {
             preflight: Some(vec![]),
-            kustomization_suspended: true,
+            queue: QueuePosition {
+                position: 1,
+                ahead: vec![],
+            },
+            holders: vec![
+                (hold("Kustomization"), Holder::Me),
+                (hold("HelmRelease"), Holder::Me),
+            ],
             workloads_to_stop: 1,
             workloads_stopped: true,
+            workloads_held: true,
             claims: vec![("data-db-0".into(), claim)],
             claims_to_record: 1,
             health_timeout: Duration::from_secs(300),
             ..Default::default()
+        }
+    }
+
+    fn released(o: &mut Observed) {
+        for (_, h) in &mut o.holders {
+            *h = Holder::Free;
         }
     }
 
@@ -265,8 +359,8 @@ mod tests {
         let o = seen(Claim::Original);
         assert_eq!(d(Pending, &o), Step::Enter(Suspending));
         let mut o = seen(Claim::Original);
-        o.kustomization_suspended = false;
-        assert_eq!(d(Suspending, &o), Step::SuspendKustomization);
+        released(&mut o);
+        assert_eq!(d(Suspending, &o), Step::Take(hold("Kustomization")));
         let mut o = seen(Claim::Original);
         o.workloads_stopped = false;
         assert_eq!(d(StoppingApp, &o), Step::StopWorkloads);
@@ -295,13 +389,13 @@ mod tests {
         let mut o = seen(Claim::Restored);
         assert_eq!(d(Reverting, &o), Step::CommitRevert);
         o.commit = Some("abc".into());
-        assert_eq!(d(Reverting, &o), Step::Enter(StartingApp));
-        assert_eq!(d(StartingApp, &o), Step::ResumeFlux);
-        o.kustomization_suspended = false;
+        assert_eq!(d(Reverting, &o), Step::RecordCommit("abc".into()));
+        assert_eq!(d(StartingApp, &o), Step::Release(hold("Kustomization")));
+        released(&mut o);
         assert!(matches!(d(StartingApp, &o), Step::Wait { .. }));
         o.release = Release::ReadyAtTarget;
         assert_eq!(d(StartingApp, &o), Step::RestartWorkloads);
-        o.workloads_stopped = false;
+        o.workloads_held = false;
         assert!(matches!(d(StartingApp, &o), Step::Wait { .. }));
         o.healthy = true;
         assert_eq!(d(StartingApp, &o), Step::Succeed);
@@ -317,6 +411,17 @@ mod tests {
             decide(&spec, &unrecorded, &seen(Claim::Original)),
             Step::RecordClaims
         );
+    }
+
+    #[test]
+    fn a_claim_another_pod_mounts_is_never_deleted() {
+        let spec = RollbackRequestSpec::default();
+        let mut o = seen(Claim::Original);
+        o.claim_users = vec![("data-db-0".into(), "backup-job-x".into())];
+        let Step::Wait { why, .. } = decide(&spec, &status(RestoringVolumes), &o) else {
+            panic!("expected a wait")
+        };
+        assert!(why.contains("mounted by pod backup-job-x"), "{why}");
     }
 
     #[test]
@@ -348,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deleted_claim_is_recreated_whatever_ended_the_rollback() {
+    fn a_deleted_claim_is_recreated_whatever_ended_the_rollback_and_only_once() {
         let spec = RollbackRequestSpec::default();
         let mut o = seen(Claim::Missing);
         assert_eq!(
@@ -356,11 +461,19 @@ mod tests {
             Step::CreateClaim("data-db-0".into())
         );
         o.claims[0].1 = Claim::Restoring;
-        assert_eq!(decide(&spec, &status(Failed), &o), Step::ResumeFlux);
-        o.kustomization_suspended = false;
+        assert_eq!(
+            decide(&spec, &status(Failed), &o),
+            Step::Release(hold("Kustomization"))
+        );
+        released(&mut o);
         assert_eq!(decide(&spec, &status(Failed), &o), Step::RestartWorkloads);
-        o.workloads_stopped = false;
+        o.workloads_held = false;
         assert_eq!(decide(&spec, &status(Failed), &o), Step::Done);
+        // Recreated once; deleted again later by someone else: not this rollback's to redo.
+        let mut done = status(Succeeded);
+        done.volumes[0].recreated = true;
+        o.claims[0].1 = Claim::Missing;
+        assert_eq!(decide(&spec, &done, &o), Step::Done);
         // A timeout in the middle fails, and the same clean-up follows.
         let mut o = seen(Claim::Deleting);
         o.in_phase = Duration::from_secs(901);
@@ -374,20 +487,48 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_upgrade_or_app_fails_the_rollback_and_cleanup_follows() {
+        let spec = RollbackRequestSpec::default();
+        let mut o = seen(Claim::Missing);
+        o.source_lost = Some("the ManagedApp db was deleted".into());
+        assert!(matches!(
+            decide(&spec, &status(RestoringVolumes), &o),
+            Step::Fail {
+                reason: "SourceDeleted",
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(&spec, &status(Failed), &o),
+            Step::CreateClaim("data-db-0".into())
+        );
+    }
+
+    #[test]
     fn dry_runs_and_queues() {
         let dry = RollbackRequestSpec {
             dry_run: true,
             ..Default::default()
         };
+        let mut unrecorded = status(Pending);
+        unrecorded.holds.clear();
         assert_eq!(
-            decide(&dry, &status(Pending), &seen(Claim::Original)),
+            decide(&dry, &unrecorded, &seen(Claim::Original)),
             Step::FinishDryRun
         );
         let mut o = seen(Claim::Original);
-        o.other_operation_running = Some("db/upgrade-2".into());
-        assert!(matches!(
+        o.holds_to_record = vec![hold("Kustomization")];
+        assert_eq!(
+            decide(&RollbackRequestSpec::default(), &unrecorded, &o),
+            Step::RecordHolds(vec![hold("Kustomization")])
+        );
+        o.queue = QueuePosition {
+            position: 2,
+            ahead: vec!["UpgradeRequest db/upgrade-2".into()],
+        };
+        assert_eq!(
             decide(&RollbackRequestSpec::default(), &status(Pending), &o),
-            Step::Wait { .. }
-        ));
+            Step::Queue(o.queue.clone())
+        );
     }
 }

@@ -1,32 +1,34 @@
 //! The UpgradeRequest controller: observes, lets [`decide`] pick one step, records it in the
-//! request's status, and performs it. A finalizer resumes Flux and restarts stopped workloads
-//! if the request is deleted mid-way.
+//! request's status, and performs it. A finalizer releases what the request holds (from what it
+//! recorded, so it works with the ManagedApp gone) if the request is deleted mid-way.
 
 use super::decide::{Observed, Release, Step, decide};
 use super::plan::{self, Plan, version_edits};
-use super::{flux, preflight, release, workloads};
-use crate::git::bump::{BumpError, Outcome, commit_version_bump};
-use crate::git::message::{BumpMessage, REQUEST_TRAILER};
+use super::{preflight, release};
+use crate::git::bump::{BumpError, HISTORY_DEPTH, Outcome, commit_version_bump};
+use crate::git::message::{BumpMessage, OPERATION_TRAILER};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
 use crate::notify::{self, Kind, Notification};
+use crate::operation::holds::{self, Holder};
+use crate::operation::queue::{self, Member};
 use crate::operation::{
-    self, Context, Error, app_of, complete, found_workloads, refetch_if_missed, resume_flux, since,
-    who,
+    self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
+    refetch_if_missed, since, who, workloads,
 };
 use crate::snapshots;
 use crate::{Scope, events};
-use fluxup_api::flux::{HelmRelease, Kustomization};
+use fluxup_api::flux::HelmRelease;
+use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{
-    DryRunResult, LastUpgrade, ManagedApp, PreflightCheck, RollbackPhase, RollbackRequest,
-    SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus,
-    condition,
+    DryRunResult, Hold, LastUpgrade, ManagedApp, PreflightCheck, RollbackRequest, SnapshotRecord,
+    Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
@@ -42,9 +44,31 @@ pub async fn run(
     scope: Scope,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<UpgradeRequest> = scope.api(&client);
-    let ctx = Arc::new(Context::new(client));
-    Controller::new(api, watcher::Config::default().streaming_lists())
+    let controller = Controller::new(
+        scope.api::<UpgradeRequest>(&client),
+        watcher::Config::default().streaming_lists(),
+    );
+    let upgrades = controller.store();
+    let (rollbacks, rollback_events) =
+        crate::caches::reflect::<RollbackRequest>(scope.api(&client), true);
+    let (snapshots, snapshot_events) =
+        crate::caches::reflect_labelled::<VolumeSnapshot>(scope.api(&client), snapshots::APP_LABEL);
+    let ctx = Arc::new(Context::new(client, upgrades, rollbacks, snapshots));
+    controller
+        // A rollback that changes may be what an upgrade waits for (the queue), or mark it
+        // rolled back.
+        .watches_stream(rollback_events, |r: RollbackRequest| {
+            r.spec
+                .upgrade_request_ref
+                .as_ref()
+                .map(|u| ObjectRef::new(&u.name).within(&r.namespace().unwrap_or_default()))
+        })
+        // A snapshot that becomes ready wakes the upgrade that took it.
+        .watches_stream(snapshot_events, |s: VolumeSnapshot| {
+            s.labels()
+                .get(snapshots::REQUEST_LABEL)
+                .map(|name| ObjectRef::new(name).within(&s.namespace().unwrap_or_default()))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -61,32 +85,37 @@ async fn reconcile(req: Arc<UpgradeRequest>, ctx: Arc<Context>) -> Result<Action
     let ns = req.namespace().unwrap_or_default();
     let api: Api<UpgradeRequest> = Api::namespaced(ctx.client.clone(), &ns);
     let span = operation::span(req.as_ref());
-    finalizer(&api, FINALIZER, req, |event| async {
+    let work = finalizer(&api, FINALIZER, req, |event| async {
         match event {
+            // A finished request never acts again: what it held is released, and what is
+            // suspended or stopped now is someone else's doing.
+            Finalizer::Apply(req) if released(&req) => Ok(Action::await_change()),
             Finalizer::Apply(req) => step(&req, &ctx).await,
             Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
         }
-    })
-    .instrument(span)
-    .await
-    .map_err(Error::from)
+    });
+    crash::scope("upgrade", ns, work.instrument(span))
+        .await
+        .map_err(Error::from)
 }
 
-/// Deleted mid-way: nothing stays suspended or stopped.
+fn released(req: &UpgradeRequest) -> bool {
+    req.status.as_ref().is_some_and(|s| s.released_at.is_some())
+}
+
+/// Deleted mid-way: what the request holds is released, from what it recorded alone (the
+/// ManagedApp may be gone too); nothing else is touched.
 async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
+    if released(req) {
+        return Ok(Action::await_change());
+    }
     let ns = req.namespace().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
-    if let Ok(app) = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
-        .get(&req.spec.managed_app_ref.name)
-        .await
-        && status.phase.is_some_and(|p| p != UpgradePhase::Pending)
-    {
-        let ks_ns = app.kustomization_namespace().to_string();
-        flux::resume(&ctx.client, &ks_ns, &app.spec.kustomization_ref.name).await?;
+    let me = req.uid().unwrap_or_default();
+    for hold in &status.holds {
+        holds::release(&ctx.client, hold, &me).await?;
     }
-    if !status.stopped_workloads.is_empty() {
-        workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
-    }
+    workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
     Ok(Action::await_change())
 }
 
@@ -124,97 +153,35 @@ async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> Pref
 
 async fn observe(
     req: &UpgradeRequest,
-    app: &ManagedApp,
-    plan: &Plan,
+    app: Option<&ManagedApp>,
+    plan: Option<&Plan>,
     ctx: &Context,
 ) -> Result<Observed, Error> {
     let ns = req.namespace().unwrap_or_default();
+    let me = req.uid().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
     let phase = status.phase.unwrap_or_default();
+    let volume_snapshots = app.and_then(|a| a.spec.volume_snapshots.as_ref());
     let mut seen = Observed {
+        app_missing: app.is_none(),
         health_timeout: crate::duration::or(
-            app.spec
-                .health_check
-                .as_ref()
+            app.and_then(|a| a.spec.health_check.as_ref())
                 .and_then(|h| h.timeout.as_deref()),
             Duration::from_secs(300),
         ),
-        stop_workloads: app
-            .spec
-            .volume_snapshots
-            .as_ref()
-            .is_none_or(|v| v.stop_workloads),
-        auto_rollback: app.spec.auto_rollback,
+        stop_workloads: volume_snapshots.is_none_or(|v| v.stop_workloads),
+        auto_rollback: app.is_some_and(|a| a.spec.auto_rollback),
         snapshot_timeout: crate::duration::or(
-            app.spec
-                .volume_snapshots
-                .as_ref()
-                .and_then(|v| v.timeout.as_deref()),
+            volume_snapshots.and_then(|v| v.timeout.as_deref()),
             Duration::from_secs(900),
         ),
+        in_phase: since(status.phase_started_at.as_ref()),
         ..Default::default()
     };
-    if let Some(started) = &status.phase_started_at {
-        let secs = Timestamp::now().as_second() - started.0.as_second();
-        seen.in_phase = Duration::from_secs(secs.max(0) as u64);
-    }
 
-    // One operation at a time per app: the older request goes first.
-    let others = Api::<UpgradeRequest>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
-    let me = (
-        req.metadata.creation_timestamp.clone().map(|t| t.0),
-        req.name_any(),
-    );
-    seen.other_request_running = others
-        .items
-        .iter()
-        .filter(|o| {
-            o.spec.managed_app_ref.name == req.spec.managed_app_ref.name
-                && o.name_any() != req.name_any()
-        })
-        .filter(|o| {
-            let p = o.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-            !p.is_terminal()
-                && (p != UpgradePhase::Pending
-                    || (
-                        o.metadata.creation_timestamp.clone().map(|t| t.0),
-                        o.name_any(),
-                    ) < me)
-        })
-        .map(|o| format!("{ns}/{}", o.name_any()))
-        .next();
-    if seen.other_request_running.is_none() && !status.phase.is_some_and(|p| p.is_terminal()) {
-        // A rollback of one of this app's upgrades that has not ended.
-        let of_this_app: Vec<String> = others
-            .items
-            .iter()
-            .filter(|o| o.spec.managed_app_ref.name == req.spec.managed_app_ref.name)
-            .map(|o| o.name_any())
-            .collect();
-        seen.other_request_running = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|r| {
-                let p = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-                // A pending rollback goes first only if it is older (it waits for us otherwise).
-                let ahead = p != RollbackPhase::Pending
-                    || (
-                        r.metadata.creation_timestamp.clone().map(|t| t.0),
-                        r.name_any(),
-                    ) < me;
-                !p.is_terminal()
-                    && ahead
-                    && r.spec
-                        .upgrade_request_ref
-                        .as_ref()
-                        .is_some_and(|u| of_this_app.contains(&u.name))
-            })
-            .map(|r| format!("rollback {ns}/{}", r.name_any()))
-            .next();
+    if phase == UpgradePhase::Pending {
+        seen.holds_to_record = app.map(holds::of_app).unwrap_or_default();
+        seen.queue = queue::position(&Member::of_upgrade(req), &ctx.queue_members());
     }
 
     seen.preflight = status.dry_run.as_ref().map(|d| {
@@ -228,16 +195,20 @@ async fn observe(
         seen.preflight = None;
     }
 
-    let ks = Api::<Kustomization>::namespaced(ctx.client.clone(), app.kustomization_namespace())
-        .get(&app.spec.kustomization_ref.name)
-        .await?;
-    seen.kustomization_suspended = flux::is_suspended(&ks);
+    // Only once it may hold something: before, the objects are not its to look at.
+    if phase > UpgradePhase::Preflight {
+        for hold in &status.holds {
+            let holder = holds::observe(&ctx.client, hold, &me).await?;
+            seen.holders.push((hold.clone(), holder));
+        }
+    }
 
-    let found = found_workloads(app);
-    seen.workloads_to_stop = found.len();
+    seen.workloads_to_stop = app.map(found_workloads).map_or(0, |w| w.len());
     if !status.stopped_workloads.is_empty() {
         seen.workloads_stopped =
             workloads::all_stopped(&ctx.client, &ns, &status.stopped_workloads).await?;
+        seen.workloads_held =
+            workloads::any_held(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
     }
 
     let names: Vec<String> = status
@@ -254,11 +225,12 @@ async fn observe(
         }
     }
 
-    if phase == UpgradePhase::Committing {
+    if phase == UpgradePhase::Committing
+        && let Some(app) = app
+    {
         let (git, branch) = git::cluster::for_app(&ctx.client, app).await?;
-        let request = format!("{ns}/{}", req.name_any());
         seen.commit = git
-            .find_commit(&branch, REQUEST_TRAILER, &request, 50)
+            .find_commit(&branch, OPERATION_TRAILER, &me, HISTORY_DEPTH)
             .await?
             .map(|c| c.sha);
     }
@@ -266,30 +238,126 @@ async fn observe(
     if matches!(
         phase,
         UpgradePhase::Reconciling | UpgradePhase::HealthChecking
-    ) {
+    ) && let (Some(app), Some(plan)) = (app, plan)
+    {
         let hr_ns = app.helm_release_namespace().unwrap_or(&ns).to_string();
         let hr = Api::<HelmRelease>::namespaced(ctx.client.clone(), &hr_ns)
             .get(&app.spec.helm_release_ref.name)
             .await?;
         seen.release = release::state(&hr, plan);
         seen.healthy = seen.release == Release::ReadyAtTarget
-            && release::workloads_ready(&ctx.client, &ns, &found).await?;
+            && release::workloads_ready(&ctx.client, &ns, &found_workloads(app)).await?;
     }
     Ok(seen)
 }
 
+/// Records part of the request's status, then passes the crash point named after the step.
+async fn record(
+    ctx: &Context,
+    req: &UpgradeRequest,
+    point: &str,
+    status: serde_json::Value,
+) -> Result<(), Error> {
+    ctx.write_status(MANAGER, req, status).await?;
+    crash::point(point);
+    Ok(())
+}
+
+/// The preflight checks, and the diff of the version bump.
+async fn preflight(
+    req: &UpgradeRequest,
+    app: &ManagedApp,
+    plan: &Plan,
+    ctx: &Context,
+) -> DryRunResult {
+    let mut checks = vec![PreflightCheck {
+        name: "target".into(),
+        passed: plan.problems.is_empty(),
+        message: Some(if plan.problems.is_empty() {
+            format!("{} change(s) planned", plan.edits.len())
+        } else {
+            plan.problems.join("; ")
+        }),
+    }];
+    let ready = app
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
+        .cloned();
+    // A failing release does not block: moving to another version is how it is fixed.
+    let release_failing = ready
+        .as_ref()
+        .is_some_and(|c| c.reason == "HelmReleaseNotReady");
+    checks.push(PreflightCheck {
+        name: "app".into(),
+        passed: ready
+            .as_ref()
+            .is_some_and(|c| c.status == "True" || release_failing),
+        message: ready.map(|c| c.message),
+    });
+    if let Some(target) = &plan.chart {
+        checks.push(version_exists(&ctx.client, app, target).await);
+    }
+    checks.push(preflight::policy(app, plan.chart.as_deref(), &plan.images));
+    checks.push(
+        flux_check(
+            &ctx.client,
+            &holds::of_app(app),
+            &req.uid().unwrap_or_default(),
+        )
+        .await,
+    );
+    let (git_check, diff_text) = plan::check_git(&ctx.client, app, plan).await;
+    checks.push(git_check);
+    DryRunResult {
+        checks,
+        diff: diff_text,
+    }
+}
+
+/// Whether FluxUp may hold the app's Flux objects: one a person suspended is theirs, and the
+/// upgrade would wait for them (another operation's hold is the queue's business).
+pub async fn flux_check(client: &Client, to_hold: &[Hold], me: &str) -> PreflightCheck {
+    let mut problems = Vec::new();
+    for hold in to_hold {
+        match holds::observe(client, hold, me).await {
+            Ok(h @ (Holder::Person | Holder::Gone)) => {
+                problems.push(h.refusal(hold).unwrap_or_default())
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("{} cannot be read: {e}", hold.describe())),
+        }
+    }
+    PreflightCheck {
+        name: "flux".into(),
+        passed: problems.is_empty(),
+        message: Some(if problems.is_empty() {
+            format!(
+                "FluxUp can hold {}",
+                to_hold
+                    .iter()
+                    .map(Hold::describe)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        } else {
+            problems.join("; ")
+        }),
+    }
+}
+
 async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
+    let me = req.uid().unwrap_or_default();
     let app = Api::<ManagedApp>::namespaced(ctx.client.clone(), &ns)
-        .get(&req.spec.managed_app_ref.name)
+        .get_opt(&req.spec.managed_app_ref.name)
         .await?;
     let status: UpgradeRequestStatus = req.status.clone().unwrap_or_default();
-    let plan = plan::for_request(req, &app);
-    let seen = observe(req, &app, &plan, ctx).await?;
+    let plan = app.as_ref().map(|a| plan::for_request(req, a));
+    let seen = observe(req, app.as_ref(), plan.as_ref(), ctx).await?;
     let pvcs: Vec<String> = app
-        .spec
-        .volume_snapshots
         .as_ref()
+        .and_then(|a| a.spec.volume_snapshots.as_ref())
         .filter(|v| v.enabled)
         .map(|v| v.pvcs.iter().map(|p| p.name.clone()).collect())
         .unwrap_or_default();
@@ -297,38 +365,76 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     spec.skip_snapshot |= pvcs.is_empty();
     let next = decide(&spec, &status, &seen);
     let phase = status.phase.unwrap_or_default();
-    if !req.spec.dry_run && phase != UpgradePhase::Pending && !phase.is_terminal() {
-        mark_running(ctx, &app, req, &plan).await?;
-    }
-    tracing::info!(request = %format!("{ns}/{}", req.name_any()), phase = ?status.phase, step = ?next, "upgrade step");
     let request = format!("{ns}/{}", req.name_any());
+    let app_name = req.spec.managed_app_ref.name.clone();
+    if !req.spec.dry_run
+        && phase != UpgradePhase::Pending
+        && !phase.is_terminal()
+        && let (Some(app), Some(plan)) = (&app, &plan)
+    {
+        mark_running(ctx, app, req, plan).await?;
+    }
+    tracing::info!(request = %request, phase = ?status.phase, step = ?next, "upgrade step");
     let gen_ = req.metadata.generation;
-    if status.phase.is_none() {
+    if status.phase.is_none()
+        && let Some(plan) = &plan
+    {
         let target = plan.chart.clone().unwrap_or_else(|| "new images".into());
-        let what = format!("upgrade {} to {target}", app.name_any());
+        let what = format!("upgrade {app_name} to {target}");
         operation::requested(ctx, req, req.spec.dry_run, what).await;
     }
 
     match next {
+        Step::RecordHolds(to_hold) => {
+            record(
+                ctx,
+                req,
+                "record-holds",
+                serde_json::json!({"holds": to_hold,
+                "phase": UpgradePhase::Pending, "message": "queued"}),
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Step::Queue(position) => {
+            let why = format!(
+                "waiting for {}: one operation at a time per Flux object (position {} in the queue)",
+                position.ahead.first().cloned().unwrap_or_default(),
+                position.position
+            );
+            if status.queue.as_ref() != Some(&position) || status.message.as_deref() != Some(&why) {
+                record(
+                    ctx,
+                    req,
+                    "queue",
+                    serde_json::json!({"queue": position, "message": why}),
+                )
+                .await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(3)))
+        }
         Step::Enter(phase) => {
             leave_phase(&status);
-            if phase == UpgradePhase::Suspending {
+            if phase == UpgradePhase::Suspending
+                && let Some(app) = &app
+            {
                 let versions =
                     notify::upgrade_versions(&status.upgrade.clone().unwrap_or_default());
                 let message = format!(
-                    "{} asked to upgrade {}; FluxUp pauses Flux and takes snapshots first",
+                    "{} asked to upgrade {app_name}; FluxUp pauses Flux and takes snapshots first",
                     who(&req.metadata),
-                    app.name_any()
                 );
                 notify::send(
                     &ctx.client,
-                    Notification::about(Kind::UpgradeStarted, req, &app, message)
+                    Notification::about(Kind::UpgradeStarted, req, app, message)
                         .versions(versions.0, versions.1),
                 );
             }
             let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": events::now_time(), "observedGeneration": gen_,
-                "message": format!("{phase:?}")});
-            if phase == UpgradePhase::Preflight {
+                "message": format!("{phase:?}"), "queue": null});
+            if phase == UpgradePhase::Preflight
+                && let (Some(app), Some(plan)) = (&app, &plan)
+            {
                 let current = app
                     .status
                     .as_ref()
@@ -351,64 +457,32 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 })
                 .unwrap_or_default();
             }
-            ctx.write_status(MANAGER, req, s).await?;
+            record(ctx, req, &format!("enter.{phase:?}"), s).await?;
             ctx.event(
                 req,
                 "Upgrade",
                 false,
                 &format!("{phase:?}"),
-                format!("upgrade of {} entered {phase:?}", app.name_any()),
+                format!("upgrade of {app_name} entered {phase:?}"),
             )
             .await;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::RunPreflight => {
-            let mut checks = vec![PreflightCheck {
-                name: "target".into(),
-                passed: plan.problems.is_empty(),
-                message: Some(if plan.problems.is_empty() {
-                    format!("{} change(s) planned", plan.edits.len())
-                } else {
-                    plan.problems.join("; ")
-                }),
-            }];
-            let ready = app
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
-                .cloned();
-            // A failing release does not block: moving to another version is how it is fixed.
-            let release_failing = ready
-                .as_ref()
-                .is_some_and(|c| c.reason == "HelmReleaseNotReady");
-            checks.push(PreflightCheck {
-                name: "app".into(),
-                passed: ready
-                    .as_ref()
-                    .is_some_and(|c| c.status == "True" || release_failing),
-                message: ready.map(|c| c.message),
-            });
-            if let Some(target) = &plan.chart {
-                checks.push(version_exists(&ctx.client, &app, target).await);
-            }
-            checks.push(preflight::policy(&app, plan.chart.as_deref(), &plan.images));
-            let (git_check, diff_text) = plan::check_git(&ctx.client, &app, &plan).await;
-            checks.push(git_check);
-            let result = DryRunResult {
-                checks,
-                diff: diff_text,
+            let (Some(app), Some(plan)) = (&app, &plan) else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            ctx.write_status(MANAGER, req, serde_json::json!({"dryRun": result}))
-                .await?;
+            let result = preflight(req, app, plan, ctx).await;
+            record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
-            let message =
-                "dry run: every check passed; nothing was changed (the diff is in status.dryRun)";
+            let message = "dry run: every check passed; nothing was changed";
             ctx.write_status(
                 MANAGER,
                 req,
                 serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message,
+                "releasedAt": events::now_time(),
                 "conditions": [complete("True", "DryRun", message, gen_)]}),
             )
             .await?;
@@ -416,61 +490,89 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             metrics::ended(Operation::Upgrade, "dry_run", age);
             Ok(Action::await_change())
         }
-        Step::SuspendKustomization => {
-            flux::suspend(
+        Step::Take(hold) => {
+            let holder = holds::take(
                 &ctx.client,
-                app.kustomization_namespace(),
-                &app.spec.kustomization_ref.name,
+                &hold,
+                &me,
+                &queue::describe("UpgradeRequest", req),
             )
             .await?;
+            if let Some(why) = holder.refusal(&hold) {
+                record(
+                    ctx,
+                    req,
+                    "take-refused",
+                    serde_json::json!({"message": format!("waiting: {why}")}),
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(3)));
+            }
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::StopWorkloads => {
-            let found = found_workloads(&app);
+            let found = app.as_ref().map(found_workloads).unwrap_or_default();
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            ctx.write_status(
-                MANAGER,
-                req,
-                serde_json::json!({"stoppedWorkloads": recorded}),
-            )
-            .await?;
-            workloads::stop(&ctx.client, &ns, &recorded).await?;
+            if recorded.is_empty() {
+                // Nothing runs on the volumes (or a person already stopped it): nothing to stop.
+                record(ctx, req, "enter.Snapshotting", serde_json::json!({"phase": UpgradePhase::Snapshotting,
+                    "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
+                .await?;
+                return Ok(Action::requeue(Duration::from_millis(200)));
+            }
+            if recorded != status.stopped_workloads {
+                record(
+                    ctx,
+                    req,
+                    "record-workloads",
+                    serde_json::json!({"stoppedWorkloads": recorded}),
+                )
+                .await?;
+            }
+            workloads::stop(&ctx.client, &ns, &recorded, &me).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::CreateSnapshots => {
             let class = app
-                .spec
-                .volume_snapshots
                 .as_ref()
+                .and_then(|a| a.spec.volume_snapshots.as_ref())
                 .and_then(|v| v.volume_snapshot_class_name.clone());
             let taken = snapshots::create(
                 &ctx.client,
                 &ns,
-                &app.name_any(),
-                &req.name_any(),
+                &app_name,
+                (&req.name_any(), &me),
                 &pvcs,
                 class.as_deref(),
             )
             .await?;
-            let record = SnapshotRecord {
+            let record_ = SnapshotRecord {
                 pvcs: taken,
                 created_at: Some(events::now_time()),
                 ..Default::default()
             };
-            ctx.write_status(MANAGER, req, serde_json::json!({"snapshot": record}))
-                .await?;
+            record(
+                ctx,
+                req,
+                "record-snapshots",
+                serde_json::json!({"snapshot": record_}),
+            )
+            .await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::CommitVersionBump => {
-            let (git, branch) = git::cluster::for_app(&ctx.client, &app).await?;
+            let (Some(app), Some(plan)) = (&app, &plan) else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let (git, branch) = git::cluster::for_app(&ctx.client, app).await?;
             let current = app
                 .status
                 .as_ref()
                 .and_then(|s| s.current_version.clone())
                 .unwrap_or_default();
             let message = BumpMessage {
-                app: app.name_any(),
+                app: app_name.clone(),
                 changes: plan
                     .edits
                     .iter()
@@ -483,11 +585,11 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
                     .unwrap_or_default(),
                 request: request.clone(),
+                operation: me.clone(),
             }
             .render();
             let outcome =
-                match commit_version_bump(&git, &branch, &version_edits(&plan), &message, &request)
-                    .await
+                match commit_version_bump(&git, &branch, &version_edits(plan), &message, &me).await
                 {
                     Ok(outcome) => outcome,
                     // The server may come back: try again until the phase times out.
@@ -505,32 +607,27 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                         return fail(ctx, req, "GitFailed", message).await;
                     }
                 };
+            crash::point("push");
             let sha = match &outcome {
                 Outcome::Committed(c) | Outcome::AlreadyCommitted(c) => Some(c.sha.clone()),
                 Outcome::NothingToChange => None,
             };
-            let mut upgrade = status.upgrade.clone().unwrap_or_default();
-            upgrade.git_commit = sha.clone();
-            leave_phase(&status);
-            ctx.write_status(MANAGER, req, serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
-                "phaseStartedAt": events::now_time(), "message": match &sha { Some(s) => format!("committed {s}"), None => "the versions were already in Git".into() }}))
-            .await?;
-            ctx.event(
-                req,
-                "Upgrade",
-                false,
-                "Committed",
-                format!("version bump committed: {sha:?}"),
-            )
-            .await;
-            Ok(Action::requeue(Duration::from_millis(200)))
+            record_commit(ctx, req, &status, sha).await
         }
-        Step::ResumeFlux => {
-            resume_flux(&ctx.client, &app).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+        Step::RecordCommit(sha) => record_commit(ctx, req, &status, Some(sha)).await,
+        Step::Release(hold) => {
+            // Before Flux applies again, its source fetches the commit.
+            if hold.kind == "Kustomization"
+                && phase == UpgradePhase::Reconciling
+                && let Some(app) = &app
+            {
+                fetch_source(&ctx.client, app).await?;
+            }
+            holds::release(&ctx.client, &hold, &me).await?;
+            Ok(Action::requeue(Duration::from_millis(500)))
         }
         Step::RestartWorkloads => {
-            workloads::restart(&ctx.client, &ns, &status.stopped_workloads).await?;
+            workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::DeleteUnreadySnapshots => {
@@ -541,6 +638,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 .unwrap_or_default();
             let unready = snapshots::unready(&ctx.client, &ns, &names).await?;
             snapshots::delete(&ctx.client, &ns, &unready).await?;
+            crash::point("delete-unready-snapshots");
             ctx.event(
                 req,
                 "Upgrade",
@@ -555,12 +653,14 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::Wait { why, recheck } => {
-            if phase == UpgradePhase::Reconciling {
+            if phase == UpgradePhase::Reconciling
+                && let Some(app) = &app
+            {
                 let commit = status
                     .upgrade
                     .as_ref()
                     .and_then(|u| u.git_commit.as_deref());
-                refetch_if_missed(&ctx.client, &app, commit).await?;
+                refetch_if_missed(&ctx.client, app, commit).await?;
             }
             if status.message.as_deref() != Some(why.as_str()) {
                 ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
@@ -569,63 +669,28 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(recheck))
         }
         Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
-        Step::RequestRollback => {
-            let name = format!("{}-rollback", req.name_any());
-            let rollback: RollbackRequest = serde_json::from_value(serde_json::json!({
-                "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": {"upgradeRequestRef": {"name": req.name_any()}},
-            }))
-            .map_err(|e| Error::Other(e.to_string()))?;
-            match Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns)
-                .create(&PostParams::default(), &rollback)
-                .await
-            {
-                Ok(_) => {}
-                // Created before a restart.
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => return Err(e.into()),
-            }
-            let message = format!(
-                "{}; auto-rollback requested: RollbackRequest {name}",
-                status.message.clone().unwrap_or_default()
-            );
-            ctx.write_status(
-                MANAGER,
-                req,
-                serde_json::json!({"rollbackRef": {"name": name}, "message": message}),
-            )
-            .await?;
-            ctx.event(
-                req,
-                "Upgrade",
-                true,
-                "RollbackRequested",
-                format!("the upgrade failed; RollbackRequest {name} created"),
-            )
-            .await;
-            Ok(Action::requeue(Duration::from_millis(200)))
-        }
+        Step::RequestRollback => request_rollback(ctx, req, &status).await,
         Step::Succeed => {
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
             upgrade.completed_at = Some(events::now_time());
             let message = format!(
-                "{} runs {}",
-                app.name_any(),
-                plan.chart
-                    .clone()
+                "{app_name} runs {}",
+                plan.as_ref()
+                    .and_then(|p| p.chart.clone())
                     .unwrap_or_else(|| "the new images".into())
             );
-            ctx.write_status(MANAGER, req, serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
+            record(ctx, req, "succeed", serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
                 "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
-            let versions = notify::upgrade_versions(&upgrade);
-            notify::send(
-                &ctx.client,
-                Notification::about(Kind::UpgradeSucceeded, req, &app, message.clone())
-                    .versions(versions.0, versions.1),
-            );
+            if let Some(app) = &app {
+                let versions = notify::upgrade_versions(&upgrade);
+                notify::send(
+                    &ctx.client,
+                    Notification::about(Kind::UpgradeSucceeded, req, app, message.clone())
+                        .versions(versions.0, versions.1),
+                );
+            }
             ctx.event(req, "Upgrade", false, "Succeeded", message).await;
             leave_phase(&status);
             let age = since(req.metadata.creation_timestamp.as_ref());
@@ -633,10 +698,115 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::Done => {
-            finish(ctx, &app, req, &status).await?;
+            if let Some(app) = &app {
+                finish(ctx, app, req, &status).await?;
+            }
+            record(
+                ctx,
+                req,
+                "released",
+                serde_json::json!({"releasedAt": events::now_time()}),
+            )
+            .await?;
             Ok(Action::await_change())
         }
     }
+}
+
+/// Records the commit (found after a crash, pushed late, or made now) and enters Reconciling.
+async fn record_commit(
+    ctx: &Context,
+    req: &UpgradeRequest,
+    status: &UpgradeRequestStatus,
+    sha: Option<String>,
+) -> Result<Action, Error> {
+    let mut upgrade = status.upgrade.clone().unwrap_or_default();
+    upgrade.git_commit = sha.clone();
+    leave_phase(status);
+    let message = match &sha {
+        Some(s) => format!("committed {s}"),
+        None => "the versions were already in Git".into(),
+    };
+    record(
+        ctx,
+        req,
+        "record-commit",
+        serde_json::json!({"upgrade": upgrade, "phase": UpgradePhase::Reconciling,
+        "phaseStartedAt": events::now_time(), "message": message}),
+    )
+    .await?;
+    ctx.event(
+        req,
+        "Upgrade",
+        false,
+        "Committed",
+        format!("version bump committed: {sha:?}"),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// Creates the RollbackRequest that undoes this failed upgrade and links it. Its name carries
+/// part of the upgrade's uid and it is owned by the upgrade, so a retry after a crash finds the
+/// one it made, and an upgrade recreated under the same name gets its own.
+async fn request_rollback(
+    ctx: &Context,
+    req: &UpgradeRequest,
+    status: &UpgradeRequestStatus,
+) -> Result<Action, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let uid = req.uid().unwrap_or_default();
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect();
+    let base: String = req.name_any().chars().take(253 - 16).collect();
+    let name = format!("{base}-rollback-{short}");
+    let rollback: RollbackRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": name, "namespace": ns, "ownerReferences": [{
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "UpgradeRequest",
+            "name": req.name_any(), "uid": uid, "controller": true}]},
+        "spec": {"upgradeRequestRef": {"name": req.name_any()}},
+    }))
+    .map_err(|e| Error::Other(e.to_string()))?;
+    let api = Api::<RollbackRequest>::namespaced(ctx.client.clone(), &ns);
+    match api.create(&PostParams::default(), &rollback).await {
+        Ok(_) => crash::point("create-rollback"),
+        // Created before a restart — if it is ours.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&name).await?;
+            let ours = existing.owner_references().iter().any(|o| o.uid == uid);
+            if !ours {
+                return Err(Error::Other(format!(
+                    "the auto-rollback cannot be created: a RollbackRequest {name} that is not \
+                     this upgrade's exists"
+                )));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let message = format!(
+        "{}; auto-rollback requested: RollbackRequest {name}",
+        status.message.clone().unwrap_or_default()
+    );
+    record(
+        ctx,
+        req,
+        "link-rollback",
+        serde_json::json!({"rollbackRef": {"name": name}, "message": message}),
+    )
+    .await?;
+    ctx.event(
+        req,
+        "Upgrade",
+        true,
+        "RollbackRequested",
+        format!("the upgrade failed; RollbackRequest {name} created"),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_millis(200)))
 }
 
 /// Records `Failed` with a reason and what a person can do; the clean-up steps follow.
@@ -646,9 +816,10 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    ctx.write_status(
-        MANAGER,
+    record(
+        ctx,
         req,
+        "fail",
         serde_json::json!({"phase": UpgradePhase::Failed, "message": message,
         "conditions": [complete("False", reason, &message, req.metadata.generation)]}),
     )
@@ -747,7 +918,9 @@ async fn mark_running(
         app,
         last_upgrade(req, plan.chart.clone(), LastUpgrade::RUNNING, None),
     )
-    .await
+    .await?;
+    crash::point("mark-app-running");
+    Ok(())
 }
 
 /// After the request has ended and nothing is left suspended or stopped: snapshot retention
@@ -781,13 +954,17 @@ async fn finish(
             .as_deref()
             .map(|a| crate::duration::or(Some(a), Duration::MAX));
         let ns = req.namespace().unwrap_or_default();
+        // This upgrade's snapshots are what a rollback would restore now; those a rollback is
+        // restoring are in use.
+        let mut protected = vec![req.uid().unwrap_or_default(), req.name_any()];
+        protected.extend(in_use_by_rollbacks(ctx, &ns));
         let deleted = snapshots::apply_retention(
             &ctx.client,
-            &ns,
-            &app.name_any(),
+            &ctx.snapshots,
+            (&ns, &app.name_any()),
             keep_last,
             max_age,
-            &req.name_any(),
+            &protected,
         )
         .await?;
         if !deleted.is_empty() {
@@ -811,5 +988,27 @@ async fn finish(
         app,
         last_upgrade(req, None, &format!("{phase:?}"), Some(completed)),
     )
-    .await
+    .await?;
+    crash::point("mark-app-done");
+    Ok(())
+}
+
+/// The upgrades (uids and names) whose snapshots a rollback in `ns` restores and has not
+/// released: retention and the dashboard leave their snapshots alone.
+pub fn in_use_by_rollbacks(ctx: &Context, ns: &str) -> Vec<String> {
+    ctx.rollbacks
+        .state()
+        .iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns) && !r.spec.dry_run)
+        .filter(|r| r.status.as_ref().is_none_or(|s| s.released_at.is_none()))
+        .flat_map(|r| {
+            let from = r.status.as_ref().and_then(|s| s.restored_from.clone());
+            [
+                from.as_ref().and_then(|f| f.upgrade_request_uid.clone()),
+                from.and_then(|f| f.upgrade_request_name)
+                    .or_else(|| r.spec.upgrade_request_ref.as_ref().map(|u| u.name.clone())),
+            ]
+        })
+        .flatten()
+        .collect()
 }

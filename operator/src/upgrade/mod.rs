@@ -1,11 +1,9 @@
-//! The UpgradeRequest state machine (issue 6). `decide` is pure: from the request's spec and
+//! The UpgradeRequest state machine. `decide` is pure: from the request's spec and
 //! status and what the controller observed, it picks the one next step. The steps themselves
 //! are idempotent and record progress in status before they act.
 
 pub mod controller;
 pub mod decide;
-pub mod flux;
 pub mod plan;
 pub mod preflight;
 pub mod release;
-pub mod workloads;

@@ -428,3 +428,95 @@ pub async fn bound_volume_dir(sb: &Sandbox, ns: &str, name: &str) -> anyhow::Res
     assert!(dir.is_dir(), "no volume directory {}", dir.display());
     Ok(dir)
 }
+
+/// A ManagedApp `name` for demo app `of` (same namespace, HelmRelease and Kustomization), whose
+/// chart version lives in `chart_file`; `extra` adds to its spec.
+pub fn app_copy(name: &str, of: &str, chart_file: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "helmReleaseRef": {"name": of},
+        "kustomizationRef": {"name": of, "namespace": "flux-system"},
+        "versionPolicy": {"chart": {"git": {"file": chart_file}}},
+        "healthCheck": {"timeout": "90s"},
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+        "metadata": {"name": name, "namespace": of},
+        "spec": spec,
+    })
+}
+
+/// What a person checks once every operation on demo app `name` has ended: Flux reconciles its
+/// Kustomization and HelmRelease again, neither carries FluxUp's mark, and no workload of the
+/// app is left stopped or marked.
+pub async fn nothing_held(sb: &Sandbox, name: &str) -> anyhow::Result<()> {
+    use fluxup_api::ownership::{HELD_BY_ANNOTATION, STOPPED_BY_ANNOTATION};
+    use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+    use kube::ResourceExt;
+    eventually(
+        &format!("nothing of {name} held"),
+        Duration::from_secs(60),
+        || async {
+            let ks = Api::<Kustomization>::namespaced(sb.client.clone(), "flux-system")
+                .get(name)
+                .await?;
+            let hr = Api::<HelmRelease>::namespaced(sb.client.clone(), name)
+                .get(name)
+                .await?;
+            let mut held = Vec::new();
+            if ks.spec.suspend == Some(true) || ks.annotations().contains_key(HELD_BY_ANNOTATION) {
+                held.push(format!("Kustomization {name}: {:?}", ks.annotations()));
+            }
+            if hr.spec.suspend == Some(true) || hr.annotations().contains_key(HELD_BY_ANNOTATION) {
+                held.push(format!("HelmRelease {name}: {:?}", hr.annotations()));
+            }
+            for s in Api::<StatefulSet>::namespaced(sb.client.clone(), name)
+                .list(&Default::default())
+                .await?
+            {
+                if s.annotations().contains_key(STOPPED_BY_ANNOTATION)
+                    || s.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+                {
+                    held.push(format!("StatefulSet {}", s.name_any()));
+                }
+            }
+            for d in Api::<Deployment>::namespaced(sb.client.clone(), name)
+                .list(&Default::default())
+                .await?
+            {
+                if d.annotations().contains_key(STOPPED_BY_ANNOTATION)
+                    || d.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+                {
+                    held.push(format!("Deployment {}", d.name_any()));
+                }
+            }
+            Ok(if held.is_empty() {
+                Ok(())
+            } else {
+                Err(held.join("; "))
+            })
+        },
+    )
+    .await
+}
+
+/// How many commits on `main` carry the trailer of the request with uid `uid`.
+pub fn commits_of_operation(sb: &Sandbox, repo: &str, uid: &str) -> anyhow::Result<usize> {
+    let commits = sb.gitea()?.ok(
+        "GET",
+        &format!("/repos/{repo}/commits?sha=main&limit=50&stat=false&files=false"),
+        None,
+    )?;
+    let trailer = format!("FluxUp-Operation: {uid}");
+    Ok(commits.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|c| {
+                c["commit"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&trailer))
+            })
+            .count()
+    }))
+}

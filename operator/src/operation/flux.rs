@@ -1,36 +1,12 @@
-//! Holding Flux still and letting it go, the way the `flux` CLI does: `suspend` and `resume`
-//! patch `spec.suspend`; a reconcile is requested with Flux's own
-//! `reconcile.fluxcd.io/requestedAt` annotation instead of waiting for its interval.
+//! Nudging Flux the way the `flux` CLI does: a reconcile is requested with Flux's own
+//! `reconcile.fluxcd.io/requestedAt` annotation instead of waiting for its interval. (Suspending
+//! and resuming is [`super::holds`]: with an owner.)
 
-use fluxup_api::flux::{GitRepository, Kustomization, RECONCILE_REQUESTED_AT};
+use fluxup_api::flux::{GitRepository, RECONCILE_REQUESTED_AT};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-
-/// Suspends a Kustomization: Flux stops applying it until it is resumed. Idempotent.
-pub async fn suspend(client: &Client, namespace: &str, name: &str) -> kube::Result<()> {
-    Api::<Kustomization>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": true}})),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Resumes a Kustomization and asks Flux to reconcile it now. Idempotent.
-pub async fn resume(client: &Client, namespace: &str, name: &str) -> kube::Result<()> {
-    let patch = json!({
-        "metadata": {"annotations": {RECONCILE_REQUESTED_AT: Timestamp::now().to_string()}},
-        "spec": {"suspend": null},
-    });
-    Api::<Kustomization>::namespaced(client.clone(), namespace)
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
-}
 
 /// Asks Flux to fetch a GitRepository now (after a commit, so the rollout does not wait for
 /// its interval).
@@ -66,9 +42,4 @@ pub async fn refetch_if_missed(
     }
     fetch_now(client, namespace, name).await?;
     Ok(true)
-}
-
-/// Whether a Kustomization is suspended.
-pub fn is_suspended(kustomization: &Kustomization) -> bool {
-    kustomization.spec.suspend == Some(true)
 }

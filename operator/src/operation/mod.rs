@@ -1,14 +1,22 @@
-//! What the upgrade and rollback controllers share: their error, how they write status and
-//! Events, the `Complete` condition, and handing the app back to Flux.
+//! The operation engine: what the upgrade and rollback controllers share — their error, how
+//! they write status and Events, the `Complete` condition, the watch caches they read, and the
+//! actions both take (hold Flux, stop workloads, queue, crash points), one module each.
+
+pub mod crash;
+pub mod flux;
+pub mod holds;
+pub mod queue;
+pub mod workloads;
 
 use crate::events;
 use crate::git::GitError;
-use crate::upgrade::flux;
 use crate::upgrade::plan::object_parts;
-use fluxup_api::{Condition, ManagedApp, condition};
+use fluxup_api::snapshot::VolumeSnapshot;
+use fluxup_api::{Condition, ManagedApp, RollbackRequest, UpgradeRequest, condition};
 use kube::api::{Patch, PatchParams};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -69,18 +77,45 @@ impl Error {
     }
 }
 
-/// A controller's client and Event recorder.
+/// A controller's client, Event recorder and the watch caches of both kinds of request (for
+/// the queue) and of FluxUp's snapshots (for retention).
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub upgrades: Store<UpgradeRequest>,
+    pub rollbacks: Store<RollbackRequest>,
+    pub snapshots: Store<VolumeSnapshot>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    pub fn new(
+        client: Client,
+        upgrades: Store<UpgradeRequest>,
+        rollbacks: Store<RollbackRequest>,
+        snapshots: Store<VolumeSnapshot>,
+    ) -> Self {
         Context {
             recorder: events::recorder(&client),
             client,
+            upgrades,
+            rollbacks,
+            snapshots,
         }
+    }
+
+    /// Every request in the queue, of both kinds, from the caches.
+    pub fn queue_members(&self) -> Vec<queue::Member> {
+        self.upgrades
+            .state()
+            .iter()
+            .map(|r| queue::Member::of_upgrade(r))
+            .chain(
+                self.rollbacks
+                    .state()
+                    .iter()
+                    .map(|r| queue::Member::of_rollback(r)),
+            )
+            .collect()
     }
 
     /// Records part of `object`'s status. A merge patch, not an apply: each step writes only
@@ -198,20 +233,14 @@ pub fn found_workloads(app: &ManagedApp) -> Vec<fluxup_api::WorkloadReference> {
         .unwrap_or_default()
 }
 
-/// Hands the app back to Flux: asks for the Git fetch, then resumes the Kustomization. The
-/// fetch comes first because resuming is what ends the step: a crash between the two repeats
-/// both instead of leaving Flux to find the commit on its interval.
-pub async fn resume_flux(client: &Client, app: &ManagedApp) -> kube::Result<()> {
+/// Asks Flux to fetch the app's Git source now, before its Kustomization is released, so the
+/// rollout of a commit does not wait for the source's interval.
+pub async fn fetch_source(client: &Client, app: &ManagedApp) -> kube::Result<()> {
     if let Some(source) = git_source(app) {
         let (_, ns, name) = object_parts(&source);
         flux::fetch_now(client, ns, name).await?;
     }
-    flux::resume(
-        client,
-        app.kustomization_namespace(),
-        &app.spec.kustomization_ref.name,
-    )
-    .await
+    Ok(())
 }
 
 /// While waiting for Flux to roll `commit` out: asks for the fetch again if Flux handled the

@@ -1,0 +1,64 @@
+//! Watch caches (reflector stores) the controllers read instead of asking the API server.
+
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+/// A watched, cached stream of one kind: the store for reads, the stream to trigger on.
+/// Managed fields (and, for foreign kinds, annotations) are dropped before caching: nothing
+/// reads them, and they are much of an object's size.
+pub fn reflect<K>(
+    api: Api<K>,
+    keep_annotations: bool,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        // Streaming lists: the initial state arrives as a watch, one object at a time, instead
+        // of as whole LIST pages held in memory at once.
+        watcher::watcher(api, watcher::Config::default().streaming_lists())
+            .modify(move |o: &mut K| {
+                o.managed_fields_mut().clear();
+                if !keep_annotations {
+                    o.annotations_mut().clear();
+                }
+            })
+            .default_backoff(),
+    )
+    .touched_objects();
+    (reader, stream)
+}
+
+/// As [`reflect`], for the objects of one kind that carry the label `label` (any value), with
+/// annotations dropped.
+pub fn reflect_labelled<K>(
+    api: Api<K>,
+    label: &str,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default().labels(label))
+            .modify(|o: &mut K| {
+                o.managed_fields_mut().clear();
+                o.annotations_mut().clear();
+            })
+            .default_backoff(),
+    )
+    .touched_objects();
+    (reader, stream)
+}
