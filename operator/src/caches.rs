@@ -52,12 +52,15 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher::watcher(api, watcher::Config::default().labels(label))
-            .modify(|o: &mut K| {
-                o.managed_fields_mut().clear();
-                o.annotations_mut().clear();
-            })
-            .default_backoff(),
+        watcher::watcher(
+            api,
+            watcher::Config::default().labels(label).streaming_lists(),
+        )
+        .modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+            o.annotations_mut().clear();
+        })
+        .default_backoff(),
     )
     .touched_objects();
     (reader, stream)
