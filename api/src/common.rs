@@ -175,3 +175,13 @@ pub struct QueuePosition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ahead: Vec<String>,
 }
+
+/// `Kind/namespace/name`, as status writes object references, in its three parts.
+pub fn object_parts(reference: &str) -> (&str, &str, &str) {
+    let mut parts = reference.splitn(3, '/');
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}

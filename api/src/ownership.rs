@@ -19,3 +19,8 @@ pub const SNAPSHOT_APP_LABEL: &str = "fluxup.dev/managed-app";
 pub const SNAPSHOT_REQUEST_LABEL: &str = "fluxup.dev/upgrade-request";
 /// On every VolumeSnapshot FluxUp takes: the UpgradeRequest's uid (its identity).
 pub const OPERATION_LABEL: &str = "fluxup.dev/operation";
+
+/// The ConfigMap, in FluxUp's namespace, that lists where notifications go.
+pub const NOTIFICATIONS_CONFIG_MAP: &str = "fluxup-notifications";
+/// Its key holding the sinks.
+pub const NOTIFICATIONS_KEY: &str = "sinks.yaml";

@@ -654,6 +654,7 @@ impl Backend {
 
     /// The settings page: `viewer` and the notification sinks (names, kinds and filters only).
     pub async fn settings(&self, viewer: &Viewer) -> Settings {
+        use fluxup_api::ownership::{NOTIFICATIONS_CONFIG_MAP, NOTIFICATIONS_KEY};
         use fluxup_operator::notify::settings as sinks;
         let namespace = fluxup_operator::leader::lease_namespace();
         let mut settings = Settings {
@@ -664,19 +665,19 @@ impl Backend {
             } else {
                 "none (--no-auth): everyone acts as FluxUp itself".into()
             },
-            notifications_source: format!("{namespace}/{}", sinks::CONFIG_MAP),
+            notifications_source: format!("{namespace}/{NOTIFICATIONS_CONFIG_MAP}"),
             ..Default::default()
         };
         let text = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
             self.client.clone(),
             &namespace,
         )
-        .get_opt(sinks::CONFIG_MAP)
+        .get_opt(NOTIFICATIONS_CONFIG_MAP)
         .await;
         let text = match text {
             Ok(cm) => cm
                 .and_then(|cm| cm.data)
-                .and_then(|d| d.get(sinks::KEY).cloned())
+                .and_then(|d| d.get(NOTIFICATIONS_KEY).cloned())
                 .unwrap_or_default(),
             Err(e) => {
                 settings.notifications_error =

@@ -3,7 +3,6 @@
 //! same name makes its own) and which ones retention removes.
 
 use crate::operation::crash;
-use crate::upgrade::decide::Snapshots;
 use fluxup_api::PvcSnapshot;
 use fluxup_api::snapshot::VolumeSnapshot;
 use k8s_openapi::jiff::Timestamp;
@@ -11,6 +10,20 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use std::time::Duration;
+
+/// The snapshots of this request, as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Snapshots {
+    /// None of this request's VolumeSnapshots exist yet.
+    #[default]
+    NotCreated,
+    /// Created; some are not ReadyToUse yet.
+    Pending,
+    /// Every one is ReadyToUse.
+    Ready,
+    /// One failed: why.
+    Failed(String),
+}
 
 /// Labels on every snapshot FluxUp takes: the app, the request that took it, and its uid.
 pub use fluxup_api::ownership::{

@@ -304,6 +304,19 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
             .is_some_and(|m| m.starts_with(&format!("undoes {up}:"))),
         "{checks:?}"
     );
+    // That upgrade was rolled back already: restoring its snapshot again would write old data
+    // over what the app wrote since, so a second rollback of it is refused, saying why.
+    let once = checks
+        .iter()
+        .find(|c| c.name == "once")
+        .context("no `once` check")?;
+    assert!(!once.passed, "{once:?}");
+    assert!(
+        once.message
+            .as_deref()
+            .is_some_and(|m| m.contains("was already rolled back")),
+        "{once:?}"
+    );
     sb.apply(json!({
         "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
         "metadata": {"name": "hand-made"},

@@ -3,9 +3,9 @@
 
 use super::gitea::Gitea;
 use crate::operation::Error;
-use crate::upgrade::plan::object_parts;
 use fluxup_api::ManagedApp;
 use fluxup_api::flux::GitRepository;
+use fluxup_api::object_parts;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 

@@ -21,9 +21,9 @@ use super::Kind;
 use serde::Deserialize;
 
 /// The ConfigMap holding the sinks.
-pub const CONFIG_MAP: &str = "fluxup-notifications";
+pub use fluxup_api::ownership::NOTIFICATIONS_CONFIG_MAP as CONFIG_MAP;
 /// The ConfigMap's key with the list of sinks.
-pub const KEY: &str = "sinks.yaml";
+pub use fluxup_api::ownership::NOTIFICATIONS_KEY as KEY;
 /// Where the notification-controller of a standard Flux install takes events.
 pub const FLUX_EVENTS_ADDRESS: &str =
     "http://notification-controller.flux-system.svc.cluster.local./";

@@ -5,12 +5,14 @@
 pub mod crash;
 pub mod flux;
 pub mod holds;
+pub mod plan;
 pub mod queue;
+pub mod release;
 pub mod workloads;
 
 use crate::events;
 use crate::git::GitError;
-use crate::upgrade::plan::object_parts;
+use fluxup_api::object_parts;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{Condition, ManagedApp, RollbackRequest, UpgradeRequest, condition};
 use kube::api::{Patch, PatchParams};

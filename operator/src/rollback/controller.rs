@@ -11,14 +11,14 @@ use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
 use crate::notify::{self, Kind, Notification};
 use crate::operation::holds;
+use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
+use crate::operation::release;
 use crate::operation::{
     self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
     refetch_if_missed, since, who, workloads,
 };
 use crate::upgrade::controller::flux_check;
-use crate::upgrade::plan::{self, Plan, version_edits};
-use crate::upgrade::release;
 use crate::{Scope, events, snapshots};
 use fluxup_api::flux::HelmRelease;
 use fluxup_api::snapshot::VolumeSnapshot;

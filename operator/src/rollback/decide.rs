@@ -9,7 +9,7 @@
 //! object.
 
 use crate::operation::holds::{self, Holder};
-use crate::upgrade::decide::Release;
+use crate::operation::release::Release;
 use fluxup_api::{Hold, QueuePosition, RollbackPhase, RollbackRequestSpec, RollbackRequestStatus};
 use std::time::Duration;
 

@@ -3,15 +3,16 @@
 //! recorded, so it works with the ManagedApp gone) if the request is deleted mid-way.
 
 use super::decide::{Observed, Release, Step, decide};
-use super::plan::{self, Plan, version_edits};
-use super::{preflight, release};
+use super::preflight;
 use crate::git::bump::{BumpError, HISTORY_DEPTH, Outcome, commit_version_bump};
 use crate::git::message::{BumpMessage, OPERATION_TRAILER};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
 use crate::notify::{self, Kind, Notification};
 use crate::operation::holds::{self, Holder};
+use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
+use crate::operation::release;
 use crate::operation::{
     self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
     refetch_if_missed, since, who, workloads,

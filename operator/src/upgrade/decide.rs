@@ -11,31 +11,8 @@ use crate::operation::holds::{self, Holder};
 use fluxup_api::{Hold, QueuePosition, UpgradePhase, UpgradeRequestSpec, UpgradeRequestStatus};
 use std::time::Duration;
 
-/// The snapshots of this request, as observed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Snapshots {
-    /// None of this request's VolumeSnapshots exist yet.
-    #[default]
-    NotCreated,
-    /// Created; some are not ReadyToUse yet.
-    Pending,
-    /// Every one is ReadyToUse.
-    Ready,
-    /// One failed: why.
-    Failed(String),
-}
-
-/// The HelmRelease after the commit, as observed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Release {
-    /// Not yet Ready at the target version for its current generation.
-    #[default]
-    NotYet,
-    /// Ready at the target version.
-    ReadyAtTarget,
-    /// Flux gave up: why (its Ready condition's message).
-    Failed(String),
-}
+pub use crate::operation::release::Release;
+pub use crate::snapshots::Snapshots;
 
 /// What the controller sees now.
 #[derive(Debug, Clone, Default)]

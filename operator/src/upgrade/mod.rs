@@ -4,6 +4,4 @@
 
 pub mod controller;
 pub mod decide;
-pub mod plan;
 pub mod preflight;
-pub mod release;

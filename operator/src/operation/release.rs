@@ -1,12 +1,23 @@
 //! How a rollout is going: the HelmRelease at the versions of a plan (or failed at them), and
 //! the app's workloads ready.
 
-use super::decide::Release;
 use super::plan::{Plan, PlannedEdit};
 use crate::managed_app::resolve::without_flux_digest;
 use fluxup_api::flux::HelmRelease;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{Api, Client};
+
+/// The HelmRelease after the commit, as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Release {
+    /// Not yet Ready at the target version for its current generation.
+    #[default]
+    NotYet,
+    /// Ready at the target version.
+    ReadyAtTarget,
+    /// Flux gave up: why (its Ready condition's message).
+    Failed(String),
+}
 
 /// Where the HelmRelease stands with respect to the versions of `plan`.
 pub fn state(hr: &HelmRelease, plan: &Plan) -> Release {

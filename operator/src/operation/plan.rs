@@ -5,8 +5,8 @@
 use crate::git::bump::{VersionEdit, apply_edits};
 use crate::git::{self, GitBackend};
 use crate::yaml_edit::{Document, image_tag_value};
-use fluxup_api::PreflightCheck;
 use fluxup_api::{ImageVersion, ManagedApp, UpgradeRequest};
+use fluxup_api::{PreflightCheck, object_parts};
 use kube::Client;
 use std::collections::BTreeMap;
 
@@ -29,16 +29,6 @@ pub struct PlannedEdit {
     pub name: String,
     pub field: String,
     pub value: String,
-}
-
-/// `Kind/namespace/name`, as status writes object references, in its three parts.
-pub fn object_parts(reference: &str) -> (&str, &str, &str) {
-    let mut parts = reference.splitn(3, '/');
-    (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    )
 }
 
 /// The versions an UpgradeRequest moves to (its target, or the app's available update) and where
