@@ -23,9 +23,6 @@ pub mod snapshots;
 pub mod upgrade;
 pub mod yaml_edit;
 
-#[cfg(feature = "sandbox")]
-pub mod sandbox;
-
 /// Which namespaces the controllers watch.
 #[derive(Clone, Debug, Default)]
 pub struct Scope {

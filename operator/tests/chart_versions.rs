@@ -3,7 +3,7 @@
 
 use fluxup_api::ChartSource;
 use fluxup_operator::chart_versions::{Error, list};
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_sandbox::Sandbox;
 
 fn source(kind: &str, url: String) -> ChartSource {
     ChartSource {

@@ -2,7 +2,7 @@
 //! refuses a bad spec with its message.
 
 use fluxup_api::{ManagedApp, RollbackRequest, UpgradeRequest};
-use fluxup_operator::sandbox::{Sandbox, repo_root};
+use fluxup_sandbox::{Sandbox, repo_root};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 

@@ -7,8 +7,8 @@ use fluxup_operator::git::bump::{Outcome, VersionEdit, commit_version_bump};
 use fluxup_operator::git::gitea::Gitea;
 use fluxup_operator::git::message::BumpMessage;
 use fluxup_operator::git::{Commit, FileAtHead, FileUpdate, GitBackend, GitError};
-use fluxup_operator::sandbox::{Gitea as GiteaAdmin, Sandbox};
 use fluxup_operator::yaml_edit::Document;
+use fluxup_sandbox::{Gitea as GiteaAdmin, Sandbox};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 const FILE: &str = "apps/radarr/helmrelease.yaml";

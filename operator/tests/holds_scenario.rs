@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use common::*;
 use fluxup_api::flux::Kustomization;
 use fluxup_api::{UpgradePhase, UpgradeRequest};
-use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
+use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};

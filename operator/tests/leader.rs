@@ -4,7 +4,7 @@
 use fluxup_api::ManagedApp;
 use fluxup_operator::Scope;
 use fluxup_operator::leader::{LEASE_NAME, run_controllers};
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_sandbox::Sandbox;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

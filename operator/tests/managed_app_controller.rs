@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use fluxup_api::{ManagedApp, ManagedAppStatus};
 use fluxup_operator::Scope;
 use fluxup_operator::managed_app::{self, FIELD_MANAGER};
-use fluxup_operator::sandbox::{Sandbox, eventually};
+use fluxup_sandbox::{Sandbox, eventually};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;

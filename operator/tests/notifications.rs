@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::*;
 use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase};
 use fluxup_operator::notify::{payload, settings};
-use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
+use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};

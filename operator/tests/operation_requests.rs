@@ -10,7 +10,7 @@ use common::*;
 use fluxup_api::RollbackRequest;
 use fluxup_operator::Scope;
 use fluxup_operator::api_requests::ApiRequests;
-use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
+use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use kube::Api;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};

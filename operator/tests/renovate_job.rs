@@ -4,8 +4,8 @@
 
 use anyhow::Context as _;
 use fluxup_api::ManagedApp;
-use fluxup_operator::sandbox::{Sandbox, eventually};
 use fluxup_operator::{Scope, managed_app, renovate_jobs};
+use fluxup_sandbox::{Sandbox, eventually};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use serde_json::json;

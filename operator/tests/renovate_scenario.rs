@@ -5,8 +5,8 @@
 
 use anyhow::{Context as _, bail};
 use fluxup_api::{ManagedApp, UpdateType};
-use fluxup_operator::sandbox::{Sandbox, demo_script, seed_demo};
 use fluxup_operator::{Scope, ingest, managed_app, renovate};
+use fluxup_sandbox::{Sandbox, demo_script, seed_demo};
 use kube::Api;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

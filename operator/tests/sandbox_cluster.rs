@@ -1,7 +1,7 @@
 //! The sandbox is a working cluster, not only an API server: controller-manager, scheduler and
 //! kwok make Deployments available, scale StatefulSets and finish namespace deletion.
 
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_sandbox::Sandbox;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};

@@ -16,7 +16,7 @@ mod common;
 
 use anyhow::Context as _;
 use common::{bound_volume_dir, checksums};
-use fluxup_operator::sandbox::{Sandbox, eventually};
+use fluxup_sandbox::{Sandbox, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -407,7 +407,7 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 
 #[tokio::test]
 async fn dex_issues_tokens_for_the_demo_user() -> anyhow::Result<()> {
-    use fluxup_operator::sandbox::{base64, http};
+    use fluxup_sandbox::{base64, http};
     let sb = Sandbox::start_full("dex-tokens").await?;
     let issuer = sb.env("OIDC_ISSUER")?;
     let client_id = sb.env("OIDC_CLIENT_ID")?;

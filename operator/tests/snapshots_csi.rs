@@ -2,9 +2,9 @@
 //! PVC (however often the step runs), ready to use, and a missing snapshot class reported.
 
 use fluxup_api::snapshot::VolumeSnapshot;
-use fluxup_operator::sandbox::Sandbox;
 use fluxup_operator::snapshots::{self, REQUEST_LABEL};
 use fluxup_operator::upgrade::decide::Snapshots;
+use fluxup_sandbox::Sandbox;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;

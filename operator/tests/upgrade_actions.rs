@@ -8,7 +8,7 @@ use fluxup_api::ownership::{HELD_BY_ANNOTATION, STOPPED_BY_ANNOTATION};
 use fluxup_api::{Hold, StoppedWorkload, WorkloadReference};
 use fluxup_operator::operation::holds::{self, Holder};
 use fluxup_operator::operation::{flux, workloads};
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_sandbox::Sandbox;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject};

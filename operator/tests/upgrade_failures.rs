@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use common::*;
 use fluxup_api::snapshot::{VolumeSnapshot, VolumeSnapshotClass};
 use fluxup_api::{RollbackRequest, UpgradePhase};
-use fluxup_operator::sandbox::{Sandbox, eventually, seed_demo};
+use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};

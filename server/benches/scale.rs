@@ -10,7 +10,7 @@
 
 use anyhow::Context as _;
 use fluxup_api::ManagedApp;
-use fluxup_operator::sandbox::Sandbox;
+use fluxup_sandbox::Sandbox;
 use futures::{StreamExt, TryStreamExt, stream};
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let log_path = fluxup_operator::sandbox::repo_root().join("target/scale-bench-operator.log");
+    let log_path = fluxup_sandbox::repo_root().join("target/scale-bench-operator.log");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fluxup"))
         .args(["serve", "--watch-namespace", &ns])

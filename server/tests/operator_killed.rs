@@ -12,8 +12,8 @@ use anyhow::Context as _;
 use common::*;
 use fluxup_api::UpgradePhase;
 use fluxup_api::snapshot::VolumeSnapshot;
-use fluxup_operator::sandbox::{Sandbox, repo_root, seed_demo};
 use fluxup_operator::snapshots::REQUEST_LABEL;
+use fluxup_sandbox::{Sandbox, repo_root, seed_demo};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::ListParams;
@@ -90,7 +90,7 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
 
     // The last process finished one upgrade; Prometheus sees it at /metrics, with the time it
     // spent in the phases it ran.
-    let (code, metrics) = fluxup_operator::sandbox::http(
+    let (code, metrics) = fluxup_sandbox::http(
         "GET",
         &format!("http://127.0.0.1:{port}/metrics"),
         &[],

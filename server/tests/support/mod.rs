@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each test file uses part of it
 
 use anyhow::Context as _;
-use fluxup_operator::sandbox::{Sandbox, repo_root};
+use fluxup_sandbox::{Sandbox, repo_root};
 use std::process::{Child, Command, Stdio};
 
 /// `fluxup serve` with its controllers, against the sandbox, and the port it serves on; its log

@@ -32,11 +32,12 @@ use std::time::Duration;
 /// Field manager for everything the harness applies.
 const MANAGER: &str = "fluxup-test-harness";
 
-/// The repository root (this crate lives in `<root>/operator`).
+/// The repository root (this crate lives in `<root>/sandbox/harness`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("operator crate sits in the repository root")
+        .ancestors()
+        .nth(2)
+        .expect("the harness sits in <root>/sandbox/harness")
         .to_path_buf()
 }
 
