@@ -15,7 +15,6 @@ use common::*;
 use fluxup_api::snapshot::{VolumeSnapshot, VolumeSnapshotClass};
 use fluxup_api::{RollbackRequest, UpgradePhase};
 use fluxup_sandbox::{Sandbox, eventually, seed_demo};
-use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::json;
@@ -32,30 +31,10 @@ fn set_archived(sb: &Sandbox, repo: &str, archived: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Waits until the demo app `name` is cleaned up after a failure: Flux resumed and, for the
-/// datastore, its StatefulSet back at one replica.
+/// Waits until the demo app `name` is cleaned up after a failure: nothing of it held.
 async fn cleaned_up(sb: &Sandbox, name: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let running = if name == "datastore" {
-            Api::<StatefulSet>::namespaced(sb.client.clone(), name)
-                .get(name)
-                .await?
-                .spec
-                .and_then(|s| s.replicas)
-                == Some(1)
-        } else {
-            true
-        };
-        if running && !suspended(sb, name).await? {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{name}: no clean-up after the failure"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Kustomization and HelmRelease resumed and unmarked, workloads running again.
+    nothing_held(sb, name).await
 }
 
 fn failure(ended: &Ended) -> (String, String) {

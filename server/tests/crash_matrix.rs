@@ -82,7 +82,11 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
     let sb = Sandbox::start_full("crash-matrix").await?;
     let repo = seed_demo()?;
     // A FluxUp without crash points first: old requests' finalizers need it.
-    let (calm, _) = start_operator(&sb, "crash-matrix-calm.log", &[])?;
+    let (calm, _) = start_operator(
+        &sb,
+        "crash-matrix-calm.log",
+        &[("FLUXUP_LEASE_SECONDS", "2")],
+    )?;
     Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
         .delete_collection(&Default::default(), &Default::default())
         .await?;
