@@ -1,5 +1,6 @@
 //! Watch caches (reflector stores) the controllers read instead of asking the API server.
 
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -64,4 +65,28 @@ where
     )
     .touched_objects();
     (reader, stream)
+}
+
+/// The changes of every object of one kind in `scope`, names only (a metadata watch: nothing of
+/// the objects is kept), to wake the requests that wait for them.
+pub fn changes<K>(
+    client: &kube::Client,
+    scope: &crate::Scope,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<PartialObjectMeta<K>> = match &scope.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher::watcher(api, watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .touched_objects()
 }

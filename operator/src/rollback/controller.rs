@@ -27,7 +27,8 @@ use fluxup_api::{
     RollbackRequest, RollbackRequestStatus, UpgradePhase, UpgradeRequest,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -56,8 +57,36 @@ pub async fn run(
         crate::caches::reflect::<UpgradeRequest>(scope.api(&client), true);
     // Retention is the upgrades' business: no snapshot cache here.
     let (snapshots, _) = reflector::store::<VolumeSnapshot>();
+    // What the steps wait for wakes them: the release, the workloads and the claims.
+    let release_changes = crate::caches::changes::<HelmRelease>(&client, &scope);
+    let deployment_changes = crate::caches::changes::<Deployment>(&client, &scope);
+    let stateful_set_changes = crate::caches::changes::<StatefulSet>(&client, &scope);
+    let claim_changes = crate::caches::changes::<PersistentVolumeClaim>(&client, &scope);
+    let (r1, r2, r3, r4) = (
+        rollbacks.clone(),
+        rollbacks.clone(),
+        rollbacks.clone(),
+        rollbacks.clone(),
+    );
     let ctx = Arc::new(Context::new(client, upgrades, rollbacks.clone(), snapshots));
     controller
+        .watches_stream(release_changes, move |hr| {
+            let ns = hr.namespace();
+            operation::holding(&r1, ("HelmRelease", ns.as_deref(), &hr.name_any()), |r| {
+                r.status
+                    .as_ref()
+                    .map(|s| (s.holds.as_slice(), s.released_at.is_some()))
+            })
+        })
+        .watches_stream(deployment_changes, move |d| {
+            operation::unreleased_in(&r2, d.namespace().as_deref(), released)
+        })
+        .watches_stream(stateful_set_changes, move |s| {
+            operation::unreleased_in(&r3, s.namespace().as_deref(), released)
+        })
+        .watches_stream(claim_changes, move |c| {
+            operation::unreleased_in(&r4, c.namespace().as_deref(), released)
+        })
         // An upgrade that changes may be what a rollback waits for, or what it undoes.
         .watches_stream(upgrade_events, move |u: UpgradeRequest| {
             let ns = u.namespace();

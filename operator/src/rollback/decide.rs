@@ -235,7 +235,7 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
                     Claim::Deleting => {
                         return wait(
                             format!("waiting for claim {name} to be deleted (no pod may use it)"),
-                            1,
+                            5,
                         );
                     }
                     Claim::HeldBySnapshot => {
@@ -252,7 +252,7 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
                     Claim::Restoring => {
                         return wait(
                             format!("waiting for claim {name} to be restored from its snapshot"),
-                            1,
+                            5,
                         );
                     }
                     Claim::Restored => {}
@@ -276,8 +276,8 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
             },
             Release::ReadyAtTarget if seen.workloads_held => Step::RestartWorkloads,
             Release::ReadyAtTarget if seen.healthy => Step::Succeed,
-            Release::ReadyAtTarget => wait("waiting for the app to be healthy", 5),
-            Release::NotYet => wait("waiting for Flux to roll out the previous version", 5),
+            Release::ReadyAtTarget => wait("waiting for the app to be healthy", 10),
+            Release::NotYet => wait("waiting for Flux to roll out the previous version", 10),
         },
         Succeeded | Failed if missing.is_some() => Step::CreateClaim(missing.unwrap_or_default()),
         Succeeded | Failed if holds::next_to_release(&seen.holders).is_some() => {

@@ -26,6 +26,7 @@ use fluxup_api::{
     Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -54,8 +55,27 @@ pub async fn run(
         crate::caches::reflect::<RollbackRequest>(scope.api(&client), true);
     let (snapshots, snapshot_events) =
         crate::caches::reflect_labelled::<VolumeSnapshot>(scope.api(&client), snapshots::APP_LABEL);
+    // What the steps wait for wakes them: the release, the workloads (names only).
+    let release_changes = crate::caches::changes::<HelmRelease>(&client, &scope);
+    let deployment_changes = crate::caches::changes::<Deployment>(&client, &scope);
+    let stateful_set_changes = crate::caches::changes::<StatefulSet>(&client, &scope);
+    let (u1, u2, u3) = (upgrades.clone(), upgrades.clone(), upgrades.clone());
     let ctx = Arc::new(Context::new(client, upgrades, rollbacks, snapshots));
     controller
+        .watches_stream(release_changes, move |hr| {
+            let ns = hr.namespace();
+            operation::holding(&u1, ("HelmRelease", ns.as_deref(), &hr.name_any()), |r| {
+                r.status
+                    .as_ref()
+                    .map(|s| (s.holds.as_slice(), s.released_at.is_some()))
+            })
+        })
+        .watches_stream(deployment_changes, move |d| {
+            operation::unreleased_in(&u2, d.namespace().as_deref(), released)
+        })
+        .watches_stream(stateful_set_changes, move |s| {
+            operation::unreleased_in(&u3, s.namespace().as_deref(), released)
+        })
         // A rollback that changes may be what an upgrade waits for (the queue), or mark it
         // rolled back.
         .watches_stream(rollback_events, |r: RollbackRequest| {

@@ -79,7 +79,8 @@ pub enum Step {
     Release(Hold),
     /// Scale the workloads this request stopped back to their recorded replicas.
     RestartWorkloads,
-    /// Nothing to do until something changes; look again after `recheck`.
+    /// Nothing to do until something changes (the controllers watch what the steps wait for);
+    /// look again after `recheck` at the latest.
     Wait {
         why: String,
         recheck: Duration,
@@ -218,7 +219,7 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
         Snapshotting => match &seen.snapshots {
             _ if skip_snapshot => Step::Enter(Committing),
             Snapshots::NotCreated => Step::CreateSnapshots,
-            Snapshots::Pending => wait("waiting for the VolumeSnapshots to be ready to use", 2),
+            Snapshots::Pending => wait("waiting for the VolumeSnapshots to be ready to use", 10),
             Snapshots::Failed(why) => Step::Fail {
                 reason: "SnapshotFailed",
                 message: format!("a snapshot failed, so nothing was committed: {why}"),
@@ -244,11 +245,11 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
         Reconciling => match seen.release {
             Release::ReadyAtTarget if seen.workloads_held => Step::RestartWorkloads,
             Release::ReadyAtTarget => Step::Enter(HealthChecking),
-            _ => wait("waiting for Flux to roll out the new version", 5),
+            _ => wait("waiting for Flux to roll out the new version", 10),
         },
         HealthChecking if seen.workloads_held => Step::RestartWorkloads,
         HealthChecking if seen.healthy => Step::Succeed,
-        HealthChecking => wait("waiting for the app to be healthy", 5),
+        HealthChecking => wait("waiting for the app to be healthy", 10),
         // Whatever ended the request, nothing it holds stays held — and nothing else is
         // touched. First, as it needs nothing but the request: a snapshot still being taken
         // keeps its claim from being deleted, which a rollback may need.
@@ -413,7 +414,7 @@ mod tests {
                 Reconciling,
                 true,
                 |o| o.workloads_held = true,
-                wait("waiting for Flux to roll out the new version", 5),
+                wait("waiting for Flux to roll out the new version", 10),
             ),
             (
                 Reconciling,
