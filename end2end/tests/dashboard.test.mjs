@@ -100,7 +100,8 @@ test('dry run shows the diff; the approved upgrade advances live to Succeeded; t
   const text = await diff.textContent();
   assert.match(text, new RegExp(`^\\+.*version: ${target.replaceAll('.', '\\.')}`, 'm'), text);
   assert.match(text, new RegExp(`^-.*version: ${before.replaceAll('.', '\\.')}`, 'm'), text);
-  assert.equal(await page.locator('#preflight-checks li').count(), 5);
+  // target, app, version, policy, flux (nobody else holds its Kustomization and HelmRelease), git
+  assert.equal(await page.locator('#preflight-checks li').count(), 6);
 
   // Approve, and watch the phases change on the page without reloading it.
   await page.click('#approve');
