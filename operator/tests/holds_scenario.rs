@@ -277,6 +277,7 @@ async fn reused_names_are_new_operations_and_deletions_release_everything() -> a
     let _stop = stop.clone().drop_guard();
     start_app_controller(&sb, &stop);
     let _upgrader = start_upgrader(&sb, &stop);
+    let _rollbacker = start_rollbacker(&sb, &stop);
     const NS: &str = "datastore";
     delete_requests(&sb, NS).await?;
     let app = "datastore-identity";
@@ -335,15 +336,79 @@ async fn reused_names_are_new_operations_and_deletions_release_everything() -> a
     let uid = api.get(&name).await?.uid().context("uid")?;
     assert_eq!(commits_of_operation(&sb, &repo, &uid)?, 1);
 
-    // Deleted while it holds Flux and the stopped datastore: both are let go.
-    let deleted = format!("datastore-{run}-deleted");
-    create_request(&sb, NS, app, &deleted, chart(other), false).await?;
-    wait_for_phase(&sb, NS, &deleted, UpgradePhase::Snapshotting).await?;
-    api.delete(&deleted, &Default::default()).await?;
+    // Deleted at each phase while it holds Flux and the stopped datastore: everything is let go
+    // (after the commit, Flux then rolls the new version out).
+    for (i, phase) in [
+        UpgradePhase::Suspending,
+        UpgradePhase::Quiescing,
+        UpgradePhase::Snapshotting,
+        UpgradePhase::Reconciling,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let now = deployed(&sb, NS).await?;
+        let next = if now == "1.0.1" { "1.0.0" } else { "1.0.1" };
+        let deleted = format!("datastore-{run}-deleted-{i}");
+        create_request(&sb, NS, app, &deleted, chart(next), false).await?;
+        wait_for_phase(&sb, NS, &deleted, phase).await?;
+        let caught = api.get(&deleted).await?.status.and_then(|s| s.phase);
+        api.delete(&deleted, &Default::default()).await?;
+        nothing_held(&sb, NS).await?;
+        if caught.is_some_and(|p| p > UpgradePhase::Committing) {
+            // Committed: Flux, let go, rolls the new version out.
+            eventually(
+                "the committed version rolled out",
+                Duration::from_secs(120),
+                || async {
+                    let v = deployed(&sb, NS).await?;
+                    Ok(if v == next { Ok(()) } else { Err(v) })
+                },
+            )
+            .await?;
+        }
+        println!("request deleted in {caught:?}: nothing held");
+    }
+
+    // A rollback deleted while it replaces the claim: the claim is there again, bound.
+    let now = deployed(&sb, NS).await?;
+    let next = if now == "1.0.1" { "1.0.0" } else { "1.0.1" };
+    let undone = format!("datastore-{run}-to-undo");
+    let ended = run_request(&sb, NS, app, &undone, chart(next), false).await?;
+    check_rolled_out(&sb, NS, &ended, next).await?;
+    let rollbacks: Api<fluxup_api::RollbackRequest> = Api::namespaced(sb.client.clone(), NS);
+    let rb: fluxup_api::RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": format!("{undone}-rollback")},
+        "spec": {"upgradeRequestRef": {"name": undone}},
+    }))?;
+    rollbacks.create(&PostParams::default(), &rb).await?;
+    let rb_name = format!("{undone}-rollback");
+    eventually(
+        "the rollback replacing the claim",
+        Duration::from_secs(120),
+        || async {
+            let p = rollbacks
+                .get(&rb_name)
+                .await?
+                .status
+                .and_then(|s| s.phase)
+                .unwrap_or_default();
+            Ok(if p >= fluxup_api::RollbackPhase::RestoringVolumes {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            })
+        },
+    )
+    .await?;
+    rollbacks.delete(&rb_name, &Default::default()).await?;
     nothing_held(&sb, NS).await?;
-    assert_eq!(deployed(&sb, NS).await?, before);
+    bound_volume_dir(&sb, NS, "data-datastore-0").await?;
 
     // The ManagedApp deleted mid-way: the upgrade fails saying so, and lets everything go.
+    let now = deployed(&sb, NS).await?;
+    let other = if now == "1.0.1" { "1.0.0" } else { "1.0.1" };
     let orphan = format!("datastore-{run}-orphan");
     create_request(&sb, NS, app, &orphan, chart(other), false).await?;
     wait_for_phase(&sb, NS, &orphan, UpgradePhase::Snapshotting).await?;
@@ -359,6 +424,29 @@ async fn reused_names_are_new_operations_and_deletions_release_everything() -> a
         status.message
     );
     nothing_held(&sb, NS).await?;
-    assert_eq!(deployed(&sb, NS).await?, before, "nothing was committed");
+    assert_eq!(deployed(&sb, NS).await?, now, "nothing was committed");
+
+    // Leave the demo at the version it had.
+    if now != before {
+        apply_app(
+            &sb,
+            app_copy(app, NS, "apps/datastore/ocirepository.yaml", json!({})),
+        )
+        .await?;
+        wait_resolved(&sb, NS, app).await?;
+        let back = run_request(
+            &sb,
+            NS,
+            app,
+            &format!("datastore-{run}-back"),
+            chart(&before),
+            false,
+        )
+        .await?;
+        check_rolled_out(&sb, NS, &back, &before).await?;
+        Api::<fluxup_api::ManagedApp>::namespaced(sb.client.clone(), NS)
+            .delete(app, &Default::default())
+            .await?;
+    }
     Ok(())
 }
