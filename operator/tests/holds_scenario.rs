@@ -355,18 +355,36 @@ async fn reused_names_are_new_operations_and_deletions_release_everything() -> a
         let caught = api.get(&deleted).await?.status.and_then(|s| s.phase);
         api.delete(&deleted, &Default::default()).await?;
         nothing_held(&sb, NS).await?;
-        if caught.is_some_and(|p| p > UpgradePhase::Committing) {
-            // Committed: Flux, let go, rolls the new version out.
-            eventually(
-                "the committed version rolled out",
-                Duration::from_secs(120),
-                || async {
-                    let v = deployed(&sb, NS).await?;
-                    Ok(if v == next { Ok(()) } else { Err(v) })
-                },
-            )
-            .await?;
-        }
+        // If it had committed, Flux (let go) rolls that version out: wait until what runs is
+        // what Git says.
+        eventually(
+            "Flux running what Git says",
+            Duration::from_secs(120),
+            || async {
+                let (code, file) = sb.gitea()?.call(
+                    "GET",
+                    &format!("/repos/{repo}/raw/apps/datastore/ocirepository.yaml?ref=main"),
+                    None,
+                )?;
+                anyhow::ensure!(code == 200, "reading the file: HTTP {code}");
+                let file = file
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| file.to_string());
+                let in_git = file
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("tag: "))
+                    .map(|t| t.trim().trim_matches('"').to_string())
+                    .unwrap_or_default();
+                let running = deployed(&sb, NS).await?;
+                Ok(if running == in_git {
+                    Ok(())
+                } else {
+                    Err(format!("{running} runs, Git has {in_git}"))
+                })
+            },
+        )
+        .await?;
         println!("request deleted in {caught:?}: nothing held");
     }
 
