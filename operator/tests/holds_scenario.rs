@@ -22,6 +22,9 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// The tests of this file share the demo apps and each runs its own controllers: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn merge(value: serde_json::Value) -> Patch<serde_json::Value> {
     Patch::Merge(value)
 }
@@ -54,6 +57,7 @@ async fn finished_request(
 
 #[tokio::test]
 async fn a_persons_suspension_and_scale_to_zero_are_kept() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
     let sb = Sandbox::start_full("holds-person").await?;
     let repo = seed_demo()?;
     let stop = CancellationToken::new();
@@ -192,6 +196,7 @@ async fn a_persons_suspension_and_scale_to_zero_are_kept() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn two_apps_in_one_kustomization_take_turns() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
     let sb = Sandbox::start_full("holds-shared").await?;
     seed_demo()?;
     let stop = CancellationToken::new();
@@ -271,6 +276,7 @@ async fn two_apps_in_one_kustomization_take_turns() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn reused_names_are_new_operations_and_deletions_release_everything() -> anyhow::Result<()> {
+    let _one = ONE_AT_A_TIME.lock().await;
     let sb = Sandbox::start_full("holds-identity").await?;
     let repo = seed_demo()?;
     let stop = CancellationToken::new();
