@@ -37,10 +37,12 @@ impl Holder {
         match self {
             Holder::Free | Holder::Me => None,
             Holder::Person => Some(format!(
-                "{} is suspended, not by FluxUp: FluxUp waits until a person resumes it \
-                 (flux resume {})",
+                "{} is suspended, not by FluxUp: only a person resumes it (flux resume {} {} \
+                 -n {})",
                 hold.describe(),
                 flux_cli_kind(&hold.kind),
+                hold.name,
+                hold.namespace,
             )),
             Holder::Operation(other) => Some(format!("{} is held by {other}", hold.describe())),
             Holder::Gone => Some(format!("{} does not exist", hold.describe())),
