@@ -8,6 +8,7 @@ pub mod holds;
 pub mod plan;
 pub mod queue;
 pub mod release;
+pub mod steps;
 pub mod workloads;
 
 use crate::events;
@@ -104,49 +105,6 @@ impl Context {
             snapshots,
         }
     }
-}
-
-/// The requests of `store` in `namespace` that have not released what they hold: those a change
-/// there may wake.
-pub fn unreleased_in<K>(
-    store: &Store<K>,
-    namespace: Option<&str>,
-    released: impl Fn(&K) -> bool,
-) -> Vec<kube::runtime::reflector::ObjectRef<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .filter(|r| r.meta().namespace.as_deref() == namespace && !released(r))
-        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
-        .collect()
-}
-
-/// The requests of `store` that recorded a hold on `kind` `namespace/name` and have not
-/// released it: those a change of that object may wake.
-pub fn holding<K>(
-    store: &Store<K>,
-    (kind, namespace, name): (&str, Option<&str>, &str),
-    holds_of: impl Fn(&K) -> Option<(&[fluxup_api::Hold], bool)>,
-) -> Vec<kube::runtime::reflector::ObjectRef<K>>
-where
-    K: kube::Resource<DynamicType = ()> + Clone + 'static,
-{
-    store
-        .state()
-        .iter()
-        .filter(|r| {
-            holds_of(r).is_some_and(|(holds, released)| {
-                !released
-                    && holds.iter().any(|h| {
-                        h.kind == kind && Some(h.namespace.as_str()) == namespace && h.name == name
-                    })
-            })
-        })
-        .map(|r| kube::runtime::reflector::ObjectRef::from_obj(r.as_ref()))
-        .collect()
 }
 
 impl Context {

@@ -15,8 +15,8 @@ use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
 use crate::operation::release;
 use crate::operation::{
-    self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
-    refetch_if_missed, since, who, workloads,
+    self, Context, Error, app_of, complete, crash, found_workloads, refetch_if_missed, since,
+    steps, who, workloads,
 };
 use crate::upgrade::controller::flux_check;
 use crate::{Scope, events, snapshots};
@@ -27,21 +27,18 @@ use fluxup_api::{
     RollbackRequest, RollbackRequestStatus, UpgradePhase, UpgradeRequest,
 };
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
 pub const FINALIZER: &str = "fluxup.dev/rollback";
-const MANAGER: &str = "fluxup-rollback";
+const MANAGER: &str = <RollbackRequest as steps::Request>::MANAGER;
 
 pub async fn run(
     client: Client,
@@ -57,79 +54,39 @@ pub async fn run(
         crate::caches::reflect::<UpgradeRequest>(scope.api(&client), true);
     // Retention is the upgrades' business: no snapshot cache here.
     let (snapshots, _) = reflector::store::<VolumeSnapshot>();
-    // What the steps wait for wakes them: the release, the workloads and the claims.
-    let release_changes = crate::caches::changes::<HelmRelease>(&client, &scope);
-    let deployment_changes = crate::caches::changes::<Deployment>(&client, &scope);
-    let stateful_set_changes = crate::caches::changes::<StatefulSet>(&client, &scope);
-    let claim_changes = crate::caches::changes::<PersistentVolumeClaim>(&client, &scope);
-    let (r1, r2, r3, r4) = (
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        upgrades,
         rollbacks.clone(),
-        rollbacks.clone(),
-        rollbacks.clone(),
-        rollbacks.clone(),
-    );
-    let ctx = Arc::new(Context::new(client, upgrades, rollbacks.clone(), snapshots));
-    controller
-        .watches_stream(release_changes, move |hr| {
-            let ns = hr.namespace();
-            operation::holding(&r1, ("HelmRelease", ns.as_deref(), &hr.name_any()), |r| {
-                r.status
-                    .as_ref()
-                    .map(|s| (s.holds.as_slice(), s.released_at.is_some()))
-            })
-        })
-        .watches_stream(deployment_changes, move |d| {
-            operation::unreleased_in(&r2, d.namespace().as_deref(), released)
-        })
-        .watches_stream(stateful_set_changes, move |s| {
-            operation::unreleased_in(&r3, s.namespace().as_deref(), released)
-        })
-        .watches_stream(claim_changes, move |c| {
-            operation::unreleased_in(&r4, c.namespace().as_deref(), released)
-        })
+        snapshots,
+    ));
+    steps::woken_by_changes(controller, &client, &scope, true)
         // An upgrade that changes may be what a rollback waits for, or what it undoes.
         .watches_stream(upgrade_events, move |u: UpgradeRequest| {
             let ns = u.namespace();
             rollbacks
                 .state()
                 .iter()
-                .filter(|r| {
-                    r.namespace() == ns && r.status.as_ref().is_none_or(|s| s.released_at.is_none())
-                })
+                .filter(|r| r.namespace() == ns && !steps::Request::released(r.as_ref()))
                 .map(|r| ObjectRef::from_obj(r.as_ref()))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, steps::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(req: Arc<RollbackRequest>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(rollback = %req.name_any(), %error, "rollback step failed; retrying in 10 s");
-    metrics::reconcile_error("rollback", error.category());
-    Action::requeue(Duration::from_secs(10))
-}
-
 async fn reconcile(req: Arc<RollbackRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = req.namespace().unwrap_or_default();
-    let api: Api<RollbackRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    let span = operation::span(req.as_ref());
-    let work = finalizer(&api, FINALIZER, req, |event| async {
-        match event {
-            // A finished request never acts again.
-            Finalizer::Apply(req) if released(&req) => Ok(Action::await_change()),
-            Finalizer::Apply(req) => step(&req, &ctx).await,
-            Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
-        }
-    });
-    crash::scope("rollback", ns, work.instrument(span))
-        .await
-        .map_err(Error::from)
-}
-
-fn released(req: &RollbackRequest) -> bool {
-    req.status.as_ref().is_some_and(|s| s.released_at.is_some())
+    let ctx: &Context = &ctx;
+    steps::reconcile(
+        req,
+        ctx,
+        FINALIZER,
+        move |req| async move { step(&req, ctx).await },
+        move |req| async move { cleanup(&req, ctx).await },
+    )
+    .await
 }
 
 /// What a rollback undoes: the upgrade, its app, the claims and snapshots, and the versions to
@@ -234,9 +191,6 @@ async fn source(req: &RollbackRequest, client: &Client) -> Result<Source, String
 /// Deleted mid-way: every claim it deleted comes back, what it holds is released — from what
 /// it recorded alone; nothing else is touched.
 async fn cleanup(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
-    if released(req) {
-        return Ok(Action::await_change());
-    }
     let ns = req.namespace().unwrap_or_default();
     let me = req.uid().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
@@ -250,10 +204,7 @@ async fn cleanup(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> 
             claims::create(&ctx.client, &ns, v, &me).await?;
         }
     }
-    for hold in &status.holds {
-        holds::release(&ctx.client, hold, &me).await?;
-    }
-    workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
+    steps::release_all(ctx, req, &status.holds, &status.stopped_workloads).await?;
     Ok(Action::await_change())
 }
 
@@ -501,18 +452,6 @@ async fn preflight(req: &RollbackRequest, src: &Source, ctx: &Context, ns: &str)
     }
 }
 
-/// Records part of the request's status, then passes the crash point named after the step.
-async fn record(
-    ctx: &Context,
-    req: &RollbackRequest,
-    point: &str,
-    status: serde_json::Value,
-) -> Result<(), Error> {
-    ctx.write_status(MANAGER, req, status).await?;
-    crash::point(point);
-    Ok(())
-}
-
 async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
     let ns = req.namespace().unwrap_or_default();
     let me = req.uid().unwrap_or_default();
@@ -525,8 +464,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         // started, the recorded status is enough to finish the clean-up.
         Err(why) if phase == RollbackPhase::Pending => {
             let message = format!("refused; nothing was changed: {why}");
-            record(
-                ctx,
+            steps::record(ctx,
                 req,
                 "refuse",
                 serde_json::json!({"phase": RollbackPhase::Failed, "message": message,
@@ -587,7 +525,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 upgrade_request_name: Some(src.upgrade.name_any()),
                 upgrade_request_uid: src.upgrade.uid(),
             };
-            record(
+            steps::record(
                 ctx,
                 req,
                 "record-holds",
@@ -597,23 +535,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Step::Queue(position) => {
-            let why = format!(
-                "waiting for {}: one operation at a time per Flux object (position {} in the queue)",
-                position.ahead.first().cloned().unwrap_or_default(),
-                position.position
-            );
-            if status.queue.as_ref() != Some(&position) || status.message.as_deref() != Some(&why) {
-                record(
-                    ctx,
-                    req,
-                    "queue",
-                    serde_json::json!({"queue": position, "message": why}),
-                )
-                .await?;
-            }
-            Ok(Action::requeue(Duration::from_secs(3)))
-        }
+        Step::Queue(position) => steps::queue(ctx, req, position).await,
         Step::Enter(next_phase) => {
             if next_phase == RollbackPhase::Suspending
                 && let Some(src) = &src
@@ -634,7 +556,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             if next_phase == RollbackPhase::Suspending {
                 s["startedAt"] = serde_json::to_value(events::now_time()).unwrap_or_default();
             }
-            record(ctx, req, &format!("enter.{next_phase:?}"), s).await?;
+            steps::record(ctx, req, &format!("enter.{next_phase:?}"), s).await?;
             ctx.event(
                 req,
                 "Rollback",
@@ -653,7 +575,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
             let result = preflight(req, src, ctx, &ns).await;
-            record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
+            steps::record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
@@ -670,26 +592,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             metrics::ended(Operation::Rollback, "dry_run", age);
             Ok(Action::await_change())
         }
-        Step::Take(hold) => {
-            let holder = holds::take(
-                &ctx.client,
-                &hold,
-                &me,
-                &queue::describe("RollbackRequest", req),
-            )
-            .await?;
-            if let Some(why) = holder.refusal(&hold) {
-                record(
-                    ctx,
-                    req,
-                    "take-refused",
-                    serde_json::json!({"message": format!("waiting: {why}")}),
-                )
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(3)));
-            }
-            Ok(Action::requeue(Duration::from_millis(200)))
-        }
+        Step::Take(hold) => steps::take(ctx, req, &hold).await,
         Step::StopWorkloads => {
             let found = src
                 .as_ref()
@@ -698,7 +601,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
             if recorded != status.stopped_workloads {
-                record(
+                steps::record(
                     ctx,
                     req,
                     "record-workloads",
@@ -707,7 +610,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 .await?;
             }
             if recorded.is_empty() {
-                record(ctx, req, "enter.RestoringVolumes", serde_json::json!({"phase": RollbackPhase::RestoringVolumes,
+                steps::record(ctx, req, "enter.RestoringVolumes", serde_json::json!({"phase": RollbackPhase::RestoringVolumes,
                     "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
                 .await?;
                 return Ok(Action::requeue(Duration::from_millis(200)));
@@ -731,7 +634,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                     },
                 }
             }
-            record(
+            steps::record(
                 ctx,
                 req,
                 "record-claims",
@@ -766,7 +669,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                         x
                     })
                     .collect();
-                record(
+                steps::record(
                     ctx,
                     req,
                     "record-recreated",
@@ -839,30 +742,20 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
         }
         Step::RecordCommit(sha) => record_commit(ctx, req, Some(sha)).await,
         Step::Release(hold) => {
-            if hold.kind == "Kustomization"
-                && phase == RollbackPhase::StartingApp
-                && let Some(src) = &src
-            {
-                fetch_source(&ctx.client, &src.app).await?;
-            }
-            holds::release(&ctx.client, &hold, &me).await?;
-            Ok(Action::requeue(Duration::from_millis(500)))
+            let fetch_for = src
+                .as_ref()
+                .map(|s| &s.app)
+                .filter(|_| phase == RollbackPhase::StartingApp);
+            steps::release(ctx, req, &hold, fetch_for).await
         }
-        Step::RestartWorkloads => {
-            workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
+        Step::RestartWorkloads => steps::restart(ctx, req, &status.stopped_workloads).await,
         Step::Wait { why, recheck } => {
             if phase == RollbackPhase::StartingApp
                 && let Some(src) = &src
             {
                 refetch_if_missed(&ctx.client, &src.app, status.git_commit.as_deref()).await?;
             }
-            if status.message.as_deref() != Some(why.as_str()) {
-                ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
-                    .await?;
-            }
-            Ok(Action::requeue(recheck))
+            steps::wait(ctx, req, why, recheck).await
         }
         Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
         Step::Succeed => {
@@ -886,7 +779,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                         .join(", ")
                 }
             );
-            record(
+            steps::record(
                 ctx,
                 req,
                 "succeed",
@@ -909,7 +802,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             if let Some(src) = &src {
                 finish(ctx, req, src, &status).await?;
             }
-            record(
+            steps::record(
                 ctx,
                 req,
                 "released",
@@ -933,7 +826,7 @@ async fn record_commit(
     req: &RollbackRequest,
     sha: Option<String>,
 ) -> Result<Action, Error> {
-    record(
+    steps::record(
         ctx,
         req,
         "record-commit",
@@ -1002,7 +895,7 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    record(
+    steps::record(
         ctx,
         req,
         "fail",

@@ -14,8 +14,8 @@ use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
 use crate::operation::release;
 use crate::operation::{
-    self, Context, Error, app_of, complete, crash, fetch_source, found_workloads,
-    refetch_if_missed, since, who, workloads,
+    self, Context, Error, app_of, complete, crash, found_workloads, refetch_if_missed, since,
+    steps, who, workloads,
 };
 use crate::snapshots;
 use crate::{Scope, events};
@@ -26,20 +26,17 @@ use fluxup_api::{
     Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument as _;
 
 pub const FINALIZER: &str = "fluxup.dev/upgrade";
-const MANAGER: &str = "fluxup-upgrade";
+const MANAGER: &str = <UpgradeRequest as steps::Request>::MANAGER;
 
 pub async fn run(
     client: Client,
@@ -55,27 +52,8 @@ pub async fn run(
         crate::caches::reflect::<RollbackRequest>(scope.api(&client), true);
     let (snapshots, snapshot_events) =
         crate::caches::reflect_labelled::<VolumeSnapshot>(scope.api(&client), snapshots::APP_LABEL);
-    // What the steps wait for wakes them: the release, the workloads (names only).
-    let release_changes = crate::caches::changes::<HelmRelease>(&client, &scope);
-    let deployment_changes = crate::caches::changes::<Deployment>(&client, &scope);
-    let stateful_set_changes = crate::caches::changes::<StatefulSet>(&client, &scope);
-    let (u1, u2, u3) = (upgrades.clone(), upgrades.clone(), upgrades.clone());
-    let ctx = Arc::new(Context::new(client, upgrades, rollbacks, snapshots));
-    controller
-        .watches_stream(release_changes, move |hr| {
-            let ns = hr.namespace();
-            operation::holding(&u1, ("HelmRelease", ns.as_deref(), &hr.name_any()), |r| {
-                r.status
-                    .as_ref()
-                    .map(|s| (s.holds.as_slice(), s.released_at.is_some()))
-            })
-        })
-        .watches_stream(deployment_changes, move |d| {
-            operation::unreleased_in(&u2, d.namespace().as_deref(), released)
-        })
-        .watches_stream(stateful_set_changes, move |s| {
-            operation::unreleased_in(&u3, s.namespace().as_deref(), released)
-        })
+    let ctx = Arc::new(Context::new(client.clone(), upgrades, rollbacks, snapshots));
+    steps::woken_by_changes(controller, &client, &scope, false)
         // A rollback that changes may be what an upgrade waits for (the queue), or mark it
         // rolled back.
         .watches_stream(rollback_events, |r: RollbackRequest| {
@@ -91,52 +69,28 @@ pub async fn run(
                 .map(|name| ObjectRef::new(name).within(&s.namespace().unwrap_or_default()))
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, steps::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
 
-fn error_policy(req: Arc<UpgradeRequest>, error: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(request = %req.name_any(), %error, "upgrade step failed; retrying in 10 s");
-    metrics::reconcile_error("upgrade", error.category());
-    Action::requeue(Duration::from_secs(10))
-}
-
 async fn reconcile(req: Arc<UpgradeRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = req.namespace().unwrap_or_default();
-    let api: Api<UpgradeRequest> = Api::namespaced(ctx.client.clone(), &ns);
-    let span = operation::span(req.as_ref());
-    let work = finalizer(&api, FINALIZER, req, |event| async {
-        match event {
-            // A finished request never acts again: what it held is released, and what is
-            // suspended or stopped now is someone else's doing.
-            Finalizer::Apply(req) if released(&req) => Ok(Action::await_change()),
-            Finalizer::Apply(req) => step(&req, &ctx).await,
-            Finalizer::Cleanup(req) => cleanup(&req, &ctx).await,
-        }
-    });
-    crash::scope("upgrade", ns, work.instrument(span))
-        .await
-        .map_err(Error::from)
-}
-
-fn released(req: &UpgradeRequest) -> bool {
-    req.status.as_ref().is_some_and(|s| s.released_at.is_some())
+    let ctx: &Context = &ctx;
+    steps::reconcile(
+        req,
+        ctx,
+        FINALIZER,
+        move |req| async move { step(&req, ctx).await },
+        move |req| async move { cleanup(&req, ctx).await },
+    )
+    .await
 }
 
 /// Deleted mid-way: what the request holds is released, from what it recorded alone (the
 /// ManagedApp may be gone too); nothing else is touched.
 async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
-    if released(req) {
-        return Ok(Action::await_change());
-    }
-    let ns = req.namespace().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
-    let me = req.uid().unwrap_or_default();
-    for hold in &status.holds {
-        holds::release(&ctx.client, hold, &me).await?;
-    }
-    workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
+    steps::release_all(ctx, req, &status.holds, &status.stopped_workloads).await?;
     Ok(Action::await_change())
 }
 
@@ -272,18 +226,6 @@ async fn observe(
     Ok(seen)
 }
 
-/// Records part of the request's status, then passes the crash point named after the step.
-async fn record(
-    ctx: &Context,
-    req: &UpgradeRequest,
-    point: &str,
-    status: serde_json::Value,
-) -> Result<(), Error> {
-    ctx.write_status(MANAGER, req, status).await?;
-    crash::point(point);
-    Ok(())
-}
-
 /// The preflight checks, and the diff of the version bump.
 async fn preflight(
     req: &UpgradeRequest,
@@ -407,7 +349,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 
     match next {
         Step::RecordHolds(to_hold) => {
-            record(
+            steps::record(
                 ctx,
                 req,
                 "record-holds",
@@ -417,23 +359,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Step::Queue(position) => {
-            let why = format!(
-                "waiting for {}: one operation at a time per Flux object (position {} in the queue)",
-                position.ahead.first().cloned().unwrap_or_default(),
-                position.position
-            );
-            if status.queue.as_ref() != Some(&position) || status.message.as_deref() != Some(&why) {
-                record(
-                    ctx,
-                    req,
-                    "queue",
-                    serde_json::json!({"queue": position, "message": why}),
-                )
-                .await?;
-            }
-            Ok(Action::requeue(Duration::from_secs(3)))
-        }
+        Step::Queue(position) => steps::queue(ctx, req, position).await,
         Step::Enter(phase) => {
             leave_phase(&status);
             if phase == UpgradePhase::Suspending
@@ -478,7 +404,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 })
                 .unwrap_or_default();
             }
-            record(ctx, req, &format!("enter.{phase:?}"), s).await?;
+            steps::record(ctx, req, &format!("enter.{phase:?}"), s).await?;
             ctx.event(
                 req,
                 "Upgrade",
@@ -494,7 +420,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
             let result = preflight(req, app, plan, ctx).await;
-            record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
+            steps::record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
         Step::FinishDryRun => {
@@ -511,39 +437,20 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             metrics::ended(Operation::Upgrade, "dry_run", age);
             Ok(Action::await_change())
         }
-        Step::Take(hold) => {
-            let holder = holds::take(
-                &ctx.client,
-                &hold,
-                &me,
-                &queue::describe("UpgradeRequest", req),
-            )
-            .await?;
-            if let Some(why) = holder.refusal(&hold) {
-                record(
-                    ctx,
-                    req,
-                    "take-refused",
-                    serde_json::json!({"message": format!("waiting: {why}")}),
-                )
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(3)));
-            }
-            Ok(Action::requeue(Duration::from_millis(200)))
-        }
+        Step::Take(hold) => steps::take(ctx, req, &hold).await,
         Step::StopWorkloads => {
             let found = app.as_ref().map(found_workloads).unwrap_or_default();
             let recorded =
                 workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
             if recorded.is_empty() {
                 // Nothing runs on the volumes (or a person already stopped it): nothing to stop.
-                record(ctx, req, "enter.Snapshotting", serde_json::json!({"phase": UpgradePhase::Snapshotting,
+                steps::record(ctx, req, "enter.Snapshotting", serde_json::json!({"phase": UpgradePhase::Snapshotting,
                     "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
                 .await?;
                 return Ok(Action::requeue(Duration::from_millis(200)));
             }
             if recorded != status.stopped_workloads {
-                record(
+                steps::record(
                     ctx,
                     req,
                     "record-workloads",
@@ -573,7 +480,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 created_at: Some(events::now_time()),
                 ..Default::default()
             };
-            record(
+            steps::record(
                 ctx,
                 req,
                 "record-snapshots",
@@ -636,21 +543,12 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             record_commit(ctx, req, &status, sha).await
         }
         Step::RecordCommit(sha) => record_commit(ctx, req, &status, Some(sha)).await,
+        // Before Flux applies again, its source fetches the commit.
         Step::Release(hold) => {
-            // Before Flux applies again, its source fetches the commit.
-            if hold.kind == "Kustomization"
-                && phase == UpgradePhase::Reconciling
-                && let Some(app) = &app
-            {
-                fetch_source(&ctx.client, app).await?;
-            }
-            holds::release(&ctx.client, &hold, &me).await?;
-            Ok(Action::requeue(Duration::from_millis(500)))
+            let fetch_for = app.as_ref().filter(|_| phase == UpgradePhase::Reconciling);
+            steps::release(ctx, req, &hold, fetch_for).await
         }
-        Step::RestartWorkloads => {
-            workloads::restart(&ctx.client, &ns, &status.stopped_workloads, &me).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
-        }
+        Step::RestartWorkloads => steps::restart(ctx, req, &status.stopped_workloads).await,
         Step::DeleteUnreadySnapshots => {
             let names: Vec<String> = status
                 .snapshot
@@ -683,11 +581,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .and_then(|u| u.git_commit.as_deref());
                 refetch_if_missed(&ctx.client, app, commit).await?;
             }
-            if status.message.as_deref() != Some(why.as_str()) {
-                ctx.write_status(MANAGER, req, serde_json::json!({"message": why}))
-                    .await?;
-            }
-            Ok(Action::requeue(recheck))
+            steps::wait(ctx, req, why, recheck).await
         }
         Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
         Step::RequestRollback => request_rollback(ctx, req, &status).await,
@@ -700,7 +594,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .and_then(|p| p.chart.clone())
                     .unwrap_or_else(|| "the new images".into())
             );
-            record(ctx, req, "succeed", serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
+            steps::record(ctx, req, "succeed", serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
                 "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
@@ -722,7 +616,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             if let Some(app) = &app {
                 finish(ctx, app, req, &status).await?;
             }
-            record(
+            steps::record(
                 ctx,
                 req,
                 "released",
@@ -748,7 +642,7 @@ async fn record_commit(
         Some(s) => format!("committed {s}"),
         None => "the versions were already in Git".into(),
     };
-    record(
+    steps::record(
         ctx,
         req,
         "record-commit",
@@ -812,7 +706,7 @@ async fn request_rollback(
         "{}; auto-rollback requested: RollbackRequest {name}",
         status.message.clone().unwrap_or_default()
     );
-    record(
+    steps::record(
         ctx,
         req,
         "link-rollback",
@@ -837,7 +731,7 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    record(
+    steps::record(
         ctx,
         req,
         "fail",
