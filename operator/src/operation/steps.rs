@@ -265,6 +265,39 @@ pub async fn restart<K: Request>(
     Ok(Action::requeue(Duration::from_secs(1)))
 }
 
+/// The dry run is over: every check passed and nothing was changed. (`Succeeded` is the word
+/// of both kinds' phases.)
+pub async fn finish_dry_run<K: Request>(
+    ctx: &Context,
+    req: &K,
+    operation: crate::metrics::Operation,
+) -> Result<Action, Error> {
+    let message = "dry run: every check passed; nothing was changed";
+    ctx.write_status(
+        K::MANAGER,
+        req,
+        serde_json::json!({"phase": "Succeeded", "message": message,
+        "releasedAt": crate::events::now_time(),
+        "conditions": [super::complete("True", "DryRun", message, req.meta().generation)]}),
+    )
+    .await?;
+    let age = super::since(req.meta().creation_timestamp.as_ref());
+    crate::metrics::ended(operation, "dry_run", age);
+    Ok(Action::await_change())
+}
+
+/// The request has ended and let everything go: from now on FluxUp never acts for it.
+pub async fn mark_released<K: Request>(ctx: &Context, req: &K) -> Result<Action, Error> {
+    record(
+        ctx,
+        req,
+        "released",
+        serde_json::json!({"releasedAt": crate::events::now_time()}),
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
 /// Says what the request waits for (only when that changed), and looks again after `recheck`.
 pub async fn wait<K: Request>(
     ctx: &Context,

@@ -578,20 +578,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             steps::record(ctx, req, "preflight", serde_json::json!({"dryRun": result})).await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Step::FinishDryRun => {
-            let message = "dry run: every check passed; nothing was changed";
-            ctx.write_status(
-                MANAGER,
-                req,
-                serde_json::json!({"phase": RollbackPhase::Succeeded, "message": message,
-                "releasedAt": events::now_time(),
-                "conditions": [complete("True", "DryRun", message, gen_)]}),
-            )
-            .await?;
-            let age = since(req.metadata.creation_timestamp.as_ref());
-            metrics::ended(Operation::Rollback, "dry_run", age);
-            Ok(Action::await_change())
-        }
+        Step::FinishDryRun => steps::finish_dry_run(ctx, req, Operation::Rollback).await,
         Step::Take(hold) => steps::take(ctx, req, &hold).await,
         Step::StopWorkloads => {
             let found = src
@@ -802,14 +789,7 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
             if let Some(src) = &src {
                 finish(ctx, req, src, &status).await?;
             }
-            steps::record(
-                ctx,
-                req,
-                "released",
-                serde_json::json!({"releasedAt": events::now_time()}),
-            )
-            .await?;
-            Ok(Action::await_change())
+            steps::mark_released(ctx, req).await
         }
     }
 }
