@@ -206,7 +206,7 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         "upgrade.snapshot.create",
         "upgrade.push",
         "upgrade.release.HelmRelease",
-        "upgrade.workload.scale-up",
+        "upgrade.workload.unmark",
         "rollback.delete-claim",
         "rollback.create-claim",
         "rollback.push",
