@@ -195,13 +195,25 @@ async fn cleanup(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> 
     let me = req.uid().unwrap_or_default();
     let status = req.status.clone().unwrap_or_default();
     for (name, claim) in claims::observe(&ctx.client, &ns, &status.volumes).await? {
-        if claim == Claim::Missing
-            && let Some(v) = status
-                .volumes
-                .iter()
-                .find(|v| v.pvc_name == name && !v.recreated)
-        {
-            claims::create(&ctx.client, &ns, v, &me).await?;
+        let Some(v) = status
+            .volumes
+            .iter()
+            .find(|v| v.pvc_name == name && !v.recreated)
+        else {
+            continue;
+        };
+        match claim {
+            Claim::Missing => claims::create(&ctx.client, &ns, v, &me).await?,
+            // Still going: letting go now would start the app (and a StatefulSet would make
+            // an empty claim of that name) before the data is back. The finalizer stays until
+            // the claim is gone and recreated.
+            Claim::Deleting | Claim::HeldBySnapshot => {
+                return Err(Error::Other(format!(
+                    "claim {name} is still being deleted; it is recreated from {} once gone",
+                    v.snapshot_name
+                )));
+            }
+            Claim::Original | Claim::Restoring | Claim::Restored => {}
         }
     }
     steps::release_all(ctx, req, &status.holds, &status.stopped_workloads).await?;
