@@ -166,6 +166,18 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
         })
         .map(|(name, _)| name.clone());
 
+    let deleting = seen
+        .claims
+        .iter()
+        .find(|(name, c)| {
+            matches!(c, Claim::Deleting | Claim::HeldBySnapshot)
+                && status
+                    .volumes
+                    .iter()
+                    .any(|v| &v.pvc_name == name && !v.recreated)
+        })
+        .map(|(name, _)| name.clone());
+
     if let Some(why) = &seen.source_lost
         && !phase.is_terminal()
         && phase != Pending
@@ -280,6 +292,15 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
             Release::NotYet => wait("waiting for Flux to roll out the previous version", 10),
         },
         Succeeded | Failed if missing.is_some() => Step::CreateClaim(missing.unwrap_or_default()),
+        // A claim this rollback is deleting: the app must not start before it is back (a
+        // StatefulSet would make an empty claim of that name).
+        Succeeded | Failed if deleting.is_some() => wait(
+            format!(
+                "waiting for claim {} to be deleted; it is then recreated from its snapshot",
+                deleting.unwrap_or_default()
+            ),
+            5,
+        ),
         Succeeded | Failed if holds::next_to_release(&seen.holders).is_some() => {
             Step::Release(holds::next_to_release(&seen.holders).unwrap_or_default())
         }
@@ -469,6 +490,12 @@ mod tests {
         assert_eq!(decide(&spec, &status(Failed), &o), Step::RestartWorkloads);
         o.workloads_held = false;
         assert_eq!(decide(&spec, &status(Failed), &o), Step::Done);
+        // Failed while the claim was being deleted: nothing starts until it is back.
+        o.claims[0].1 = Claim::Deleting;
+        assert!(matches!(
+            decide(&spec, &status(Failed), &o),
+            Step::Wait { .. }
+        ));
         // Recreated once; deleted again later by someone else: not this rollback's to redo.
         let mut done = status(Succeeded);
         done.volumes[0].recreated = true;
