@@ -52,7 +52,7 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         "the log names Renovate's version"
     );
     // Ingestion maps by the apps' resolved status: wait until the controller has written it.
-    for app in ["webapp", "api", "datastore"] {
+    for app in ["webapp", "api", "datastore", "notes"] {
         wait(
             app,
             "resolved",
