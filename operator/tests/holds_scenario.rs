@@ -205,18 +205,14 @@ async fn two_apps_in_one_kustomization_take_turns() -> anyhow::Result<()> {
     let _upgrader = start_upgrader(&sb, &stop);
     delete_requests(&sb, "webapp").await?;
     // A second app in webapp's Kustomization (as two apps in one `apps` Kustomization are).
-    apply_app(
-        &sb,
-        app_copy(
-            "webapp-twin",
-            "webapp",
-            "apps/webapp/helmrelease.yaml",
-            json!({}),
-        ),
-    )
-    .await?;
-    wait_resolved(&sb, "webapp", "webapp").await?;
-    wait_resolved(&sb, "webapp", "webapp-twin").await?;
+    for name in ["webapp-one", "webapp-twin"] {
+        apply_app(
+            &sb,
+            app_copy(name, "webapp", "apps/webapp/helmrelease.yaml", json!({})),
+        )
+        .await?;
+        wait_resolved(&sb, "webapp", name).await?;
+    }
     let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
     let before = deployed(&sb, "webapp").await?;
     let other = if before == "1.1.0" { "1.0.1" } else { "1.1.0" };
@@ -225,7 +221,7 @@ async fn two_apps_in_one_kustomization_take_turns() -> anyhow::Result<()> {
     let first = format!("webapp-{run}-first");
     let second = format!("webapp-{run}-second");
     let api: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), "webapp");
-    create_request(&sb, "webapp", "webapp", &first, chart(other), false).await?;
+    create_request(&sb, "webapp", "webapp-one", &first, chart(other), false).await?;
     wait_for_phase(&sb, "webapp", &first, UpgradePhase::Preflight).await?;
     create_request(&sb, "webapp", "webapp-twin", &second, chart(&before), false).await?;
 
@@ -268,9 +264,11 @@ async fn two_apps_in_one_kustomization_take_turns() -> anyhow::Result<()> {
     let second_done = follow(&sb, "webapp", &second, Duration::from_secs(180)).await?;
     check_rolled_out(&sb, "webapp", &second_done, &before).await?;
     nothing_held(&sb, "webapp").await?;
-    Api::<fluxup_api::ManagedApp>::namespaced(sb.client.clone(), "webapp")
-        .delete("webapp-twin", &Default::default())
-        .await?;
+    for name in ["webapp-one", "webapp-twin"] {
+        Api::<fluxup_api::ManagedApp>::namespaced(sb.client.clone(), "webapp")
+            .delete(name, &Default::default())
+            .await?;
+    }
     Ok(())
 }
 
