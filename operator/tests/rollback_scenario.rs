@@ -423,9 +423,10 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
         "fluxup_upgrades_total{result=\"succeeded\"} 3",
         "fluxup_upgrades_total{result=\"failed\"} 1",
         "fluxup_rollbacks_total{result=\"succeeded\"} 2",
-        // The foreign snapshot and the missing one; the dry runs by upgrade and by snapshot.
-        "fluxup_rollbacks_total{result=\"failed\"} 2",
-        "fluxup_rollbacks_total{result=\"dry_run\"} 2",
+        // The foreign snapshot, the missing one, and the dry run by snapshot (refused: that
+        // upgrade was rolled back already); the dry run by upgrade.
+        "fluxup_rollbacks_total{result=\"failed\"} 3",
+        "fluxup_rollbacks_total{result=\"dry_run\"} 1",
         "fluxup_rollback_duration_seconds_count{result=\"succeeded\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} not in:\n{metrics}");
