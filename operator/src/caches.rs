@@ -90,3 +90,47 @@ where
         .default_backoff()
         .touched_objects()
 }
+
+/// Pods, for which claims they mount: each cached pod keeps only its name, namespace, deletion
+/// mark, phase and the claims of its volumes (a pod cache of a whole cluster stays small).
+pub fn reflect_claim_users(
+    api: Api<k8s_openapi::api::core::v1::Pod>,
+) -> (
+    Store<k8s_openapi::api::core::v1::Pod>,
+    impl futures::Stream<Item = Result<k8s_openapi::api::core::v1::Pod, watcher::Error>>
+    + Send
+    + 'static,
+) {
+    use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Volume};
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default().streaming_lists())
+            .modify(|pod: &mut Pod| {
+                pod.managed_fields_mut().clear();
+                pod.annotations_mut().clear();
+                pod.labels_mut().clear();
+                pod.metadata.owner_references = None;
+                let volumes: Vec<Volume> = pod
+                    .spec
+                    .take()
+                    .and_then(|s| s.volumes)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| v.persistent_volume_claim.is_some())
+                    .collect();
+                pod.spec = Some(PodSpec {
+                    volumes: Some(volumes),
+                    ..Default::default()
+                });
+                let phase = pod.status.take().and_then(|s| s.phase);
+                pod.status = Some(PodStatus {
+                    phase,
+                    ..Default::default()
+                });
+            })
+            .default_backoff(),
+    )
+    .touched_objects();
+    (reader, stream)
+}

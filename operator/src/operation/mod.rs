@@ -88,6 +88,8 @@ pub struct Context {
     pub upgrades: Store<UpgradeRequest>,
     pub rollbacks: Store<RollbackRequest>,
     pub snapshots: Store<VolumeSnapshot>,
+    /// Which pods mount which claims (rollbacks only; empty for upgrades).
+    pub claim_users: Store<k8s_openapi::api::core::v1::Pod>,
 }
 
 impl Context {
@@ -96,6 +98,7 @@ impl Context {
         upgrades: Store<UpgradeRequest>,
         rollbacks: Store<RollbackRequest>,
         snapshots: Store<VolumeSnapshot>,
+        claim_users: Store<k8s_openapi::api::core::v1::Pod>,
     ) -> Self {
         Context {
             recorder: events::recorder(&client),
@@ -103,6 +106,7 @@ impl Context {
             upgrades,
             rollbacks,
             snapshots,
+            claim_users,
         }
     }
 }

@@ -28,7 +28,7 @@ use fluxup_api::{
 };
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
@@ -54,13 +54,26 @@ pub async fn run(
         crate::caches::reflect::<UpgradeRequest>(scope.api(&client), true);
     // Retention is the upgrades' business: no snapshot cache here.
     let (snapshots, _) = reflector::store::<VolumeSnapshot>();
+    // Which pods mount which claims: none FluxUp did not stop may use a claim it replaces.
+    let (claim_users, pod_events) = crate::caches::reflect_claim_users(scope.api(&client));
     let ctx = Arc::new(Context::new(
         client.clone(),
         upgrades,
         rollbacks.clone(),
         snapshots,
+        claim_users,
     ));
+    let r5 = rollbacks.clone();
     steps::woken_by_changes(controller, &client, &scope, true)
+        // A pod that goes may be the one a claim waits for.
+        .watches_stream(pod_events, move |p: Pod| {
+            let ns = p.namespace();
+            r5.state()
+                .iter()
+                .filter(|r| r.namespace() == ns && !steps::Request::released(r.as_ref()))
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        })
         // An upgrade that changes may be what a rollback waits for, or what it undoes.
         .watches_stream(upgrade_events, move |u: UpgradeRequest| {
             let ns = u.namespace();
@@ -278,7 +291,12 @@ async fn observe(
     if phase == RollbackPhase::RestoringVolumes
         && seen.claims.iter().any(|(_, c)| *c == Claim::Original)
     {
-        seen.claim_users = claim_users(&ctx.client, &ns, &status.volumes).await?;
+        // A cache that has not seen every pod yet could miss one: wait for it first.
+        ctx.claim_users
+            .wait_until_ready()
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        seen.claim_users = claim_users(ctx, &ns, &status.volumes);
     }
 
     if phase == RollbackPhase::Reverting
@@ -305,19 +323,17 @@ async fn observe(
     Ok(seen)
 }
 
-/// Pods that mount one of the claims and are not being deleted: FluxUp stopped the app's own
-/// workloads already, so these are someone else's, and their claim must not be replaced.
-async fn claim_users(
-    client: &Client,
+/// Pods that mount one of the claims and are not being deleted, from the pod cache: FluxUp
+/// stopped the app's own workloads already, so these are someone else's, and their claim must
+/// not be replaced.
+fn claim_users(
+    ctx: &Context,
     ns: &str,
     volumes: &[fluxup_api::RestoredVolume],
-) -> kube::Result<Vec<(String, String)>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for pod in pods.items {
-        if pod.metadata.deletion_timestamp.is_some() {
+    for pod in ctx.claim_users.state() {
+        if pod.namespace().as_deref() != Some(ns) || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -332,7 +348,7 @@ async fn claim_users(
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Whether every snapshot named exists and is ReadyToUse; why not otherwise.

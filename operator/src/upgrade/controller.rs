@@ -52,7 +52,13 @@ pub async fn run(
         crate::caches::reflect::<RollbackRequest>(scope.api(&client), true);
     let (snapshots, snapshot_events) =
         crate::caches::reflect_labelled::<VolumeSnapshot>(scope.api(&client), snapshots::APP_LABEL);
-    let ctx = Arc::new(Context::new(client.clone(), upgrades, rollbacks, snapshots));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        upgrades,
+        rollbacks,
+        snapshots,
+        kube::runtime::reflector::store().0,
+    ));
     steps::woken_by_changes(controller, &client, &scope, false)
         // A rollback that changes may be what an upgrade waits for (the queue), or mark it
         // rolled back.
