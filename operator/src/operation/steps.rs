@@ -254,6 +254,41 @@ pub async fn release<K: Request>(
     Ok(Action::requeue(Duration::from_millis(500)))
 }
 
+/// Records what each workload on the app's volumes runs, then marks and stops them. With
+/// nothing to stop, the request enters `next` (the phase after stopping) at once.
+pub async fn stop_workloads<K: Request>(
+    ctx: &Context,
+    req: &K,
+    found: &[fluxup_api::WorkloadReference],
+    recorded: &[StoppedWorkload],
+    next: &str,
+) -> Result<Action, Error> {
+    let ns = req.namespace().unwrap_or_default();
+    let now = workloads::record(&ctx.client, &ns, found, recorded).await?;
+    if now.is_empty() {
+        record(
+            ctx,
+            req,
+            &format!("enter.{next}"),
+            serde_json::json!({"phase": next, "phaseStartedAt": crate::events::now_time(),
+                "message": "nothing runs on the app's volumes"}),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    if now != recorded {
+        record(
+            ctx,
+            req,
+            "record-workloads",
+            serde_json::json!({"stoppedWorkloads": now}),
+        )
+        .await?;
+    }
+    workloads::stop(&ctx.client, &ns, &now, &req.uid().unwrap_or_default()).await?;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
 /// Starts the workloads the request stopped.
 pub async fn restart<K: Request>(
     ctx: &Context,

@@ -613,25 +613,14 @@ async fn step(req: &RollbackRequest, ctx: &Context) -> Result<Action, Error> {
                 .as_ref()
                 .map(|s| found_workloads(&s.app))
                 .unwrap_or_default();
-            let recorded =
-                workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            if recorded != status.stopped_workloads {
-                steps::record(
-                    ctx,
-                    req,
-                    "record-workloads",
-                    serde_json::json!({"stoppedWorkloads": recorded}),
-                )
-                .await?;
-            }
-            if recorded.is_empty() {
-                steps::record(ctx, req, "enter.RestoringVolumes", serde_json::json!({"phase": RollbackPhase::RestoringVolumes,
-                    "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
-                .await?;
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            workloads::stop(&ctx.client, &ns, &recorded, &me).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            steps::stop_workloads(
+                ctx,
+                req,
+                &found,
+                &status.stopped_workloads,
+                "RestoringVolumes",
+            )
+            .await
         }
         Step::RecordClaims => {
             let Some(src) = &src else {

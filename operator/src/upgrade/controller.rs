@@ -433,26 +433,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
         Step::Take(hold) => steps::take(ctx, req, &hold).await,
         Step::StopWorkloads => {
             let found = app.as_ref().map(found_workloads).unwrap_or_default();
-            let recorded =
-                workloads::record(&ctx.client, &ns, &found, &status.stopped_workloads).await?;
-            if recorded.is_empty() {
-                // Nothing runs on the volumes (or a person already stopped it): nothing to stop.
-                steps::record(ctx, req, "enter.Snapshotting", serde_json::json!({"phase": UpgradePhase::Snapshotting,
-                    "phaseStartedAt": events::now_time(), "message": "nothing runs on the app's volumes"}))
-                .await?;
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            if recorded != status.stopped_workloads {
-                steps::record(
-                    ctx,
-                    req,
-                    "record-workloads",
-                    serde_json::json!({"stoppedWorkloads": recorded}),
-                )
-                .await?;
-            }
-            workloads::stop(&ctx.client, &ns, &recorded, &me).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            steps::stop_workloads(ctx, req, &found, &status.stopped_workloads, "Snapshotting").await
         }
         Step::CreateSnapshots => {
             let class = app
