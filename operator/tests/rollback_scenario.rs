@@ -19,7 +19,6 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -111,12 +110,6 @@ async fn claim_uid(sb: &Sandbox) -> anyhow::Result<Option<String>> {
             .metadata
             .uid,
     )
-}
-
-fn write_data(dir: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("db"))?;
-    std::fs::write(dir.join("db/rows.txt"), text)?;
-    Ok(())
 }
 
 async fn upgrade(sb: &Sandbox, name: &str, version: &str) -> anyhow::Result<Ended> {

@@ -71,12 +71,6 @@ where
     anyhow::bail!("{what}: more than 120 crashes")
 }
 
-fn write_data(dir: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("db"))?;
-    std::fs::write(dir.join("db/rows.txt"), text)?;
-    Ok(())
-}
-
 #[tokio::test]
 async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("crash-matrix").await?;

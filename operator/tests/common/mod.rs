@@ -520,3 +520,10 @@ pub fn commits_of_operation(sb: &Sandbox, repo: &str, uid: &str) -> anyhow::Resu
             .count()
     }))
 }
+
+/// Writes `text` as the datastore's rows into its volume directory `dir` (as the app would).
+pub fn write_data(dir: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("db"))?;
+    std::fs::write(dir.join("db/rows.txt"), text)?;
+    Ok(())
+}
