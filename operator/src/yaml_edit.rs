@@ -16,6 +16,9 @@ pub struct Document<'a> {
     pub kind: Option<&'a str>,
     /// Its `metadata.name`.
     pub name: Option<&'a str>,
+    /// Its `metadata.namespace`. A document that names none matches any (Kustomize or the
+    /// Kustomization's `targetNamespace` gives it one); one that names another does not.
+    pub namespace: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,6 +101,7 @@ pub fn set_scalar(
     let mut keys: Vec<String> = Vec::new(); // the path of the current container
     let (mut kind, mut name, mut target): (Option<String>, Option<String>, Option<Found>) =
         (None, None, None);
+    let mut namespace: Option<String> = None;
 
     for item in Parser::new_from_str(source) {
         let (event, span) = item.map_err(|e| EditError::Invalid(e.to_string()))?;
@@ -106,10 +110,14 @@ pub fn set_scalar(
                 stack.clear();
                 keys.clear();
                 (kind, name, target) = (None, None, None);
+                namespace = None;
             }
             Event::DocumentEnd => {
                 let selected = document.kind.is_none_or(|k| kind.as_deref() == Some(k))
-                    && document.name.is_none_or(|n| name.as_deref() == Some(n));
+                    && document.name.is_none_or(|n| name.as_deref() == Some(n))
+                    && document
+                        .namespace
+                        .is_none_or(|n| namespace.as_deref().is_none_or(|d| d == n));
                 if selected && let Some(found) = target.take() {
                     matches.push(found);
                 }
@@ -169,6 +177,8 @@ pub fn set_scalar(
                     kind = text.as_ref().map(|t| t.to_string());
                 } else if at == ["metadata", "name"] {
                     name = text.as_ref().map(|t| t.to_string());
+                } else if at == ["metadata", "namespace"] {
+                    namespace = text.as_ref().map(|t| t.to_string());
                 }
                 if at == wanted {
                     target = Some(Found {
@@ -393,6 +403,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_document_of_another_namespace_is_not_the_one() {
+        let src = "kind: HelmRelease\nmetadata: {name: web, namespace: team-b}\nspec: {chart: {spec: {version: 1.0.0}}}\n---\nkind: HelmRelease\nmetadata: {name: web}\nspec: {chart: {spec: {version: 1.0.0}}}\n";
+        let doc = Document {
+            kind: Some("HelmRelease"),
+            name: Some("web"),
+            namespace: Some("team-a"),
+        };
+        let out = set_scalar(src, doc, "spec.chart.spec.version", "2.0.0").unwrap();
+        assert_eq!(out.matches("2.0.0").count(), 1);
+        assert!(out.starts_with("kind: HelmRelease\nmetadata: {name: web, namespace: team-b}\nspec: {chart: {spec: {version: 1.0.0}}}"));
+        let only_b = "kind: HelmRelease\nmetadata: {name: web, namespace: team-b}\nspec: {chart: {spec: {version: 1.0.0}}}\n";
+        assert!(matches!(
+            set_scalar(only_b, doc, "spec.chart.spec.version", "2.0.0"),
+            Err(EditError::NotFound { .. })
+        ));
+    }
+
+    #[test]
     fn image_values_keep_or_update_their_digest() {
         assert_eq!(
             image_tag_value("1.0.0", "1.1.0", Some("sha256:b")).unwrap(),
@@ -421,6 +449,7 @@ mod tests {
     const HR: Document = Document {
         kind: Some("HelmRelease"),
         name: None,
+        namespace: None,
     };
 
     fn set(source: &str, path: &str, value: &str) -> String {
@@ -468,6 +497,7 @@ mod tests {
         let doc = Document {
             kind: Some("OCIRepository"),
             name: Some("db"),
+            namespace: None,
         };
         let out = set_scalar(src, doc, "spec.ref.tag", "2.0.0").unwrap();
         let (before, after) = src.rsplit_once("tag: 1.0.0").unwrap();
@@ -475,6 +505,7 @@ mod tests {
         let any = Document {
             kind: Some("OCIRepository"),
             name: None,
+            namespace: None,
         };
         assert!(matches!(
             set_scalar(src, any, "spec.ref.tag", "2.0.0"),
@@ -517,6 +548,7 @@ mod comment_tests {
         let doc = Document {
             kind: None,
             name: None,
+            namespace: None,
         };
         for (before, after) in [
             ("tag: \"1.0.0\" # c\n", "tag: \"1.2.0\" # c\n"),

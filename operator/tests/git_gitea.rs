@@ -21,6 +21,7 @@ fn edits(chart: &str, tag: &str) -> Vec<VersionEdit<'static>> {
             document: Document {
                 kind: Some("OCIRepository"),
                 name: Some("app-template"),
+                namespace: None,
             },
             field: "spec.ref.tag",
             value: chart.into(),
@@ -30,6 +31,7 @@ fn edits(chart: &str, tag: &str) -> Vec<VersionEdit<'static>> {
             document: Document {
                 kind: Some("HelmRelease"),
                 name: None,
+                namespace: None,
             },
             field: "spec.values.controllers.radarr.containers.app.image.tag",
             value: format!("{tag}@{DIGEST}"),

@@ -88,6 +88,7 @@ fn check(file: &str, kind: &str, name: Option<&str>, path: &str, version: &str) 
     let document = Document {
         kind: Some(kind),
         name,
+        namespace: None,
     };
     let edited = set_scalar(&source, document, path, version).unwrap();
 

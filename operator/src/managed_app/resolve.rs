@@ -104,7 +104,10 @@ pub fn resolve(app: &ManagedApp, cluster: &impl Cluster) -> Resolution {
     let mut resolved = ResolvedApp {
         helm_release: format!("{hr_ns}/{hr_name}"),
         kustomization: format!("{ks_ns}/{ks_name}"),
-        kustomization_path: kustomization.as_ref().and_then(|k| k.spec.path.clone()),
+        // Flux applies the repository's root when the Kustomization names no path.
+        kustomization_path: kustomization
+            .as_ref()
+            .map(|k| k.spec.path.clone().unwrap_or_else(|| "./".into())),
         git_source: kustomization.as_ref().map(|k| {
             let r = &k.spec.source_ref;
             format!(

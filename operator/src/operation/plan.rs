@@ -27,6 +27,8 @@ pub struct PlannedEdit {
     pub file: String,
     pub kind: String,
     pub name: String,
+    /// The object's namespace: a document naming another one is not it.
+    pub namespace: String,
     pub field: String,
     pub value: String,
 }
@@ -107,7 +109,16 @@ pub fn to_versions(app: &ManagedApp, chart: Option<String>, images: Vec<ImageVer
             ));
             continue;
         };
-        let (kind, _, object) = object_parts(&location.object);
+        // Wherever the file was named (the spec, or Renovate's output), FluxUp edits only the
+        // app's own part of the repository.
+        let file = match file_inside(&file, resolved.kustomization_path.as_deref()) {
+            Ok(file) => file,
+            Err(why) => {
+                out.problems.push(format!("the Git file of {name}: {why}"));
+                continue;
+            }
+        };
+        let (kind, namespace, object) = object_parts(&location.object);
         // A string image reference (`image: repo:tag`) is rewritten whole.
         let value = if location.field.ends_with(".tag") || name == "chart" {
             value
@@ -119,11 +130,50 @@ pub fn to_versions(app: &ManagedApp, chart: Option<String>, images: Vec<ImageVer
             file,
             kind: kind.to_string(),
             name: object.to_string(),
+            namespace: namespace.to_string(),
             field: location.field.clone(),
             value,
         });
     }
     out
+}
+
+/// `file` as a clean path from the repository's root, if it lies inside `kustomization_path`
+/// (the part of the repository the app's Kustomization applies); else why not. Rule: a relative
+/// path, no `.`/`..`/empty segments, no backslashes or control characters.
+pub fn file_inside(file: &str, kustomization_path: Option<&str>) -> Result<String, String> {
+    let clean = |path: &str, what: &str| -> Result<Vec<String>, String> {
+        if path.starts_with('/') || path.contains('\\') || path.chars().any(char::is_control) {
+            return Err(format!(
+                "{path:?} is not a relative path in the repository ({what})"
+            ));
+        }
+        let parts: Vec<String> = path
+            .trim_start_matches("./")
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        if parts.iter().any(|p| p == "." || p == "..") {
+            return Err(format!("{path:?} may not contain `.` or `..` ({what})"));
+        }
+        Ok(parts)
+    };
+    let parts = clean(file, "git.file")?;
+    if parts.is_empty() {
+        return Err(format!("{file:?} names no file"));
+    }
+    let Some(root) = kustomization_path else {
+        return Err("the app's Kustomization path is not resolved yet".into());
+    };
+    let root_parts = clean(root, "the Kustomization's path")?;
+    if !parts.starts_with(&root_parts) || parts.len() == root_parts.len() {
+        return Err(format!(
+            "{file} is outside {root}, the path the app's Kustomization applies (rule: FluxUp \
+             edits only files of the app's own Kustomization)"
+        ));
+    }
+    Ok(parts.join("/"))
 }
 
 /// The edits as the Git bump takes them.
@@ -135,6 +185,7 @@ pub fn version_edits(plan: &Plan) -> Vec<VersionEdit<'_>> {
             document: Document {
                 kind: Some(&e.kind),
                 name: Some(&e.name),
+                namespace: Some(e.namespace.as_str()).filter(|n| !n.is_empty()),
             },
             field: &e.field,
             value: e.value.clone(),
@@ -203,5 +254,47 @@ pub async fn check_git(
             },
             None,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file_inside;
+
+    #[test]
+    fn files_stay_inside_the_kustomizations_path() {
+        let root = Some("./apps/web");
+        assert_eq!(
+            file_inside("apps/web/release.yaml", root).unwrap(),
+            "apps/web/release.yaml"
+        );
+        assert_eq!(
+            file_inside("./apps/web//sub/x.yaml", root).unwrap(),
+            "apps/web/sub/x.yaml"
+        );
+        assert_eq!(file_inside("a/b.yaml", Some("./")).unwrap(), "a/b.yaml");
+        for evil in [
+            "apps/web/../other/release.yaml",
+            "/apps/web/release.yaml",
+            "apps/webapp/release.yaml",
+            "apps/other/release.yaml",
+            "apps/web",
+            "apps\\web\\x.yaml",
+            "apps/web/./x.yaml",
+            "apps/web/x\n.yaml",
+            "",
+        ] {
+            assert!(file_inside(evil, root).is_err(), "{evil:?}");
+        }
+        assert!(
+            file_inside("apps/web/x.yaml", None)
+                .unwrap_err()
+                .contains("not resolved")
+        );
+        assert!(
+            file_inside("apps/other/x.yaml", root)
+                .unwrap_err()
+                .contains("rule: FluxUp edits only files of the app's own Kustomization")
+        );
     }
 }
