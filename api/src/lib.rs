@@ -19,8 +19,11 @@ pub mod upgrade_request;
 pub use common::*;
 
 /// The annotation the API server writes with the creator of every UpgradeRequest and
-/// RollbackRequest (`config/admission/requested-by.yaml`).
+/// RollbackRequest, and with whoever last wrote a ManagedApp (`config/admission/
+/// requested-by.yaml`). FluxUp acts on another namespace's objects only for a person who may.
 pub const REQUESTED_BY_ANNOTATION: &str = "fluxup.dev/requested-by";
+/// Their groups, comma-separated, written with [`REQUESTED_BY_ANNOTATION`].
+pub const REQUESTED_BY_GROUPS_ANNOTATION: &str = "fluxup.dev/requested-by-groups";
 pub use managed_app::*;
 pub use rollback_request::*;
 pub use upgrade_request::*;

@@ -16,6 +16,7 @@ pub mod notify;
 pub mod operation;
 pub mod policy;
 pub mod rbac;
+pub mod references;
 pub mod renovate;
 pub mod renovate_jobs;
 pub mod rollback;

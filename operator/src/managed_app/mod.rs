@@ -9,6 +9,7 @@ pub mod resolve;
 pub mod status;
 
 use crate::{Scope, events};
+use std::collections::HashMap;
 use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, condition};
@@ -128,7 +129,17 @@ struct Context {
     stores: Stores,
     started: std::time::Instant,
     warned_unsynced: std::sync::atomic::AtomicBool,
+    /// Answers about references to other namespaces, by app uid, generation and person.
+    references: std::sync::Mutex<HashMap<ReferenceKey, (Result<(), String>, std::time::Instant)>>,
 }
+
+type ReferenceKey = (String, Option<i64>, Option<crate::references::Person>);
+
+/// How long an answer about another namespace's object is kept: a new RoleBinding takes
+/// effect within it.
+const REFERENCES_KEPT: Duration = Duration::from_secs(60);
+/// The most answers kept.
+const REFERENCES_MAX: usize = 10_000;
 
 /// Apps whose HelmRelease is `namespace/name`.
 fn apps_of_release(apps: &Store<ManagedApp>, ns: &str, name: &str) -> Vec<ObjectRef<ManagedApp>> {
@@ -228,6 +239,7 @@ pub async fn run(
         stores,
         started: std::time::Instant::now(),
         warned_unsynced: Default::default(),
+        references: Default::default(),
     });
 
     let (a1, a2, a3, a4, a5, a6, a7) = (
@@ -312,7 +324,16 @@ async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Er
         }
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let resolution = resolve::resolve(&app, &ctx.stores);
+    // Another namespace's objects are shown and acted on only for a person who may change
+    // them: otherwise the status says why, and shows nothing of them.
+    let refused = references_refused(&app, &ctx).await;
+    let resolution = match &refused {
+        Some(why) => resolve::Resolution {
+            problems: vec![resolve::Problem::new("ReferenceRefused", why.clone())],
+            ..Default::default()
+        },
+        None => resolve::resolve(&app, &ctx.stores),
+    };
     let desired = status::desired_status(&app, &resolution, events::now());
     if status::changes(&app, &desired) {
         let api: Api<ManagedApp> =
@@ -332,8 +353,42 @@ async fn reconcile(app: Arc<ManagedApp>, ctx: Arc<Context>) -> Result<Action, Er
             state = ?desired.state, "status updated");
         publish_transitions(&app, &desired, &ctx).await;
     }
+    if refused.is_some() {
+        return Ok(Action::requeue(REFERENCES_KEPT));
+    }
     // The watches bring every change; this only bounds how stale a missed event can leave status.
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Why `app`'s references to other namespaces are refused, if they are (remembered a while).
+async fn references_refused(app: &ManagedApp, ctx: &Context) -> Option<String> {
+    let targets = crate::references::elsewhere(app);
+    if targets.is_empty() {
+        return None;
+    }
+    let person = crate::references::person_of(&app.metadata);
+    let key = (
+        app.uid().unwrap_or_default(),
+        app.metadata.generation,
+        person.clone(),
+    );
+    {
+        let kept = ctx.references.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((answer, at)) = kept.get(&key)
+            && at.elapsed() < REFERENCES_KEPT
+        {
+            return answer.clone().err();
+        }
+    }
+    let ns = app.namespace().unwrap_or_default();
+    let answer = crate::references::check(&ctx.client, &ns, person.as_ref(), &targets).await;
+    let mut kept = ctx.references.lock().unwrap_or_else(|e| e.into_inner());
+    kept.retain(|_, (_, at)| at.elapsed() < REFERENCES_KEPT);
+    if kept.len() >= REFERENCES_MAX {
+        kept.clear();
+    }
+    kept.insert(key, (answer.clone(), std::time::Instant::now()));
+    answer.err()
 }
 
 /// Events for what a person would want to hear about: the app became (un)ready, a new update.

@@ -33,7 +33,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
         Problem {
             reason,
             message: message.into(),

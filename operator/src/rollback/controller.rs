@@ -408,6 +408,28 @@ fn already_rolled_back(req: &RollbackRequest, src: &Source, ctx: &Context) -> Op
         })
 }
 
+/// Who a rollback is done for: the person who asked, or, for the auto-rollback FluxUp created
+/// itself (owned by the upgrade), the person who asked for that upgrade.
+async fn requester(
+    req: &RollbackRequest,
+    src: &Source,
+    client: &Client,
+) -> Option<crate::references::Person> {
+    let person = crate::references::person_of(&req.metadata);
+    let by_fluxup = match (&person, crate::references::own_name(client).await) {
+        (Some(p), Some(me)) => p.name == me,
+        _ => false,
+    };
+    let owned = req.owner_references().iter().any(|o| {
+        o.controller == Some(true) && Some(&o.uid) == src.upgrade.metadata.uid.as_ref()
+    });
+    if by_fluxup && owned {
+        crate::references::person_of(&src.upgrade.metadata)
+    } else {
+        person
+    }
+}
+
 /// The preflight checks, and the diff of the revert.
 async fn preflight(req: &RollbackRequest, src: &Source, ctx: &Context, ns: &str) -> DryRunResult {
     let record = src.upgrade.status.clone().unwrap_or_default().upgrade;
@@ -429,6 +451,16 @@ async fn preflight(req: &RollbackRequest, src: &Source, ctx: &Context, ns: &str)
             src.plan.problems.join("; ")
         }),
     }];
+    let person = requester(req, src, &ctx.client).await;
+    let references = crate::references::preflight(&ctx.client, &src.app, person.as_ref()).await;
+    let refused = !references.passed;
+    checks.push(references);
+    if refused {
+        return DryRunResult {
+            checks,
+            diff: None,
+        };
+    }
     let again = already_rolled_back(req, src, ctx);
     checks.push(PreflightCheck {
         name: "once".into(),

@@ -248,6 +248,17 @@ async fn preflight(
             plan.problems.join("; ")
         }),
     }];
+    let person = crate::references::person_of(&req.metadata);
+    let references = crate::references::preflight(&ctx.client, app, person.as_ref()).await;
+    let refused = !references.passed;
+    checks.push(references);
+    if refused {
+        // Nothing of the other namespace is read for them: no versions, no holds, no diff.
+        return DryRunResult {
+            checks,
+            diff: None,
+        };
+    }
     let ready = app
         .status
         .as_ref()
