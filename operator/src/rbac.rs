@@ -2,13 +2,25 @@
 //!
 //! Least privilege: each rule names the kinds and verbs a controller uses, and why.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use kube::api::ObjectMeta;
 
-/// Name of the ClusterRole bound to FluxUp's ServiceAccount.
+/// The ServiceAccount the controllers run as (no impersonation, no web server's rights).
+pub const CONTROLLER_ACCOUNT: &str = "fluxup-controller";
+/// The ServiceAccount the dashboard runs as: it reads FluxUp's own resources into its caches,
+/// asks RBAC what a person may do, and acts as them (impersonation) for everything else.
+pub const DASHBOARD_ACCOUNT: &str = "fluxup-dashboard";
+/// Name of the ClusterRole bound to the controllers' ServiceAccount.
 pub const CONTROLLER_ROLE: &str = "fluxup-controller";
-/// Name of the Role FluxUp uses for leader election in its own namespace.
+/// Name of the Role the controllers have in FluxUp's own namespace (leader election, settings).
 pub const LEADER_ELECTION_ROLE: &str = "fluxup-leader-election";
+/// Name of the ClusterRole bound to the dashboard's ServiceAccount.
+pub const DASHBOARD_ROLE: &str = "fluxup-dashboard";
+/// The ConfigMap of notification sinks, the only ConfigMap FluxUp reads.
+const SETTINGS: &str = fluxup_api::ownership::NOTIFICATIONS_CONFIG_MAP;
 
 fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
     let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
@@ -21,14 +33,18 @@ fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
-const READ_PATCH: &[&str] = &["get", "list", "watch", "patch", "update"];
+const READ_PATCH: &[&str] = &["get", "list", "watch", "patch"];
 
-/// The cluster-wide permissions of FluxUp's controllers and server.
+fn labels() -> Option<std::collections::BTreeMap<String, String>> {
+    Some([("app.kubernetes.io/name".to_string(), "fluxup".to_string())].into())
+}
+
+/// The cluster-wide permissions of FluxUp's controllers.
 pub fn controller_cluster_role() -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(CONTROLLER_ROLE.into()),
-            labels: Some([("app.kubernetes.io/name".to_string(), "fluxup".to_string())].into()),
+            labels: labels(),
             ..ObjectMeta::default()
         },
         rules: Some(vec![
@@ -37,18 +53,17 @@ pub fn controller_cluster_role() -> ClusterRole {
             rule(
                 &["fluxup.dev"],
                 &["managedapps", "upgraderequests", "rollbackrequests"],
-                &["get", "list", "watch", "create", "patch", "update"],
+                READ_PATCH,
             ),
+            rule(&["fluxup.dev"], &["rollbackrequests"], &["create"]),
             rule(
                 &["fluxup.dev"],
                 &[
                     "managedapps/status",
                     "upgraderequests/status",
                     "rollbackrequests/status",
-                    "upgraderequests/finalizers",
-                    "rollbackrequests/finalizers",
                 ],
-                &["get", "patch", "update"],
+                &["patch"],
             ),
             // Flux: read releases and sources; hold (suspend, mark, resume) Kustomizations and
             // HelmReleases, and nudge sources with `reconcile.fluxcd.io/requestedAt`.
@@ -85,29 +100,36 @@ pub fn controller_cluster_role() -> ClusterRole {
                 &["persistentvolumeclaims"],
                 &["get", "list", "watch", "create", "delete", "patch"],
             ),
-            // Workloads that mount the PVCs: scale to zero for a consistent snapshot and back.
+            // Workloads that mount the PVCs: marked `fluxup.dev/stopped-by` (a patch of their
+            // metadata), then scaled to zero and back through the scale subresource only.
             rule(&["apps"], &["deployments", "statefulsets"], READ_PATCH),
             rule(
                 &["apps"],
                 &["deployments/scale", "statefulsets/scale"],
-                &["get", "patch", "update"],
+                &["patch"],
             ),
-            rule(&[""], &["pods"], READ),
+            // Which pods mount a claim a rollback replaces (a slim cache).
+            rule(&[""], &["pods"], &["list", "watch"]),
             // Renovate's finished Jobs and their logs are the source of available updates; a Job
             // read is annotated fluxup.dev/ingested.
             rule(&["batch"], &["jobs"], READ_PATCH),
             rule(&[""], &["pods/log"], &["get"]),
-            // Git credentials and notification settings.
-            rule(&[""], &["secrets", "configmaps"], READ),
+            // Git credentials (the GitRepository's secretRef) and notification secrets, each
+            // read by name when used: no list, no watch.
+            rule(&[""], &["secrets"], &["get"]),
             // Events for every phase change and user action.
             rule(&[""], &["events"], &["create", "patch"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
-            // The UI acts as the logged-in user: impersonate them, and ask the API server what
-            // they may do before showing a button.
-            rule(&[""], &["users", "groups"], &["impersonate"]),
+            // References to other namespaces: whether the person who asked may patch the
+            // object (a SubjectAccessReview for them); and who FluxUp itself is.
             rule(
                 &["authorization.k8s.io"],
                 &["subjectaccessreviews"],
+                &["create"],
+            ),
+            rule(
+                &["authentication.k8s.io"],
+                &["selfsubjectreviews"],
                 &["create"],
             ),
         ]),
@@ -125,7 +147,7 @@ fn user_role(name: &str, rules: Vec<PolicyRule>) -> ClusterRole {
     ClusterRole {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some([("app.kubernetes.io/name".to_string(), "fluxup".to_string())].into()),
+            labels: labels(),
             ..ObjectMeta::default()
         },
         rules: Some(rules),
@@ -143,6 +165,12 @@ fn viewer_rules() -> Vec<PolicyRule> {
         rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], READ),
         rule(&["helm.toolkit.fluxcd.io"], &["helmreleases"], READ),
         rule(&[""], &["persistentvolumeclaims"], READ),
+        // The version picker reads the app's chart source as the person.
+        rule(
+            &["source.toolkit.fluxcd.io"],
+            &["helmrepositories", "ocirepositories"],
+            &["get"],
+        ),
     ]
 }
 
@@ -173,19 +201,148 @@ pub fn operator_cluster_role() -> ClusterRole {
     user_role(OPERATOR_ROLE, rules)
 }
 
-/// The Role for leader election: one Lease in FluxUp's namespace.
+/// The controllers' Role in FluxUp's namespace: the leader election Lease, and the
+/// notification settings.
 pub fn leader_election_role(namespace: &str) -> Role {
+    let mut settings = rule(&[""], &["configmaps"], &["get"]);
+    settings.resource_names = Some(vec![SETTINGS.into()]);
     Role {
         metadata: ObjectMeta {
             name: Some(LEADER_ELECTION_ROLE.into()),
             namespace: Some(namespace.into()),
-            labels: Some([("app.kubernetes.io/name".to_string(), "fluxup".to_string())].into()),
+            labels: labels(),
             ..ObjectMeta::default()
         },
-        rules: Some(vec![rule(
-            &["coordination.k8s.io"],
-            &["leases"],
-            &["get", "list", "watch", "create", "update", "patch"],
-        )]),
+        rules: Some(vec![
+            rule(
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["get", "create", "patch"],
+            ),
+            settings,
+        ]),
     }
+}
+
+/// The dashboard's cluster-wide permissions: its watch caches of FluxUp's resources and
+/// snapshots, RBAC questions, and acting as the logged-in person. It cannot suspend Flux, scale,
+/// delete claims or read Secrets: what a person does through it, the API server checks as them.
+pub fn dashboard_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(DASHBOARD_ROLE.into()),
+            labels: labels(),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![
+            rule(
+                &["fluxup.dev"],
+                &["managedapps", "upgraderequests", "rollbackrequests"],
+                &["list", "watch"],
+            ),
+            rule(
+                &["snapshot.storage.k8s.io"],
+                &["volumesnapshots"],
+                &["list", "watch"],
+            ),
+            // "Add an app" proposes the default class.
+            rule(
+                &["snapshot.storage.k8s.io"],
+                &["volumesnapshotclasses"],
+                &["list"],
+            ),
+            rule(&[""], &["users", "groups"], &["impersonate"]),
+            rule(
+                &["authorization.k8s.io"],
+                &["subjectaccessreviews"],
+                &["create"],
+            ),
+        ]),
+        ..ClusterRole::default()
+    }
+}
+
+/// The dashboard's Role in FluxUp's namespace: the settings page shows the notification sinks.
+pub fn dashboard_role(namespace: &str) -> Role {
+    let mut settings = rule(&[""], &["configmaps"], &["get"]);
+    settings.resource_names = Some(vec![SETTINGS.into()]);
+    Role {
+        metadata: ObjectMeta {
+            name: Some(DASHBOARD_ROLE.into()),
+            namespace: Some(namespace.into()),
+            labels: labels(),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![settings]),
+    }
+}
+
+/// The two ServiceAccounts and what binds each to its roles, in `namespace`, as objects to
+/// serialize (so names cannot drift between roles and bindings).
+pub fn bindings(namespace: &str) -> Vec<serde_json::Value> {
+    let meta = |name: &str, ns: Option<&str>| ObjectMeta {
+        name: Some(name.into()),
+        namespace: ns.map(String::from),
+        labels: labels(),
+        ..ObjectMeta::default()
+    };
+    let subject = |account: &str| {
+        Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(namespace.into()),
+            ..Subject::default()
+        }])
+    };
+    let role_ref = |kind: &str, name: &str| RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.into(),
+    };
+    let mut out = Vec::new();
+    for account in [CONTROLLER_ACCOUNT, DASHBOARD_ACCOUNT] {
+        out.push(object(
+            "v1",
+            "ServiceAccount",
+            &ServiceAccount {
+                metadata: meta(account, Some(namespace)),
+                ..ServiceAccount::default()
+            },
+        ));
+    }
+    for (account, cluster_role, role) in [
+        (CONTROLLER_ACCOUNT, CONTROLLER_ROLE, LEADER_ELECTION_ROLE),
+        (DASHBOARD_ACCOUNT, DASHBOARD_ROLE, DASHBOARD_ROLE),
+    ] {
+        out.push(object(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            &ClusterRoleBinding {
+                metadata: meta(account, None),
+                role_ref: role_ref("ClusterRole", cluster_role),
+                subjects: subject(account),
+            },
+        ));
+        out.push(object(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            &RoleBinding {
+                metadata: meta(account, Some(namespace)),
+                role_ref: role_ref("Role", role),
+                subjects: subject(account),
+            },
+        ));
+    }
+    out
+}
+
+/// `value` with its apiVersion and kind first, as a person writes a manifest.
+fn object(api_version: &str, kind: &str, value: &impl serde::Serialize) -> serde_json::Value {
+    let mut out = serde_json::json!({"apiVersion": api_version, "kind": kind});
+    if let (Some(map), Ok(serde_json::Value::Object(rest))) =
+        (out.as_object_mut(), serde_json::to_value(value))
+    {
+        map.extend(rest);
+    }
+    out
 }

@@ -196,10 +196,7 @@ pub async fn own_name(client: &Client) -> Option<String> {
             .create(&PostParams::default(), &review)
             .await
         {
-            Ok(r) => r
-                .status
-                .and_then(|s| s.user_info)
-                .and_then(|u| u.username),
+            Ok(r) => r.status.and_then(|s| s.user_info).and_then(|u| u.username),
             Err(e) => {
                 tracing::warn!(error = %e, "FluxUp could not learn its own user name");
                 None

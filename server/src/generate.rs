@@ -28,6 +28,7 @@ pub fn rbac_yaml() -> anyhow::Result<String> {
     Ok([
         &files["rbac/role.yaml"],
         &files["rbac/leader_election_role.yaml"],
+        &files["rbac/dashboard_role.yaml"],
         &files["rbac/viewer_role.yaml"],
         &files["rbac/operator_role.yaml"],
     ]
@@ -70,17 +71,35 @@ pub fn generated_files() -> anyhow::Result<BTreeMap<String, String>> {
     ] {
         files.insert(file.into(), format!("{HEADER}{}", to_yaml(&role)?));
     }
+    use fluxup_operator::rbac;
     files.insert(
         "rbac/leader_election_role.yaml".into(),
         format!(
             "{HEADER}{}",
-            to_yaml(&fluxup_operator::rbac::leader_election_role(
-                "fluxup-system"
-            ))?
+            to_yaml(&rbac::leader_election_role(NAMESPACE))?
         ),
+    );
+    files.insert(
+        "rbac/dashboard_role.yaml".into(),
+        format!(
+            "{HEADER}{}---\n{}",
+            to_yaml(&rbac::dashboard_cluster_role())?,
+            to_yaml(&rbac::dashboard_role(NAMESPACE))?
+        ),
+    );
+    let bindings: Vec<String> = rbac::bindings(NAMESPACE)
+        .iter()
+        .map(to_yaml)
+        .collect::<anyhow::Result<_>>()?;
+    files.insert(
+        "rbac/role_binding.yaml".into(),
+        format!("{HEADER}{}", bindings.join("---\n")),
     );
     Ok(files)
 }
+
+/// The namespace the shipped config installs FluxUp in.
+const NAMESPACE: &str = "fluxup-system";
 
 fn kustomization(resources: &[String]) -> String {
     let mut out = String::from(

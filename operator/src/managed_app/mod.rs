@@ -9,7 +9,6 @@ pub mod resolve;
 pub mod status;
 
 use crate::{Scope, events};
-use std::collections::HashMap;
 use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{ManagedApp, condition};
@@ -23,6 +22,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use resolve::Cluster;
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;

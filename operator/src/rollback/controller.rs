@@ -420,9 +420,10 @@ async fn requester(
         (Some(p), Some(me)) => p.name == me,
         _ => false,
     };
-    let owned = req.owner_references().iter().any(|o| {
-        o.controller == Some(true) && Some(&o.uid) == src.upgrade.metadata.uid.as_ref()
-    });
+    let owned = req
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == src.upgrade.metadata.uid.as_ref());
     if by_fluxup && owned {
         crate::references::person_of(&src.upgrade.metadata)
     } else {
@@ -456,10 +457,7 @@ async fn preflight(req: &RollbackRequest, src: &Source, ctx: &Context, ns: &str)
     let refused = !references.passed;
     checks.push(references);
     if refused {
-        return DryRunResult {
-            checks,
-            diff: None,
-        };
+        return DryRunResult { checks, diff: None };
     }
     let again = already_rolled_back(req, src, ctx);
     checks.push(PreflightCheck {

@@ -254,10 +254,7 @@ async fn preflight(
     checks.push(references);
     if refused {
         // Nothing of the other namespace is read for them: no versions, no holds, no diff.
-        return DryRunResult {
-            checks,
-            diff: None,
-        };
+        return DryRunResult { checks, diff: None };
     }
     let ready = app
         .status

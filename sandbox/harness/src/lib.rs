@@ -94,8 +94,14 @@ impl Profile {
 
 /// A running sandbox, seen from one test.
 pub struct Sandbox {
-    /// A client with cluster-admin rights.
+    /// A client with cluster-admin rights: for what a test (a person) does.
     pub client: Client,
+    /// A client as FluxUp's controllers run: ServiceAccount `fluxup-controller` with the roles
+    /// of `config/rbac`, from a TokenRequest. Tests start controllers with it, so the shipped
+    /// roles are proven sufficient.
+    pub controller: Client,
+    /// A client as FluxUp's dashboard runs: ServiceAccount `fluxup-dashboard`.
+    pub dashboard: Client,
     /// The namespace made for this test; deleted when the test passes.
     pub namespace: TestNamespace,
     /// The sandbox's env file (`<state>/env`): `KUBECONFIG`, `SANDBOX_*`, and with the full
@@ -122,12 +128,27 @@ impl Sandbox {
         let env = read_env_file(&profile.state_dir().join("env"))?;
         let client = client_for(&kubeconfig).await?;
         install_crds_once(&client, profile).await?;
+        let identities = identities_once(&client, profile, &kubeconfig).await?;
+        let controller = client_for(&identities.controller).await?;
+        let dashboard = client_for(&identities.dashboard).await?;
         let namespace = TestNamespace::create(&client, test_name, &kubeconfig).await?;
         Ok(Sandbox {
             client,
+            controller,
+            dashboard,
             namespace,
             env,
         })
+    }
+
+    /// A kubeconfig file for FluxUp's shipped ServiceAccount `account` (`fluxup-controller` or
+    /// `fluxup-dashboard`), for a FluxUp process a test starts.
+    pub fn kubeconfig_of(&self, account: &str) -> PathBuf {
+        let state = Path::new(self.env.get("KUBECONFIG").map_or("", String::as_str))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        state.join(format!("kubeconfig-{account}"))
     }
 
     /// A value from the sandbox's env file, or an error naming the missing key.
@@ -325,8 +346,92 @@ async fn install_crds_once(client: &Client, profile: Profile) -> anyhow::Result<
     Ok(())
 }
 
-/// Server-side applies every document in the YAML files of `dir` (cluster-scoped objects, such as
-/// the admission policies in `config/admission`), finding each kind through discovery.
+/// The kubeconfig files of FluxUp's two ServiceAccounts.
+struct Identities {
+    controller: PathBuf,
+    dashboard: PathBuf,
+}
+
+/// The namespace `config/` installs FluxUp in.
+pub const FLUXUP_NAMESPACE: &str = "fluxup-system";
+
+/// Applies `config/rbac` (the ServiceAccounts, roles and bindings FluxUp ships) and writes a
+/// kubeconfig for each ServiceAccount with a token from the TokenRequest API; once per process.
+async fn identities_once(
+    client: &Client,
+    profile: Profile,
+    kubeconfig: &Path,
+) -> anyhow::Result<&'static Identities> {
+    static CORE: tokio::sync::OnceCell<Identities> = tokio::sync::OnceCell::const_new();
+    static FULL: tokio::sync::OnceCell<Identities> = tokio::sync::OnceCell::const_new();
+    let cell = match profile {
+        Profile::Core => &CORE,
+        Profile::Full => &FULL,
+    };
+    cell.get_or_try_init(|| async {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": FLUXUP_NAMESPACE}}))?;
+        apply_as_harness(&namespaces, FLUXUP_NAMESPACE, &namespace).await?;
+        apply_manifests(client, &repo_root().join("config/rbac")).await?;
+        let state = kubeconfig.parent().context("the kubeconfig's directory")?;
+        let mut written = Vec::new();
+        for account in ["fluxup-controller", "fluxup-dashboard"] {
+            let token = service_account_token(client, account).await?;
+            let path = state.join(format!("kubeconfig-{account}"));
+            write_token_kubeconfig(kubeconfig, &token, &path)?;
+            written.push(path);
+        }
+        let dashboard = written.pop().context("two accounts")?;
+        let controller = written.pop().context("two accounts")?;
+        anyhow::Ok(Identities {
+            controller,
+            dashboard,
+        })
+    })
+    .await
+}
+
+/// A token for ServiceAccount `account` of FluxUp's namespace (a day long: longer than a run).
+async fn service_account_token(client: &Client, account: &str) -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request: TokenRequest = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 86400},
+    }))?;
+    let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), FLUXUP_NAMESPACE)
+        .create_subresource(
+            "token",
+            account,
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .with_context(|| format!("a token for ServiceAccount {FLUXUP_NAMESPACE}/{account}"))?;
+    answer
+        .status
+        .and_then(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .context("the TokenRequest has no token")
+}
+
+/// Writes `admin`'s kubeconfig with its user replaced by `token`.
+fn write_token_kubeconfig(admin: &Path, token: &str, path: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(admin)?;
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let users = config["users"]
+        .as_sequence_mut()
+        .context("the kubeconfig has no users")?;
+    for user in users.iter_mut() {
+        user["user"] = serde_yaml::to_value(BTreeMap::from([("token", token)]))?;
+    }
+    std::fs::write(path, serde_yaml::to_string(&config)?)?;
+    Ok(())
+}
+
+/// Server-side applies every document in the YAML files of `dir` (the admission policies in
+/// `config/admission`, the RBAC of `config/rbac`), finding each kind through discovery.
 async fn apply_manifests(client: &Client, dir: &Path) -> anyhow::Result<()> {
     for object in read_documents::<DynamicObject>(dir)? {
         let types = object
@@ -335,7 +440,10 @@ async fn apply_manifests(client: &Client, dir: &Path) -> anyhow::Result<()> {
             .context("a manifest without apiVersion/kind")?;
         let (resource, _) =
             kube::discovery::pinned_kind(client, &GroupVersionKind::try_from(&types)?).await?;
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let api: Api<DynamicObject> = match &object.metadata.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
         let name = object.metadata.name.clone().unwrap_or_default();
         apply_as_harness(&api, &name, &object)
             .await
