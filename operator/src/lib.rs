@@ -14,6 +14,7 @@ pub mod managed_app;
 pub mod metrics;
 pub mod notify;
 pub mod operation;
+pub mod outbound;
 pub mod policy;
 pub mod rbac;
 pub mod references;
