@@ -2,27 +2,48 @@
 //! per update bucket (the newest patch, minor and major); a person choosing a version needs the
 //! whole list, read from the source itself: a Helm repository's `index.yaml`, or an OCI
 //! repository's tags (with the registry's anonymous token where it asks for one).
+//!
+//! The source's URL is a tenant's: every request goes through [`crate::outbound`] (refused
+//! ranges, same-host redirects, size caps), errors never repeat what the source answered, and
+//! what was read is kept for [`CACHE_TTL`] so a crowd opening the picker costs the source one
+//! request.
 
+use crate::outbound::{self, SMALL};
 use crate::policy::parse_version;
 use fluxup_api::ChartSource;
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
+use reqwest::Url;
 use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, thiserror::Error)]
+/// How long a source's listing is reused.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long a failure is reused (shorter: the source may be back soon).
+const ERROR_TTL: Duration = Duration::from_secs(10);
+/// How many sources' listings are kept.
+const CACHE_ENTRIES: usize = 256;
+/// The longest one request to a chart source may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// The most FluxUp reads of an index.yaml.
+pub const INDEX_LIMIT: usize = outbound::LARGE;
+
+/// Why versions could not be listed. The words are safe to show: they name the rule or the
+/// status, never what the source sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{0} is not a chart source FluxUp can list")]
     Unsupported(String),
-    #[error("asking {url}: {source}")]
-    Http {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{url} answered {status}")]
-    Status { url: String, status: u16 },
-    #[error("{url} is not a Helm repository index: {reason}")]
-    BadIndex { url: String, reason: String },
+    #[error("the chart source could not be read ({0})")]
+    Fetch(#[from] outbound::Error),
+    #[error("the chart source could not be read (not a Helm repository index)")]
+    BadIndex,
+    #[error("the chart source could not be read (not an OCI registry's tag list)")]
+    BadTags,
+    #[error("the chart source could not be read (the registry asks for a token FluxUp cannot get)")]
+    Token,
     #[error("chart {chart} is not in {url}")]
     NoSuchChart { chart: String, url: String },
 }
@@ -37,7 +58,7 @@ pub struct AppVersions {
 }
 
 /// Every version of `app`'s chart, from the chart source its status resolved (an OCIRepository's
-/// `insecure` allows plain HTTP). The error says, in words, what could not be read.
+/// `insecure` allows plain HTTP). The error says, in words safe to show, what could not be read.
 pub async fn of_app(
     client: &kube::Client,
     app: &fluxup_api::ManagedApp,
@@ -64,7 +85,7 @@ pub async fn of_app(
     let chart = resolved.chart.unwrap_or_default();
     let versions = list(&source, &chart, insecure)
         .await
-        .map_err(|e| format!("the chart source could not be read: {e}"))?;
+        .map_err(|e| e.to_string())?;
     Ok(AppVersions {
         chart,
         url: source.url.unwrap_or_default(),
@@ -75,21 +96,11 @@ pub async fn of_app(
 /// Versions of `chart` in `source`, newest first; what is not a version (e.g. `latest`) is left
 /// out. `insecure` allows plain HTTP for an OCI registry (OCIRepository `spec.insecure`).
 pub async fn list(source: &ChartSource, chart: &str, insecure: bool) -> Result<Vec<String>, Error> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .user_agent(concat!("fluxup/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Http {
-            url: String::new(),
-            source: e,
-        })?;
     let url = source.url.clone().unwrap_or_default();
     let mut versions = match source.kind.as_str() {
-        "HelmRepository" if url.starts_with("oci://") => {
-            oci_tags(&client, &url, chart, insecure).await?
-        }
-        "HelmRepository" => helm_index(&client, &url, chart).await?,
-        "OCIRepository" => oci_tags(&client, &url, "", insecure).await?,
+        "HelmRepository" if url.starts_with("oci://") => oci_tags(&url, chart, insecure).await?,
+        "HelmRepository" => helm_index(&url, chart).await?,
+        "OCIRepository" => oci_tags(&url, "", insecure).await?,
         other => return Err(Error::Unsupported(format!("{other} {}", source.name))),
     };
     versions.retain(|v| parse_version(v).is_some());
@@ -98,32 +109,84 @@ pub async fn list(source: &ChartSource, chart: &str, insecure: bool) -> Result<V
     Ok(versions)
 }
 
-async fn get(
-    client: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-) -> Result<reqwest::Response, Error> {
-    let mut request = client.get(url);
+/// What was read from one URL.
+#[derive(Debug, PartialEq, Eq)]
+enum Listing {
+    /// A Helm repository's charts and their versions.
+    Charts(BTreeMap<String, Vec<String>>),
+    /// An OCI repository's tags.
+    Tags(Vec<String>),
+}
+
+type Fetching = Shared<BoxFuture<'static, Result<Arc<Listing>, Error>>>;
+
+struct Entry {
+    started: Instant,
+    fetch: Fetching,
+}
+
+fn fresh(entry: &Entry, now: Instant) -> bool {
+    let age = now.saturating_duration_since(entry.started);
+    match entry.fetch.peek() {
+        Some(Err(_)) => age < ERROR_TTL,
+        _ => age < CACHE_TTL,
+    }
+}
+
+/// `fetch`'s listing of `key`, or the one read (or being read) for it lately: callers at the same
+/// time share one request.
+async fn cached<F>(key: String, fetch: F) -> Result<Arc<Listing>, Error>
+where
+    F: Future<Output = Result<Listing, Error>> + Send + 'static,
+{
+    static CACHE: OnceLock<Mutex<HashMap<String, Entry>>> = OnceLock::new();
+    let shared = {
+        let mut entries = CACHE
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match entries.get(&key) {
+            Some(entry) if fresh(entry, now) => entry.fetch.clone(),
+            _ => {
+                if entries.len() >= CACHE_ENTRIES {
+                    entries.retain(|_, e| fresh(e, now));
+                }
+                if entries.len() >= CACHE_ENTRIES
+                    && let Some(oldest) = entries
+                        .iter()
+                        .min_by_key(|(_, e)| e.started)
+                        .map(|(k, _)| k.clone())
+                {
+                    entries.remove(&oldest);
+                }
+                let fetch = fetch.map(|r| r.map(Arc::new)).boxed().shared();
+                entries.insert(
+                    key,
+                    Entry {
+                        started: now,
+                        fetch: fetch.clone(),
+                    },
+                );
+                fetch
+            }
+        }
+    };
+    shared.await
+}
+
+fn parse_url(text: &str) -> Result<Url, Error> {
+    Url::parse(text).map_err(|_| Error::Fetch(outbound::Error::BadUrl))
+}
+
+/// GET `url` through the guard; the body of a 2xx answer, capped at `limit`.
+async fn get(url: &Url, token: Option<&str>, limit: usize) -> Result<Vec<u8>, Error> {
+    let guard = outbound::guard();
+    let mut request = guard.get(url)?.timeout(TIMEOUT);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    request.send().await.map_err(|e| Error::Http {
-        url: url.to_string(),
-        source: e,
-    })
-}
-
-async fn body(response: reqwest::Response, url: &str) -> Result<String, Error> {
-    if !response.status().is_success() {
-        return Err(Error::Status {
-            url: url.to_string(),
-            status: response.status().as_u16(),
-        });
-    }
-    response.text().await.map_err(|e| Error::Http {
-        url: url.to_string(),
-        source: e,
-    })
+    Ok(outbound::success_body(guard.send(request).await?, limit).await?)
 }
 
 #[derive(Deserialize)]
@@ -137,22 +200,34 @@ struct IndexEntry {
     version: String,
 }
 
-async fn helm_index(
-    client: &reqwest::Client,
-    base: &str,
-    chart: &str,
-) -> Result<Vec<String>, Error> {
-    let url = format!("{}/index.yaml", base.trim_end_matches('/'));
-    let text = body(get(client, &url, None).await?, &url).await?;
-    let index: Index = serde_yaml::from_str(&text).map_err(|e| Error::BadIndex {
-        url: url.clone(),
-        reason: e.to_string(),
+async fn helm_index(base: &str, chart: &str) -> Result<Vec<String>, Error> {
+    let url = parse_url(&format!("{}/index.yaml", base.trim_end_matches('/')))?;
+    let listing = cached(url.to_string(), read_index(url)).await?;
+    let Listing::Charts(charts) = listing.as_ref() else {
+        return Err(Error::BadIndex);
+    };
+    charts
+        .get(chart)
+        .cloned()
+        .ok_or_else(|| Error::NoSuchChart {
+            chart: chart.to_string(),
+            url: base.to_string(),
+        })
+}
+
+async fn read_index(url: Url) -> Result<Listing, Error> {
+    let body = get(&url, None, INDEX_LIMIT).await?;
+    let index: Index = serde_yaml::from_slice(&body).map_err(|error| {
+        tracing::debug!(%url, %error, "not a Helm repository index");
+        Error::BadIndex
     })?;
-    let entries = index.entries.get(chart).ok_or_else(|| Error::NoSuchChart {
-        chart: chart.to_string(),
-        url: url.clone(),
-    })?;
-    Ok(entries.iter().map(|e| e.version.clone()).collect())
+    Ok(Listing::Charts(
+        index
+            .entries
+            .into_iter()
+            .map(|(chart, entries)| (chart, entries.into_iter().map(|e| e.version).collect()))
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -169,12 +244,7 @@ struct Token {
 
 /// `oci://host/path` (+ `/chart` for a HelmRepository of type oci) → the repository's tags,
 /// following the registry's Bearer challenge for an anonymous pull token.
-async fn oci_tags(
-    client: &reqwest::Client,
-    url: &str,
-    chart: &str,
-    insecure: bool,
-) -> Result<Vec<String>, Error> {
+async fn oci_tags(url: &str, chart: &str, insecure: bool) -> Result<Vec<String>, Error> {
     let address = url.trim_start_matches("oci://").trim_end_matches('/');
     let address = if chart.is_empty() {
         address.to_string()
@@ -185,8 +255,23 @@ async fn oci_tags(
         .split_once('/')
         .ok_or_else(|| Error::Unsupported(format!("OCI address {url}")))?;
     let scheme = if insecure { "http" } else { "https" };
-    let tags_url = format!("{scheme}://{host}/v2/{repository}/tags/list?n=1000");
-    let response = get(client, &tags_url, None).await?;
+    let tags_url = parse_url(&format!(
+        "{scheme}://{host}/v2/{repository}/tags/list?n=1000"
+    ))?;
+    let listing = cached(
+        tags_url.to_string(),
+        read_tags(tags_url, repository.to_string()),
+    )
+    .await?;
+    match listing.as_ref() {
+        Listing::Tags(tags) => Ok(tags.clone()),
+        Listing::Charts(_) => Err(Error::BadTags),
+    }
+}
+
+async fn read_tags(url: Url, repository: String) -> Result<Listing, Error> {
+    let guard = outbound::guard();
+    let response = guard.send(guard.get(&url)?.timeout(TIMEOUT)).await?;
     let response = if response.status() == reqwest::StatusCode::UNAUTHORIZED {
         let challenge = response
             .headers()
@@ -194,36 +279,34 @@ async fn oci_tags(
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let token = anonymous_token(client, &challenge, repository).await?;
-        get(client, &tags_url, Some(&token)).await?
+        let token = anonymous_token(&challenge, &repository).await?;
+        guard
+            .send(guard.get(&url)?.timeout(TIMEOUT).bearer_auth(token))
+            .await?
     } else {
         response
     };
-    let text = body(response, &tags_url).await?;
-    let list: TagList = serde_json::from_str(&text).map_err(|e| Error::BadIndex {
-        url: tags_url.clone(),
-        reason: e.to_string(),
+    let body = outbound::success_body(response, SMALL).await?;
+    let list: TagList = serde_json::from_slice(&body).map_err(|error| {
+        tracing::debug!(%url, %error, "not an OCI tag list");
+        Error::BadTags
     })?;
-    Ok(list.tags.unwrap_or_default())
+    Ok(Listing::Tags(list.tags.unwrap_or_default()))
 }
 
-/// `Bearer realm="https://auth/token",service="registry"` → a pull token for `repository`.
-async fn anonymous_token(
-    client: &reqwest::Client,
-    challenge: &str,
-    repository: &str,
-) -> Result<String, Error> {
+/// `Bearer realm="https://auth/token",service="registry"` → a pull token for `repository`. The
+/// realm is the registry's word, so it is fetched through the guard like the registry itself.
+async fn anonymous_token(challenge: &str, repository: &str) -> Result<String, Error> {
     let params: BTreeMap<String, String> = challenge
         .trim_start_matches("Bearer ")
         .split(',')
         .filter_map(|p| p.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
         .collect();
-    let realm = params
-        .get("realm")
-        .ok_or_else(|| Error::Unsupported(format!("registry challenge {challenge:?}")))?;
-    let mut url = reqwest::Url::parse(realm)
-        .map_err(|_| Error::Unsupported(format!("token realm {realm}")))?;
+    let Some(mut url) = params.get("realm").and_then(|r| Url::parse(r).ok()) else {
+        tracing::debug!(%challenge, "registry challenge without a usable realm");
+        return Err(Error::Token);
+    };
     {
         let mut query = url.query_pairs_mut();
         if let Some(service) = params.get("service") {
@@ -231,11 +314,222 @@ async fn anonymous_token(
         }
         query.append_pair("scope", &format!("repository:{repository}:pull"));
     }
-    let text = body(get(client, url.as_str(), None).await?, url.as_str()).await?;
-    serde_json::from_str::<Token>(&text)
+    let body = get(&url, None, SMALL).await?;
+    serde_json::from_slice::<Token>(&body)
         .map(|t| t.token)
-        .map_err(|e| Error::BadIndex {
-            url: url.to_string(),
-            reason: e.to_string(),
+        .map_err(|error| {
+            tracing::debug!(%url, %error, "registry token answer unreadable");
+            Error::Token
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A local server that answers every request with `answer(path)`, counting requests.
+    async fn serve(
+        answer: impl Fn(&str) -> (String, String, Vec<u8>) + Send + Sync + 'static,
+    ) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = Arc::new(AtomicUsize::new(0));
+        let (seen, answer) = (count.clone(), Arc::new(answer));
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 8192];
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let text = String::from_utf8_lossy(&request[..n]).to_string();
+                    let path = text.split(' ').nth(1).unwrap_or("/").to_string();
+                    let (status, headers, body) = answer(&path);
+                    let mut out = format!(
+                        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&body);
+                    let _ = socket.write_all(&out).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (port, count)
+    }
+
+    fn helm(url: String) -> ChartSource {
+        ChartSource {
+            kind: "HelmRepository".into(),
+            name: "test/charts".into(),
+            url: Some(url),
+        }
+    }
+
+    fn oci(url: String) -> ChartSource {
+        ChartSource {
+            kind: "OCIRepository".into(),
+            name: "test/charts".into(),
+            url: Some(url),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crowd_at_the_picker_costs_the_source_one_request() {
+        let (port, count) = serve(|_| {
+            let index = "entries:\n  web:\n  - version: 1.0.0\n  - version: 1.2.0\n  - version: latest\n  api:\n  - version: 3.0.0\n";
+            ("200 OK".into(), String::new(), index.as_bytes().to_vec())
+        })
+        .await;
+        outbound::allow(&format!("127.0.0.1:{port}")).unwrap();
+        let source = helm(format!("http://127.0.0.1:{port}/"));
+        let lists = futures::future::join_all((0..20).map(|_| list(&source, "web", false))).await;
+        for l in lists {
+            assert_eq!(l.unwrap(), ["1.2.0", "1.0.0"]);
+        }
+        // Another chart of the same repository: the same index.yaml.
+        assert_eq!(list(&source, "api", false).await.unwrap(), ["3.0.0"]);
+        assert_eq!(
+            list(&source, "nope", false).await.unwrap_err().to_string(),
+            format!("chart nope is not in http://127.0.0.1:{port}/")
+        );
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn what_a_source_answers_is_never_repeated() {
+        let (port, _) = serve(|path| match path {
+            "/missing/index.yaml" => (
+                "404 Not Found".into(),
+                String::new(),
+                b"internal: hunter2".to_vec(),
+            ),
+            "/v2/broken/tags/list?n=1000" => (
+                "200 OK".into(),
+                String::new(),
+                b"{\"tags\": \"hunter2\"}".to_vec(),
+            ),
+            _ => (
+                "200 OK".into(),
+                String::new(),
+                b"entries: \"hunter2\"".to_vec(),
+            ),
+        })
+        .await;
+        outbound::allow(&format!("127.0.0.1:{port}")).unwrap();
+        for (source, says) in [
+            (
+                helm(format!("http://127.0.0.1:{port}/missing")),
+                "the chart source could not be read (HTTP 404)",
+            ),
+            (
+                helm(format!("http://127.0.0.1:{port}/garbage")),
+                "the chart source could not be read (not a Helm repository index)",
+            ),
+            (
+                oci(format!("oci://127.0.0.1:{port}/broken")),
+                "the chart source could not be read (not an OCI registry's tag list)",
+            ),
+        ] {
+            assert_eq!(
+                list(&source, "web", true).await.unwrap_err().to_string(),
+                says
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_token_realm_is_checked_like_the_registry() {
+        // The realm a registry names is its word: a hostile one points at the metadata service
+        // or at a port of this host that is not allowed.
+        let (closed, _) = serve(|_| {
+            (
+                "200 OK".into(),
+                String::new(),
+                b"{\"token\": \"t\"}".to_vec(),
+            )
+        })
+        .await;
+        for realm in [
+            "http://169.254.169.254/latest/meta-data/iam".to_string(),
+            format!("http://127.0.0.1:{closed}/token"),
+            format!("http://localhost:{closed}/token"),
+        ] {
+            let (port, _) = serve(move |_| {
+                (
+                    "401 Unauthorized".into(),
+                    format!("WWW-Authenticate: Bearer realm=\"{realm}\",service=\"r\"\r\n"),
+                    Vec::new(),
+                )
+            })
+            .await;
+            outbound::allow(&format!("127.0.0.1:{port}")).unwrap();
+            let error = list(&oci(format!("oci://127.0.0.1:{port}/charts/x")), "", true)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "the chart source could not be read (refused: address in a range FluxUp does not fetch from)"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_registry_token_is_fetched_and_used() {
+        let (auth, _) = serve(|path| {
+            assert!(
+                path.contains("scope=repository%3Acharts%2Fx%3Apull"),
+                "{path}"
+            );
+            (
+                "200 OK".into(),
+                String::new(),
+                b"{\"access_token\": \"t0k\"}".to_vec(),
+            )
+        })
+        .await;
+        let (port, count) = serve(move |_| {
+            // Without the token, the challenge; with it (a second connection), the tags.
+            (
+                "401 Unauthorized".into(),
+                format!("WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{auth}/token\",service=\"r\"\r\n"),
+                Vec::new(),
+            )
+        })
+        .await;
+        outbound::allow(&format!("127.0.0.1:{port},127.0.0.1:{auth}")).unwrap();
+        // The server always challenges, so the second answer is a 401 too: the token was asked
+        // for and the request repeated with it.
+        let error = list(&oci(format!("oci://127.0.0.1:{port}/charts/x")), "", true)
+            .await
+            .unwrap_err();
+        assert_eq!(error, Error::Fetch(outbound::Error::Status(401)));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn refused_urls_say_so() {
+        for (source, chart) in [
+            (helm("http://169.254.169.254/latest".into()), "x"),
+            (helm("http://10.96.0.1:443/".into()), "x"),
+            (helm("https://[::1]:6443/".into()), "x"),
+            (oci("oci://127.0.0.1:6443/x".into()), ""),
+        ] {
+            assert_eq!(
+                list(&source, chart, true).await.unwrap_err(),
+                Error::Fetch(outbound::Error::Refused),
+                "{source:?}"
+            );
+        }
+        assert_eq!(
+            list(&helm("ftp://example.com/".into()), "x", false)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "the chart source could not be read (not an http(s) URL with a host)"
+        );
+    }
 }
