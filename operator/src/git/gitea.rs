@@ -3,17 +3,21 @@
 
 use super::message::trailer;
 use super::{Commit, FileAtHead, FileUpdate, GitBackend, GitError};
+use crate::outbound;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use reqwest::{Method, RequestBuilder, Url};
 use serde::Deserialize;
 use std::time::Duration;
 
-/// One repository on a Gitea server, with an API token allowed to write to it.
+/// One repository on a Gitea server, with an API token allowed to write to it. The server's
+/// address comes from a tenant's GitRepository, so requests go through [`crate::outbound`], and
+/// every path, branch and repository name is checked ([`check_path`], [`check_repo`]) and
+/// percent-encoded segment by segment before it becomes part of a URL.
 #[derive(Clone)]
 pub struct Gitea {
-    client: reqwest::Client,
     /// e.g. `https://git.example.com/api/v1/repos/fleet/cluster`
-    repo_url: String,
+    repo_url: Url,
     token: String,
     author: (String, String),
 }
@@ -21,32 +25,183 @@ pub struct Gitea {
 impl Gitea {
     /// `base_url` is the server (`https://git.example.com`), `repo` is `owner/name`.
     pub fn new(base_url: &str, repo: &str, token: &str) -> Result<Self, GitError> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("fluxup/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GitError::Unreachable(e.to_string()))?;
+        let (owner, name) = check_repo(repo)?;
+        let not_http =
+            || GitError::NotSent("the Git server's address is not an http(s) URL".into());
+        let mut url = Url::parse(base_url).map_err(|_| not_http())?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(not_http());
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        let path = format!(
+            "{}/api/v1/repos/{}/{}",
+            url.path().trim_end_matches('/'),
+            encode(owner),
+            encode(name)
+        );
+        url.set_path(&path);
         Ok(Gitea {
-            client,
-            repo_url: format!("{}/api/v1/repos/{repo}", base_url.trim_end_matches('/')),
+            repo_url: url,
             token: token.to_string(),
             author: ("FluxUp".into(), "fluxup@users.noreply.local".into()),
         })
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<(u16, String), GitError> {
-        let response = request
-            .header("Authorization", format!("token {}", self.token))
-            .send()
-            .await
-            .map_err(|e| GitError::Unreachable(e.to_string()))?;
-        let status = response.status().as_u16();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| GitError::Unreachable(e.to_string()))?;
-        Ok((status, body))
+    /// The repository's API URL with `segments` after it, each percent-encoded.
+    fn url<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> Url {
+        let mut url = self.repo_url.clone();
+        let mut path = url.path().to_string();
+        for segment in segments {
+            path.push('/');
+            path.push_str(&encode(segment));
+        }
+        url.set_path(&path);
+        url
     }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        with: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Result<(u16, String), GitError> {
+        let guard = outbound::guard();
+        let request = guard.request(method, url).map_err(outbound_error)?;
+        let request = with(request)
+            .timeout(Duration::from_secs(30))
+            .header("Authorization", format!("token {}", self.token));
+        let response = guard.send(request).await.map_err(outbound_error)?;
+        let status = response.status().as_u16();
+        let body = outbound::read_body(response, outbound::LARGE)
+            .await
+            .map_err(outbound_error)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// A failure of the guarded client: a server that cannot be reached may come back (retried), a
+/// rule FluxUp keeps does not change (not retried).
+fn outbound_error(e: outbound::Error) -> GitError {
+    match e {
+        outbound::Error::Timeout | outbound::Error::Unreachable => {
+            GitError::Unreachable(e.to_string())
+        }
+        outbound::Error::BadUrl | outbound::Error::Refused => {
+            GitError::NotSent(format!("the Git server's address: {e}"))
+        }
+        _ => GitError::Refused(e.to_string()),
+    }
+}
+
+impl std::fmt::Debug for Gitea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Without the token.
+        f.debug_struct("Gitea")
+            .field("repo_url", &self.repo_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Characters left as they are in a path segment (RFC 3986's unreserved ones); every other byte
+/// is percent-encoded, so nothing in a segment can end it or start a query or fragment.
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `%XX` sequences decoded, for checking what a server that decodes twice would see.
+fn decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The segments of a file path or branch (`what` names which) that is safe to put into a URL:
+/// relative, without empty, `.` or `..` segments, backslashes or control characters, and without
+/// percent-encoded ones either. `?` and `#` are allowed in names: they are percent-encoded.
+pub fn check_path<'a>(what: &str, path: &'a str) -> Result<Vec<&'a str>, GitError> {
+    let refuse = |rule: &str| GitError::NotSent(format!("{what} {path:?} is refused: {rule}"));
+    if path.is_empty() {
+        return Err(refuse("it is empty"));
+    }
+    if path.starts_with('/') {
+        return Err(refuse(
+            "it is absolute; name it from the repository's root, without a leading /",
+        ));
+    }
+    if path.contains('\\') {
+        return Err(refuse("it has a backslash"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(refuse("it has a control character"));
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    for segment in &segments {
+        match *segment {
+            "" => return Err(refuse("it has an empty segment (// or a trailing /)")),
+            "." => return Err(refuse("it has a `.` segment")),
+            ".." => return Err(refuse("it has a `..` segment")),
+            _ => {}
+        }
+        let decoded = decode(segment);
+        if matches!(decoded.as_str(), "." | "..")
+            || decoded.contains(['/', '\\'])
+            || decoded.chars().any(char::is_control)
+        {
+            return Err(refuse(
+                "it has a percent-encoded `.`, `..`, `/`, backslash or control character",
+            ));
+        }
+    }
+    Ok(segments)
+}
+
+/// `owner/name`, each made of letters, digits, `-`, `_` and `.` (what Gitea allows), neither
+/// `.` nor `..`.
+pub fn check_repo(repo: &str) -> Result<(&str, &str), GitError> {
+    let refuse = |rule: &str| GitError::NotSent(format!("repository {repo:?} is refused: {rule}"));
+    let (owner, name) = repo
+        .split_once('/')
+        .filter(|(_, name)| !name.contains('/'))
+        .ok_or_else(|| refuse("it is not owner/name"))?;
+    for part in [owner, name] {
+        if part.is_empty() || matches!(part, "." | "..") {
+            return Err(refuse("its owner or name is empty, `.` or `..`"));
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(refuse(
+                "its owner or name has characters other than letters, digits, `-`, `_` and `.`",
+            ));
+        }
+    }
+    Ok((owner, name))
 }
 
 #[derive(Deserialize)]
@@ -108,7 +263,8 @@ struct Branch {
 
 impl GitBackend for Gitea {
     async fn check_writable(&self, branch: &str) -> Result<(), GitError> {
-        let (status, body) = self.send(self.client.get(&self.repo_url)).await?;
+        let branch_segments = check_path("branch", branch)?;
+        let (status, body) = self.send(Method::GET, &self.repo_url, |r| r).await?;
         if status != 200 {
             return Err(refused(status, &body));
         }
@@ -126,8 +282,8 @@ impl GitBackend for Gitea {
                 repo.full_name
             )));
         }
-        let url = format!("{}/branches/{branch}", self.repo_url);
-        let (status, body) = self.send(self.client.get(&url)).await?;
+        let url = self.url(std::iter::once("branches").chain(branch_segments));
+        let (status, body) = self.send(Method::GET, &url, |r| r).await?;
         if status == 404 {
             return Err(GitError::Refused(format!(
                 "branch {branch} does not exist in {}",
@@ -149,9 +305,10 @@ impl GitBackend for Gitea {
     }
 
     async fn read_file(&self, branch: &str, path: &str) -> Result<FileAtHead, GitError> {
-        let url = format!("{}/contents/{path}", self.repo_url);
+        check_path("branch", branch)?;
+        let url = self.url(std::iter::once("contents").chain(check_path("path", path)?));
         let (status, body) = self
-            .send(self.client.get(&url).query(&[("ref", branch)]))
+            .send(Method::GET, &url, |r| r.query(&[("ref", branch)]))
             .await?;
         match status {
             200 => {}
@@ -188,7 +345,11 @@ impl GitBackend for Gitea {
         message: &str,
     ) -> Result<Commit, GitError> {
         // The "change files" API: several files, one commit, each checked against its blob SHA.
-        let url = format!("{}/contents", self.repo_url);
+        check_path("branch", branch)?;
+        for f in files {
+            check_path("path", &f.path)?;
+        }
+        let url = self.url(["contents"]);
         let body = serde_json::json!({
             "branch": branch,
             "message": message,
@@ -201,7 +362,7 @@ impl GitBackend for Gitea {
                 "sha": f.blob_sha,
             })).collect::<Vec<_>>(),
         });
-        let (status, answer) = self.send(self.client.post(&url).json(&body)).await?;
+        let (status, answer) = self.send(Method::POST, &url, |r| r.json(&body)).await?;
         let conflict = || GitError::Conflict {
             path: files
                 .iter()
@@ -238,7 +399,8 @@ impl GitBackend for Gitea {
         value: &str,
         depth: usize,
     ) -> Result<Option<Commit>, GitError> {
-        let url = format!("{}/commits", self.repo_url);
+        check_path("branch", branch)?;
+        let url = self.url(["commits"]);
         let limit = depth.clamp(1, 50).to_string();
         let mut page = 1;
         let mut seen = 0;
@@ -251,7 +413,7 @@ impl GitBackend for Gitea {
                 ("files", "false"),
                 ("verification", "false"),
             ];
-            let (status, body) = self.send(self.client.get(&url).query(&query)).await?;
+            let (status, body) = self.send(Method::GET, &url, |r| r.query(&query)).await?;
             if status != 200 {
                 return Err(refused(status, &body));
             }
@@ -273,5 +435,150 @@ impl GitBackend for Gitea {
             page += 1;
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gitea() -> Gitea {
+        Gitea::new("https://git.example.com/", "fleet/cluster", "t").unwrap()
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug, GitError>) -> String {
+        match result {
+            Err(e @ GitError::NotSent(_)) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_that_could_leave_their_place_are_refused_by_rule() {
+        for (path, rule) in [
+            ("", "it is empty"),
+            ("/etc/passwd", "it is absolute"),
+            ("/apps/web.yaml", "it is absolute"),
+            ("../other/repo.yaml", "a `..` segment"),
+            ("apps/../../admin", "a `..` segment"),
+            ("apps/./web.yaml", "a `.` segment"),
+            ("apps//web.yaml", "an empty segment"),
+            ("apps/", "an empty segment"),
+            ("apps\\..\\web.yaml", "a backslash"),
+            ("apps/web.yaml\n", "a control character"),
+            ("apps/\u{0}web.yaml", "a control character"),
+            ("%2e%2e/admin", "percent-encoded"),
+            ("apps/%2E%2e", "percent-encoded"),
+            ("apps/%2e", "percent-encoded"),
+            ("apps%2f..%2fadmin", "percent-encoded"),
+            ("apps%5cweb", "percent-encoded"),
+            ("apps/%0aweb", "percent-encoded"),
+        ] {
+            let error = refusal(check_path("path", path));
+            assert!(error.contains(rule), "{path:?}: {error}");
+            assert!(
+                error.starts_with("not sent to the Git server: path "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_segment_is_percent_encoded() {
+        let g = gitea();
+        let url = |path| {
+            g.url(std::iter::once("contents").chain(check_path("path", path).unwrap()))
+                .to_string()
+        };
+        assert_eq!(
+            url("apps/web/helmrelease.yaml"),
+            "https://git.example.com/api/v1/repos/fleet/cluster/contents/apps/web/helmrelease.yaml"
+        );
+        // `?` and `#` stay in the path: no query, no fragment.
+        let tricky = g.url(
+            std::iter::once("contents")
+                .chain(check_path("path", "a?ref=evil#x/b c%41.yaml").unwrap()),
+        );
+        assert_eq!(
+            tricky.as_str(),
+            "https://git.example.com/api/v1/repos/fleet/cluster/contents/a%3Fref%3Devil%23x/b%20c%2541.yaml"
+        );
+        assert_eq!(tricky.query(), None);
+        assert_eq!(tricky.fragment(), None);
+        assert_eq!(
+            url("ünïcode/ä.yaml"),
+            "https://git.example.com/api/v1/repos/fleet/cluster/contents/%C3%BCn%C3%AFcode/%C3%A4.yaml"
+        );
+        // A branch with slashes keeps them as separators; anything else in it is encoded.
+        let branch =
+            g.url(std::iter::once("branches").chain(check_path("branch", "feature/x+y").unwrap()));
+        assert_eq!(
+            branch.as_str(),
+            "https://git.example.com/api/v1/repos/fleet/cluster/branches/feature/x%2By"
+        );
+    }
+
+    #[test]
+    fn repositories_are_owner_slash_name() {
+        for (repo, rule) in [
+            ("fleet", "not owner/name"),
+            ("fleet/cluster/extra", "not owner/name"),
+            ("../cluster", "`.` or `..`"),
+            ("fleet/..", "`.` or `..`"),
+            ("/cluster", "empty"),
+            ("fleet/cluster?x", "characters other than"),
+            ("fleet/cluster#x", "characters other than"),
+            ("fleet/%2e%2e", "characters other than"),
+            ("fl eet/cluster", "characters other than"),
+        ] {
+            let error = refusal(Gitea::new("https://git.example.com", repo, "t"));
+            assert!(error.contains(rule), "{repo:?}: {error}");
+        }
+        assert_eq!(
+            check_repo("my-org/app.config_2").unwrap(),
+            ("my-org", "app.config_2")
+        );
+        // The server's own path prefix is kept; its query and fragment are not.
+        let g = Gitea::new("https://example.com/gitea/?x=1#y", "fleet/cluster", "t").unwrap();
+        assert_eq!(
+            g.repo_url.as_str(),
+            "https://example.com/gitea/api/v1/repos/fleet/cluster"
+        );
+        for bad in ["ssh://git@example.com", "not a url", "file:///srv/git"] {
+            let error = refusal(Gitea::new(bad, "fleet/cluster", "t"));
+            assert!(error.contains("not an http(s) URL"), "{bad}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_path_sends_nothing() {
+        // An address nothing listens on: a request would be an Unreachable error, not a refusal.
+        let g = Gitea::new("http://192.0.2.1:9", "fleet/cluster", "t").unwrap();
+        let error = refusal(g.read_file("main", "../../etc/passwd").await);
+        assert!(error.contains("a `..` segment"), "{error}");
+        let error = refusal(g.read_file("../main", "apps/web.yaml").await);
+        assert!(
+            error.starts_with("not sent to the Git server: branch"),
+            "{error}"
+        );
+        let files = [FileUpdate {
+            path: "/abs.yaml".into(),
+            content: String::new(),
+            blob_sha: String::new(),
+        }];
+        let error = refusal(g.write_files("main", &files, "m").await);
+        assert!(error.contains("it is absolute"), "{error}");
+        let error = refusal(g.check_writable("a//b").await);
+        assert!(error.contains("empty segment"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_git_server_in_a_refused_range_is_not_asked() {
+        let g = Gitea::new("http://169.254.169.254", "fleet/cluster", "t").unwrap();
+        let error = refusal(g.read_file("main", "apps/web.yaml").await);
+        assert_eq!(
+            error,
+            "not sent to the Git server: the Git server's address: refused: address in a range FluxUp does not fetch from"
+        );
     }
 }

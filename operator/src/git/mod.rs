@@ -43,6 +43,10 @@ pub enum GitError {
     Refused(String),
     #[error("the Git server could not be reached: {0}")]
     Unreachable(String),
+    /// FluxUp did not send the request: a path, branch, repository or address it refuses to
+    /// put into a request, with the rule it breaks.
+    #[error("not sent to the Git server: {0}")]
+    NotSent(String),
 }
 
 /// What FluxUp asks of a Git server.
