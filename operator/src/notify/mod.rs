@@ -16,7 +16,7 @@ use futures::FutureExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use settings::{Sink, SinkKind};
+use settings::{Address, Sink, SinkKind};
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -289,26 +289,29 @@ async fn target(
     client: &Client,
     namespace: &str,
     sink: &Sink,
-) -> Result<(String, Option<Vec<u8>>), String> {
+) -> Result<(Address, Option<Vec<u8>>), String> {
     let mut address = sink.address.clone();
     let mut token = None;
+    let mut from = "the sink".to_string();
     if let Some(secret) = &sink.secret_ref {
         let secret = Api::<Secret>::namespaced(client.clone(), namespace)
             .get(&secret.name)
             .await
             .map_err(|e| format!("Secret {namespace}/{}: {e}", secret.name))?;
+        let name = secret.metadata.name.clone().unwrap_or_default();
         let data = secret.data.unwrap_or_default();
         if let Some(a) = data.get("address") {
-            address = Some(String::from_utf8_lossy(&a.0).trim().to_string());
+            address = Some(Address::new(String::from_utf8_lossy(&a.0).trim()));
+            from = format!("Secret {namespace}/{name}");
         }
         token = data.get("token").map(|t| t.0.clone());
     }
     let address = match (address, sink.kind) {
         (Some(a), _) => a,
-        (None, SinkKind::Flux) => settings::FLUX_EVENTS_ADDRESS.to_string(),
+        (None, SinkKind::Flux) => Address::new(settings::FLUX_EVENTS_ADDRESS),
         (None, _) => return Err("no address (neither in the sink nor in its Secret)".into()),
     };
-    settings::check_address(&address)?;
+    settings::check_address(address.expose()).map_err(|e| format!("{from}: {e}"))?;
     Ok((address, token))
 }
 
@@ -359,14 +362,31 @@ fn http() -> &'static reqwest::Client {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("fluxup/", env!("CARGO_PKG_VERSION")))
+            // The address is a credential: a redirect must not carry it (Referer) elsewhere.
+            .referer(false)
+            .redirect(crate::outbound::same_host_redirects())
             .build()
             .unwrap_or_default()
     })
 }
 
+/// A failed request in words without the URL (reqwest's own message has it): the host, what
+/// went wrong and why.
+fn failure(address: &Address, error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = format!("{}: {error}", address.host());
+    let mut source = std::error::Error::source(&error);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 async fn post(
     kind: SinkKind,
-    address: &str,
+    address: &Address,
     token: Option<&[u8]>,
     n: &Notification,
 ) -> Result<(), Failure> {
@@ -379,7 +399,7 @@ async fn post(
         }
     };
     let mut request = http()
-        .post(address)
+        .post(address.expose())
         .header(http::header::CONTENT_TYPE, "application/json");
     if kind == SinkKind::Webhook {
         request = request
@@ -393,13 +413,118 @@ async fn post(
         .body(body)
         .send()
         .await
-        .map_err(|e| Failure::Retry(format!("{address}: {e}")))?;
+        .map_err(|e| Failure::Retry(failure(address, e)))?;
     let status = response.status();
     match status.as_u16() {
         200..=299 => Ok(()),
         // The notification-controller answers 429 to an event it already has.
         429 if kind == SinkKind::Flux => Ok(()),
-        408 | 429 | 500..=599 => Err(Failure::Retry(format!("{address} answered {status}"))),
-        _ => Err(Failure::Final(format!("{address} refused it: {status}"))),
+        408 | 429 | 500..=599 => Err(Failure::Retry(format!(
+            "{} answered {status}",
+            address.host()
+        ))),
+        _ => Err(Failure::Final(format!(
+            "{} refused it: {status}",
+            address.host()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    const SECRET: &str = "T0000/B0000/XXXXsecretXXXX";
+
+    fn sample() -> Notification {
+        Notification {
+            id: "uid-1/UpgradeFailed".into(),
+            kind: Kind::UpgradeFailed,
+            severity: Severity::Error,
+            timestamp: "2026-11-30T10:00:00Z".into(),
+            app: ObjectName {
+                namespace: "shop".into(),
+                name: "web".into(),
+            },
+            helm_release: ObjectName {
+                namespace: "shop".into(),
+                name: "web".into(),
+            },
+            from_version: None,
+            to_version: None,
+            request: None,
+            requested_by: None,
+            message: "m".into(),
+        }
+    }
+
+    /// A receiver that answers every request with `status`.
+    async fn receiver(status: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0u8; 16384];
+                let _ = socket.read(&mut request).await;
+                let answer =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        port
+    }
+
+    fn says(result: Result<(), Failure>) -> String {
+        match result {
+            Ok(()) => panic!("expected a failure"),
+            Err(Failure::Retry(why) | Failure::Final(why)) => why,
+        }
+    }
+
+    /// Slack's URL is the credential: failures name the host, never the URL.
+    #[tokio::test]
+    async fn failures_name_the_host_only() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let refusing = receiver("404 Not Found").await;
+        let failing = receiver("500 Internal Server Error").await;
+        for (port, expect) in [
+            (closed, "127.0.0.1: error sending request"),
+            (refusing, "127.0.0.1 refused it: 404 Not Found"),
+            (failing, "127.0.0.1 answered 500 Internal Server Error"),
+        ] {
+            let address = Address::new(format!("http://127.0.0.1:{port}/services/{SECRET}"));
+            for kind in [SinkKind::Slack, SinkKind::Webhook] {
+                let why = says(post(kind, &address, Some(b"key"), &sample()).await);
+                assert!(why.starts_with(expect), "{why}");
+                assert!(!why.contains("XXXXsecretXXXX"), "{why}");
+                assert!(
+                    !why.contains(&port.to_string()) || !why.contains("services"),
+                    "{why}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_sink_with_its_address_debugs_without_it() {
+        let sink = Sink {
+            name: "team".into(),
+            kind: SinkKind::Slack,
+            address: Some(Address::new(format!(
+                "https://hooks.slack.com/services/{SECRET}"
+            ))),
+            secret_ref: None,
+            events: vec![],
+            namespaces: vec![],
+        };
+        let debug = format!("{sink:?}");
+        assert!(!debug.contains("XXXXsecretXXXX"), "{debug}");
+        assert!(debug.contains("hooks.slack.com"), "{debug}");
     }
 }

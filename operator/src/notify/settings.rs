@@ -39,7 +39,7 @@ pub struct Sink {
     pub kind: SinkKind,
     /// Where to send; a Secret's `address` wins over it.
     #[serde(default)]
-    pub address: Option<String>,
+    pub address: Option<Address>,
     /// A Secret in FluxUp's namespace with `address` and/or `token`.
     #[serde(default)]
     pub secret_ref: Option<SecretRef>,
@@ -55,6 +55,45 @@ pub struct Sink {
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     pub name: String,
+}
+
+/// A sink's address. A Slack incoming-webhook URL is a credential (whoever has it may post to the
+/// channel), and so may a webhook's be: only its host is ever shown, by `Display` and `Debug`
+/// alike. [`Address::expose`] is for the request alone.
+#[derive(Deserialize, Clone, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Address(String);
+
+impl Address {
+    pub fn new(address: impl Into<String>) -> Self {
+        Address(address.into())
+    }
+
+    /// The whole address, to send to. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The host: the most of the address that is shown.
+    pub fn host(&self) -> String {
+        reqwest::Url::parse(&self.0)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "an address that is not a URL".into())
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.host())
+    }
+}
+
+impl std::fmt::Debug for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Address({}/…)", self.host())
+    }
 }
 
 /// The kinds of receiver FluxUp speaks to.
@@ -94,8 +133,12 @@ pub fn parse(text: &str) -> Result<Vec<Sink>, String> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let sinks: Vec<Sink> =
-        serde_yaml::from_str(text).map_err(|e| format!("{KEY} is not a list of sinks: {e}"))?;
+    let sinks: Vec<Sink> = serde_yaml::from_str(text).map_err(|e| {
+        format!(
+            "{KEY} is not a list of sinks: {}",
+            without_values(&e.to_string())
+        )
+    })?;
     let mut names = std::collections::BTreeSet::new();
     for sink in &sinks {
         if sink.name.trim().is_empty() {
@@ -105,7 +148,7 @@ pub fn parse(text: &str) -> Result<Vec<Sink>, String> {
             return Err(format!("two sinks are named {:?}", sink.name));
         }
         if let Some(address) = &sink.address {
-            check_address(address).map_err(|e| format!("sink {:?}: {e}", sink.name))?;
+            check_address(address.expose()).map_err(|e| format!("sink {:?}: {e}", sink.name))?;
         } else if sink.secret_ref.is_none() && sink.kind != SinkKind::Flux {
             return Err(format!(
                 "sink {:?} has neither an address nor a secretRef with one",
@@ -116,16 +159,70 @@ pub fn parse(text: &str) -> Result<Vec<Sink>, String> {
     Ok(sinks)
 }
 
-/// An address must be an absolute http(s) URL.
+/// An address must be an absolute http(s) URL. The error does not repeat it: it may be a
+/// credential.
 pub fn check_address(address: &str) -> Result<(), String> {
     match reqwest::Url::parse(address) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(()),
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            Err("the address has no host".into())
+        }
         Ok(url) => Err(format!(
-            "address {address:?} is not http(s) (scheme {:?})",
+            "the address is not http(s) (its scheme is {:?})",
             url.scheme()
         )),
-        Err(e) => Err(format!("address {address:?} is not a URL: {e}")),
+        Err(e) => Err(format!("the address is not a URL ({e})")),
     }
+}
+
+/// A YAML error's message without the values it quotes, which may be a misplaced address: a
+/// quoted word (a field or variant name) stays, anything else in quotes becomes `…`, and so does
+/// any unquoted word that looks like a URL.
+fn without_values(message: &str) -> String {
+    let is_word = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 40
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' && c != '`' {
+            out.push(c);
+            continue;
+        }
+        let mut inner = String::new();
+        let mut closed = false;
+        while let Some(d) = chars.next() {
+            if d == '\\' && c == '"' {
+                inner.push(d);
+                if let Some(e) = chars.next() {
+                    inner.push(e);
+                }
+            } else if d == c {
+                closed = true;
+                break;
+            } else {
+                inner.push(d);
+            }
+        }
+        out.push(c);
+        out.push_str(if is_word(&inner) { &inner } else { "…" });
+        if closed {
+            out.push(c);
+        }
+    }
+    out.split(' ')
+        .map(|w| {
+            if w.contains("://") || w.contains('@') || w.matches('/').count() > 1 {
+                "…"
+            } else {
+                w
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -186,6 +283,58 @@ mod tests {
             assert!(error.contains(says), "{text:?}: {error}");
         }
         assert_eq!(parse("  \n").unwrap(), Vec::new());
+    }
+
+    const SECRET: &str = "T0000/B0000/XXXXsecretXXXX";
+
+    /// A Slack URL is a credential: no mistake repeats it, wherever it was misplaced.
+    #[test]
+    fn mistakes_do_not_repeat_addresses() {
+        let url = format!("https://hooks.slack.com/services/{SECRET}");
+        for text in [
+            format!("- {url}\n"),
+            format!("- name: a\n  type: {url}\n"),
+            format!("- name: a\n  type: slack\n  {url}: x\n"),
+            format!("- name: a\n  type: slack\n  address: ftp://user:{SECRET}@hooks.slack.com/\n"),
+            format!("- name: a\n  type: slack\n  address: hooks.slack.com/services/{SECRET}\n"),
+            format!(
+                "- name: a\n  type: slack\n  address: https://hooks.slack.com:99999/services/{SECRET}\n"
+            ),
+            format!("- name: a\n  type: slack\n  address: [{url}]\n"),
+            format!("- name: a\n  type: slack\n  events: {url}\n"),
+            format!("- name: a\n  type: slack\n  events: [\"x\\\" {url}\"]\n"),
+            format!("- name: a\n  type: slack\n  namespaces: {{{url}: 1}}\n"),
+            format!("{url}\n"),
+        ] {
+            let error = parse(&text).unwrap_err();
+            assert!(!error.contains("XXXXsecretXXXX"), "{text:?}: {error}");
+            assert!(!error.contains("services"), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_address_shows_its_host_only() {
+        let sinks = parse(&format!(
+            "- name: team\n  type: slack\n  address: https://hooks.slack.com/services/{SECRET}\n"
+        ))
+        .unwrap();
+        let address = sinks[0].address.clone().unwrap();
+        assert_eq!(address.to_string(), "hooks.slack.com");
+        assert_eq!(format!("{address:?}"), "Address(hooks.slack.com/…)");
+        let debug = format!("{:?} {:#?}", sinks, sinks[0]);
+        assert!(!debug.contains("XXXXsecretXXXX"), "{debug}");
+        assert!(
+            debug.contains("team") && debug.contains("hooks.slack.com"),
+            "{debug}"
+        );
+        assert_eq!(
+            address.expose(),
+            format!("https://hooks.slack.com/services/{SECRET}")
+        );
+        assert_eq!(
+            Address::new("nonsense").to_string(),
+            "an address that is not a URL"
+        );
     }
 
     /// The example in config/notifications is one FluxUp accepts.
