@@ -8,6 +8,17 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// What the API server accepts in the version, tag and link fields of the status: no control
+// characters (a newline or escape sequence in a version would rewrite a log line, a message or
+// a terminal), and links only to http(s) pages. FluxUp refuses more at ingest (whitespace,
+// markup); these are the floor for every writer.
+/// A version or tag: no C0 or C1 control character.
+const VERSION_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+/// An OCI digest, `algorithm:encoded`.
+const DIGEST_PATTERN: &str = r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$";
+/// An absolute http(s) link without whitespace, control characters or `"<>|` and backticks.
+const LINK_PATTERN: &str = r#"^https?://[^\x00-\x20\x7F-\x9F"<>|`]+$"#;
+
 /// What FluxUp manages for one app: the HelmRelease and the Kustomization that applies it, the
 /// volumes to snapshot before an upgrade, the version policy, the health check, and where in Git
 /// the versions live.
@@ -314,9 +325,11 @@ pub enum AppState {
 pub struct AvailableUpdate {
     /// Newest chart version allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub chart: Option<String>,
     /// App version of that chart, where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub app_version: Option<String>,
     /// Images with a newer allowed tag or digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -329,12 +342,15 @@ pub struct AvailableUpdate {
     pub release_timestamp: Option<Time>,
     /// Release notes of the new version, where Renovate found them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LINK_PATTERN), length(max = 2048))]
     pub changelog_url: Option<String>,
     /// Source repository of the chart or image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LINK_PATTERN), length(max = 2048))]
     pub source_url: Option<String>,
     /// Every version a person may pick, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = VERSION_PATTERN), length(max = 256)))]
     pub candidates: Vec<String>,
     /// When FluxUp first saw this update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,6 +364,7 @@ pub struct HeldBackUpdate {
     /// `chart`, or the image's name.
     pub name: String,
     /// The version held back.
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub version: String,
     /// Size of the jump.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -437,6 +454,7 @@ pub struct DetectedUpdates {
     pub scanned_at: Option<Time>,
     /// Renovate's version, where its log says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub renovate_version: Option<String>,
     /// Every update found, one per version Renovate offered (it offers the newest of each
     /// bucket: e.g. the newest minor and the newest major), de-duplicated across managers.
@@ -452,11 +470,14 @@ pub struct DetectedUpdate {
     pub name: String,
     /// The version in Git now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub current: Option<String>,
     /// The new version (for a digest update: the same tag).
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub version: String,
     /// The new digest, for images pinned by digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST_PATTERN), length(max = 256))]
     pub digest: Option<String>,
     /// Size of the jump, as Renovate judged it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -466,9 +487,11 @@ pub struct DetectedUpdate {
     pub release_timestamp: Option<String>,
     /// Release notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LINK_PATTERN), length(max = 2048))]
     pub changelog_url: Option<String>,
     /// Source repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = LINK_PATTERN), length(max = 2048))]
     pub source_url: Option<String>,
     /// The file Renovate found the version in, relative to the repository root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -484,9 +507,11 @@ pub struct LastUpgrade {
     pub request_name: Option<String>,
     /// Chart version before the upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub from_version: Option<String>,
     /// Chart version after the upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub to_version: Option<String>,
     /// When the upgrade started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
