@@ -6,6 +6,11 @@
 //! That record is all FluxUp needs; the rest of the log is skipped without being parsed, which
 //! keeps ingestion fast on large logs.
 //!
+//! The log is read as a stream ([`LogParser`]): line by line, holding only the line at hand and
+//! what was found so far, and never more than a limit ([`log_limit`], 64 MiB by default). A log
+//! over the limit is read up to it; what was complete by then is used, and the findings say the
+//! log was cut ([`Findings::truncated_at`]).
+//!
 //! Bad input never panics and never yields a partial result: it is an [`IngestError`] that says
 //! what was wrong, so the caller can keep the last good result and report the problem.
 
@@ -16,9 +21,46 @@ use std::collections::BTreeMap;
 /// The message of the record that carries Renovate's findings.
 pub const FINDINGS_MESSAGE: &str = "packageFiles with updates";
 
-/// Logs larger than this are refused rather than read: a runaway log should not take the
-/// operator's memory with it.
-pub const MAX_LOG_BYTES: usize = 512 * 1024 * 1024;
+/// How much of a log is read by default: a runaway log should not take the operator's memory
+/// with it. A real findings record for a fleet of a thousand apps is a few MiB.
+pub const DEFAULT_LOG_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The environment variable that sets the limit, in bytes or with a `Ki`, `Mi` or `Gi` suffix.
+pub const LOG_LIMIT_ENV: &str = "FLUXUP_RENOVATE_LOG_LIMIT";
+
+/// The log limit: `FLUXUP_RENOVATE_LOG_LIMIT`, or [`DEFAULT_LOG_LIMIT`] when it is unset or not
+/// a size (which is logged).
+pub fn log_limit() -> usize {
+    match std::env::var(LOG_LIMIT_ENV) {
+        Ok(value) => parse_size(&value).unwrap_or_else(|| {
+            tracing::warn!(%value, default = DEFAULT_LOG_LIMIT,
+                "{LOG_LIMIT_ENV} is not a size such as 67108864 or 64Mi; using the default");
+            DEFAULT_LOG_LIMIT
+        }),
+        Err(_) => DEFAULT_LOG_LIMIT,
+    }
+}
+
+/// `1048576`, `1024Ki`, `64Mi`, `1Gi`; at least 1 KiB, so that a findings record can fit.
+fn parse_size(value: &str) -> Option<usize> {
+    let value = value.trim();
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let factor: usize = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    digits
+        .parse::<usize>()
+        .ok()?
+        .checked_mul(factor)
+        .filter(|n| *n >= 1024)
+}
 
 /// What one Renovate run found in one repository.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -29,6 +71,9 @@ pub struct Findings {
     pub renovate_version: Option<String>,
     /// Every package file with its dependencies, in the log's order.
     pub package_files: Vec<PackageFile>,
+    /// The log was longer than the limit and was read up to this many bytes; the findings are
+    /// those complete by then.
+    pub truncated_at: Option<usize>,
 }
 
 /// One file Renovate scanned with one manager.
@@ -102,11 +147,12 @@ pub enum IngestError {
     /// Nothing to read.
     #[error("the Renovate output is empty")]
     Empty,
-    /// Refused before reading.
-    #[error("the Renovate output is {size} bytes, over the limit of {limit} bytes")]
+    /// Over the limit, with no complete findings record within it.
+    #[error(
+        "the Renovate output is over the limit of {limit} bytes ({LOG_LIMIT_ENV}) and has no \
+         complete \"{FINDINGS_MESSAGE}\" record within it"
+    )]
     TooLarge {
-        /// Size of the input.
-        size: usize,
         /// The limit.
         limit: usize,
     },
@@ -143,6 +189,13 @@ pub enum IngestError {
     /// The output could not be read at all (e.g. the Job's pod is gone).
     #[error("the Renovate output could not be read: {0}")]
     Unavailable(String),
+    /// FluxUp stopped (crashed, was killed or restarted) while it was reading this output, and
+    /// does not read it again: an output that crashed it once would crash it again.
+    #[error(
+        "FluxUp stopped while reading this output ({0}) and does not read it again; the next \
+         Renovate run is read as usual"
+    )]
+    Interrupted(String),
     /// The findings record is valid JSON of an unexpected shape.
     #[error(
         "Renovate's \"{FINDINGS_MESSAGE}\" record on line {line} has an unexpected shape: {reason}"
@@ -167,65 +220,253 @@ impl IngestError {
             IngestError::Malformed { .. } => "MalformedOutput",
             IngestError::UnexpectedShape { .. } => "UnexpectedOutput",
             IngestError::Unavailable(_) => "OutputUnavailable",
+            IngestError::Interrupted(_) => "ReadInterrupted",
         }
     }
 }
 
-/// The parts of a log record FluxUp reads.
+/// The `msg` of a record: a findings record is told from a line that only mentions the phrase.
 #[derive(Deserialize)]
-struct Record {
+struct Message {
     #[serde(default)]
     msg: Option<String>,
+}
+
+/// The parts of the findings record FluxUp reads.
+#[derive(Deserialize)]
+struct FindingsRecord {
     #[serde(default)]
     repository: Option<String>,
     #[serde(default)]
     config: Option<BTreeMap<String, Vec<PackageFile>>>,
+}
+
+/// The record that names Renovate's version.
+#[derive(Deserialize)]
+struct VersionRecord {
     #[serde(default, rename = "renovateVersion")]
     renovate_version: Option<String>,
 }
 
-/// Reads Renovate's JSON log and returns the findings of its last `packageFiles with updates`
-/// record (a log may hold several runs; the last is the newest).
-pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
-    check_size(log)?;
-    let findings_marker = memmem::Finder::new(FINDINGS_MESSAGE.as_bytes());
-    let renovate_marker = memmem::Finder::new(br#""name":"renovate""#);
-    let version_marker = memmem::Finder::new(br#""renovateVersion""#);
+/// Reads Renovate's JSON log as it arrives, in chunks of any size ([`LogParser::feed`]), and
+/// gives the findings of its last `packageFiles with updates` record ([`LogParser::finish`]; a
+/// log may hold several runs, the last is the newest). It holds the line being read, the last
+/// non-blank line, and the findings so far; nothing else of the log.
+pub struct LogParser {
+    findings_marker: memmem::Finder<'static>,
+    renovate_marker: memmem::Finder<'static>,
+    version_marker: memmem::Finder<'static>,
+    /// The start of a line a chunk ended inside.
+    partial: Vec<u8>,
+    /// Complete lines read.
+    lines: usize,
+    seen_renovate: bool,
+    renovate_version: Option<String>,
+    /// The newest findings record, or why it could not be read.
+    last: Option<Result<Findings, IngestError>>,
+    /// The last non-blank line (trimmed at its end) and its number: a log that stops inside a
+    /// record says so.
+    last_line: Vec<u8>,
+    last_line_number: usize,
+}
 
-    let mut seen_renovate = false;
-    let mut renovate_version = None;
-    let mut last: Option<(usize, &[u8])> = None;
-    for (index, line) in log.split(|b| *b == b'\n').enumerate() {
+impl Default for LogParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogParser {
+    pub fn new() -> Self {
+        LogParser {
+            findings_marker: memmem::Finder::new(FINDINGS_MESSAGE.as_bytes()),
+            renovate_marker: memmem::Finder::new(br#""name":"renovate""#),
+            version_marker: memmem::Finder::new(br#""renovateVersion""#),
+            partial: Vec::new(),
+            lines: 0,
+            seen_renovate: false,
+            renovate_version: None,
+            last: None,
+            last_line: Vec::new(),
+            last_line_number: 0,
+        }
+    }
+
+    /// Reads the next bytes of the log.
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        // The last non-blank line of this chunk is copied once, at the end, not line by line.
+        let mut last_here: Option<(&[u8], usize)> = None;
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            let (line, rest) = (&chunk[..i], &chunk[i + 1..]);
+            chunk = rest;
+            if self.partial.is_empty() {
+                if self.line(line) {
+                    last_here = Some((line, self.lines));
+                }
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                if self.line(&whole) {
+                    last_here = None;
+                    self.keep_last(&whole, self.lines);
+                }
+                whole.clear();
+                self.partial = whole;
+            }
+        }
+        if let Some((line, number)) = last_here {
+            self.keep_last(line, number);
+        }
+        self.partial.extend_from_slice(chunk);
+    }
+
+    fn keep_last(&mut self, line: &[u8], number: usize) {
+        self.last_line.clear();
+        self.last_line.extend_from_slice(line.trim_ascii_end());
+        self.last_line_number = number;
+    }
+
+    /// Reads one complete line; says whether it is non-blank.
+    fn line(&mut self, line: &[u8]) -> bool {
+        self.lines += 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return false;
+        }
         // Cheap substring checks first; only the few interesting lines are parsed.
-        if !seen_renovate && renovate_marker.find(line).is_some() {
-            seen_renovate = true;
+        if !self.seen_renovate && self.renovate_marker.find(line).is_some() {
+            self.seen_renovate = true;
         }
-        if version_marker.find(line).is_some()
-            && let Ok(record) = serde_json::from_slice::<Record>(line)
+        if self.version_marker.find(line).is_some()
+            && let Ok(VersionRecord {
+                renovate_version: Some(version),
+            }) = serde_json::from_slice(line)
         {
-            renovate_version = record.renovate_version.or(renovate_version);
+            self.renovate_version = Some(version);
         }
-        if findings_marker.find(line).is_some() {
-            last = Some((index + 1, line));
+        if self.findings_marker.find(line).is_some()
+            && let Some(result) = findings_record(line, self.lines)
+        {
+            self.last = Some(result);
+        }
+        true
+    }
+
+    /// The findings, once the log has ended, or was cut at `truncated_at` bytes by the reader's
+    /// limit (the line the limit cut is not read).
+    pub fn finish(mut self, truncated_at: Option<usize>) -> Result<Findings, IngestError> {
+        let rest = std::mem::take(&mut self.partial);
+        match truncated_at {
+            None if rest.is_empty() => {}
+            None => {
+                if self.line(&rest) {
+                    self.keep_last(&rest, self.lines);
+                }
+            }
+            // The newest findings record is the one the limit cut: the complete ones are older.
+            Some(limit) if self.findings_marker.find(&rest).is_some() => {
+                return Err(IngestError::TooLarge { limit });
+            }
+            Some(_) => {}
+        }
+        match (self.last.take(), truncated_at) {
+            (Some(Ok(mut findings)), _) => {
+                findings.renovate_version = self.renovate_version.take();
+                findings.truncated_at = truncated_at;
+                Ok(findings)
+            }
+            (Some(Err(e)), _) => Err(e),
+            (None, Some(limit)) => Err(IngestError::TooLarge { limit }),
+            (None, None) => Err(self.missing_findings()),
         }
     }
-    let Some((line_number, line)) = last else {
-        return Err(missing_findings(log, seen_renovate));
+
+    /// Why a log has no findings: empty, cut off mid-record, a Renovate run without them, or
+    /// not Renovate.
+    fn missing_findings(&self) -> IngestError {
+        if self.last_line_number == 0 {
+            return IngestError::Empty;
+        }
+        if self.seen_renovate
+            && self.last_line.starts_with(b"{")
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&self.last_line).is_err()
+        {
+            return IngestError::Truncated {
+                line: self.last_line_number,
+            };
+        }
+        if self.seen_renovate {
+            IngestError::NoFindings
+        } else {
+            IngestError::NotRenovate
+        }
+    }
+}
+
+/// A line holding the findings phrase: the findings, why the record cannot be read, or `None`
+/// when it is another record that mentions the phrase.
+fn findings_record(line: &[u8], number: usize) -> Option<Result<Findings, IngestError>> {
+    let message: Message = match serde_json::from_slice(line) {
+        Ok(m) => m,
+        Err(e) => return Some(Err(json_error(&e, number))),
     };
-    let record: Record = serde_json::from_slice(line).map_err(|e| json_error(&e, line_number))?;
-    if record.msg.as_deref() != Some(FINDINGS_MESSAGE) {
-        // The phrase appeared inside some other record's text: treat as not found.
-        return Err(missing_findings(log, seen_renovate));
+    if message.msg.as_deref() != Some(FINDINGS_MESSAGE) {
+        return None;
     }
-    let config = record.config.ok_or_else(|| IngestError::UnexpectedShape {
-        line: line_number,
-        reason: "it has no \"config\" object".into(),
-    })?;
-    Ok(Findings {
+    let record: FindingsRecord = match serde_json::from_slice(line) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(json_error(&e, number))),
+    };
+    let Some(config) = record.config else {
+        return Some(Err(IngestError::UnexpectedShape {
+            line: number,
+            reason: "it has no \"config\" object".into(),
+        }));
+    };
+    Some(Ok(Findings {
         repository: record.repository,
-        renovate_version,
+        renovate_version: None,
         package_files: by_manager(config),
-    })
+        truncated_at: None,
+    }))
+}
+
+/// Reads Renovate's JSON log and returns the findings of its last `packageFiles with updates`
+/// record (a log may hold several runs; the last is the newest). The log is in memory already,
+/// so all of it is read; [`read_stream`] and [`parse_output_limited`] stop at a limit.
+pub fn parse_log(log: &[u8]) -> Result<Findings, IngestError> {
+    let mut parser = LogParser::new();
+    parser.feed(log);
+    parser.finish(None)
+}
+
+/// Reads a log from `reader` as it arrives, at most `limit` bytes of it: a longer log is read up
+/// to the limit and the rest is never fetched ([`Findings::truncated_at`] says so). An I/O error
+/// is returned as such: the caller decides what an unreadable log means.
+pub async fn read_stream<R>(
+    mut reader: R,
+    limit: usize,
+) -> std::io::Result<Result<Findings, IngestError>>
+where
+    R: futures::AsyncBufRead + Unpin,
+{
+    use futures::AsyncBufReadExt as _;
+    let mut parser = LogParser::new();
+    let mut read = 0;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(parser.finish(None));
+        }
+        let room = limit - read;
+        if chunk.len() > room {
+            parser.feed(&chunk[..room]);
+            return Ok(parser.finish(Some(limit)));
+        }
+        let n = chunk.len();
+        parser.feed(chunk);
+        reader.consume_unpin(n);
+        read += n;
+    }
 }
 
 /// A JSON error on `line`: cut-off or invalid JSON, or valid JSON of another shape.
@@ -251,42 +492,6 @@ fn by_manager(files: impl IntoIterator<Item = (String, Vec<PackageFile>)>) -> Ve
         .collect()
 }
 
-/// Empty or oversized output is refused before it is read.
-fn check_size(output: &[u8]) -> Result<(), IngestError> {
-    if output.iter().all(u8::is_ascii_whitespace) {
-        return Err(IngestError::Empty);
-    }
-    if output.len() > MAX_LOG_BYTES {
-        return Err(IngestError::TooLarge {
-            size: output.len(),
-            limit: MAX_LOG_BYTES,
-        });
-    }
-    Ok(())
-}
-
-/// Why a log has no findings: cut off mid-record, a Renovate run without them, or not Renovate.
-fn missing_findings(log: &[u8], seen_renovate: bool) -> IngestError {
-    let trimmed = log.trim_ascii_end();
-    let last_line_start = trimmed
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |i| i + 1);
-    let last_line = &trimmed[last_line_start..];
-    if seen_renovate
-        && last_line.starts_with(b"{")
-        && serde_json::from_slice::<serde::de::IgnoredAny>(last_line).is_err()
-    {
-        let line = trimmed.iter().filter(|b| **b == b'\n').count() + 1;
-        return IngestError::Truncated { line };
-    }
-    if seen_renovate {
-        IngestError::NoFindings
-    } else {
-        IngestError::NotRenovate
-    }
-}
-
 /// Renovate's report file (`reportType: "file"`): `{"repositories": {"<repo>": {"packageFiles":
 /// {"<manager>": [...]}}}}`, the same package files as the log's findings record, and written
 /// at any log level.
@@ -304,7 +509,9 @@ struct ReportRepository {
 /// Reads a Renovate report file. Several repositories are merged; `repository` names the one
 /// when there is one.
 pub fn parse_report(report: &[u8]) -> Result<Findings, IngestError> {
-    check_size(report)?;
+    if report.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Empty);
+    }
     let parsed: Report = serde_json::from_slice(report).map_err(|e| json_error(&e, e.line()))?;
     let repository = (parsed.repositories.len() == 1)
         .then(|| parsed.repositories.keys().next().cloned())
@@ -319,20 +526,41 @@ pub fn parse_report(report: &[u8]) -> Result<Findings, IngestError> {
         repository,
         renovate_version: None,
         package_files,
+        truncated_at: None,
     })
+}
+
+/// Whether `output` is a report file (one JSON object with `repositories`) rather than a log.
+fn is_report(output: &[u8]) -> bool {
+    let start = output.trim_ascii_start();
+    start.starts_with(b"{")
+        && memmem::find(start, b"\"repositories\"").is_some()
+        && memmem::find(start, FINDINGS_MESSAGE.as_bytes()).is_none()
 }
 
 /// A report file (one JSON object with `repositories`) or a JSON log, whichever `output` is.
 pub fn parse_output(output: &[u8]) -> Result<Findings, IngestError> {
-    let start = output.trim_ascii_start();
-    let one_object = start.starts_with(b"{")
-        && memmem::find(start, b"\"repositories\"").is_some()
-        && memmem::find(start, FINDINGS_MESSAGE.as_bytes()).is_none();
-    if one_object {
+    if is_report(output) {
         parse_report(output)
     } else {
         parse_log(output)
     }
+}
+
+/// [`parse_output`] of the first `limit` bytes of an output read up to one byte past the limit:
+/// a longer log is read up to the limit, as [`read_stream`] reads it; a longer report file is
+/// refused (half a JSON object says nothing).
+pub fn parse_output_limited(output: &[u8], limit: usize) -> Result<Findings, IngestError> {
+    if output.len() <= limit {
+        return parse_output(output);
+    }
+    let head = &output[..limit];
+    if is_report(head) {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let mut parser = LogParser::new();
+    parser.feed(head);
+    parser.finish(Some(limit))
 }
 
 /// Splits an image reference's tag from a digest written next to it: `1.2.3@sha256:ab…`.
@@ -449,6 +677,133 @@ mod tests {
                 .to_string()
                 .contains("LOG_FORMAT=json")
         );
+    }
+
+    /// Feeds `log` in chunks of `size` bytes.
+    fn chunked(log: &[u8], size: usize) -> Result<Findings, IngestError> {
+        let mut parser = LogParser::new();
+        for chunk in log.chunks(size) {
+            parser.feed(chunk);
+        }
+        parser.finish(None)
+    }
+
+    #[test]
+    fn chunks_of_any_size_read_as_the_whole_log() {
+        let start = r#"{"name":"renovate","level":30,"msg":"Repository started","renovateVersion":"39.264.0"}"#;
+        let started = r#"{"name":"renovate","level":30,"msg":"Repository started"}"#;
+        let logs = [
+            log(&[start, "not json", FINDINGS, "", "  "]),
+            log(&[start, FINDINGS]),
+            log(&[started, &FINDINGS[..FINDINGS.len() / 2]]),
+            log(&[started, &FINDINGS[..FINDINGS.len() - 30], "\n\n"]),
+            log(&[started]),
+            b"hello\nworld".to_vec(),
+            b" \n\n ".to_vec(),
+        ];
+        for whole in &logs {
+            for size in [1, 2, 3, 7, 64, 1000, whole.len().max(1)] {
+                assert_eq!(chunked(whole, size), parse_log(whole), "chunks of {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_later_mention_of_the_phrase_does_not_hide_the_findings() {
+        let mention = r#"{"name":"renovate","msg":"done: packageFiles with updates sent"}"#;
+        let findings = parse_log(&log(&[FINDINGS, mention])).unwrap();
+        assert_eq!(findings.package_files.len(), 2);
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    fn stream(bytes: &[u8], buffer: usize) -> impl futures::AsyncBufRead + Unpin + '_ {
+        futures::io::BufReader::with_capacity(buffer, futures::io::Cursor::new(bytes))
+    }
+
+    #[test]
+    fn a_stream_is_read_up_to_the_limit_and_says_it_was_cut() {
+        let junk = r#"{"name":"renovate","level":20,"msg":"Looking up a chart"}"#;
+        let mut lines = vec![FINDINGS];
+        lines.extend(std::iter::repeat_n(junk, 2000));
+        let whole = log(&lines);
+        let limit = FINDINGS.len() + 10 * junk.len() + 5;
+        for buffer in [13, 4096, 1 << 20] {
+            let findings = block_on(read_stream(stream(&whole, buffer), limit))
+                .unwrap()
+                .unwrap();
+            assert_eq!(findings.truncated_at, Some(limit));
+            assert_eq!(findings.package_files.len(), 2);
+            // Under the limit: read whole, not cut.
+            let all = block_on(read_stream(stream(&whole, buffer), whole.len()))
+                .unwrap()
+                .unwrap();
+            assert_eq!(all.truncated_at, None);
+            assert_eq!(all, parse_log(&whole).unwrap());
+        }
+        // The limit cuts the findings record, or comes before it: nothing to use.
+        let late = log(&[junk, junk, FINDINGS, junk]);
+        for limit in [junk.len(), 2 * junk.len() + 100] {
+            assert_eq!(
+                block_on(read_stream(stream(&late, 64), limit)).unwrap(),
+                Err(IngestError::TooLarge { limit })
+            );
+        }
+    }
+
+    /// Renovate lines without end.
+    struct Endless {
+        served: usize,
+    }
+
+    impl futures::AsyncRead for Endless {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let line = b"{\"name\":\"renovate\",\"msg\":\"again\"}\n";
+            let n = buf.len().min(line.len());
+            buf[..n].copy_from_slice(&line[..n]);
+            self.served += n;
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[test]
+    fn an_endless_log_stops_at_the_limit() {
+        let mut endless = futures::io::BufReader::with_capacity(4096, Endless { served: 0 });
+        let result = block_on(read_stream(&mut endless, 1 << 20)).unwrap();
+        assert_eq!(result, Err(IngestError::TooLarge { limit: 1 << 20 }));
+        assert!(endless.get_ref().served <= (1 << 20) + 4096);
+    }
+
+    #[test]
+    fn an_output_read_one_byte_past_the_limit_is_cut_there() {
+        let junk = r#"{"name":"renovate","msg":"x"}"#;
+        let whole = log(&[FINDINGS, junk, junk, junk]);
+        let limit = FINDINGS.len() + 3;
+        let findings = parse_output_limited(&whole[..limit + 1], limit).unwrap();
+        assert_eq!(findings.truncated_at, Some(limit));
+        let report = br#"{"repositories":{"a/b":{"packageFiles":{}}}}"#;
+        assert_eq!(
+            parse_output_limited(report, 10),
+            Err(IngestError::TooLarge { limit: 10 })
+        );
+        assert!(parse_output_limited(report, report.len()).is_ok());
+    }
+
+    #[test]
+    fn sizes_are_bytes_or_binary_units() {
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size(" 64Mi "), Some(64 << 20));
+        assert_eq!(parse_size("2Gi"), Some(2 << 30));
+        assert_eq!(parse_size("4Ki"), Some(4096));
+        for bad in ["", "64MB", "-1", "1.5Mi", "10", "Mi"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 
     #[test]
