@@ -7,8 +7,16 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 
-/// The Lease the replicas compete for.
+/// The Lease the replicas compete for (`FLUXUP_LEASE_NAME` names another, so that tests sharing
+/// one namespace do not compete).
 pub const LEASE_NAME: &str = "fluxup-controllers";
+
+fn lease_name() -> String {
+    std::env::var("FLUXUP_LEASE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| LEASE_NAME.into())
+}
 const LEASE_SECONDS: u64 = 15;
 const GRACE_SECONDS: u64 = 5;
 
@@ -48,7 +56,7 @@ pub async fn run_controllers(
     let (lease_seconds, grace_seconds) = lease_timing();
     // The API server may not answer yet (or for a while): keep trying until it does.
     let manager = loop {
-        match LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        match LeaseManagerBuilder::new(client.clone(), lease_name())
             .with_namespace(lease_namespace)
             .with_duration(lease_seconds)
             .with_grace(grace_seconds)

@@ -50,12 +50,13 @@ pub fn controller_cluster_role() -> ClusterRole {
         rules: Some(vec![
             // Our own resources: reconcile them, write status, hold finalizers, and create
             // RollbackRequests for auto-rollback.
+            rule(&["fluxup.dev"], &["managedapps"], READ),
+            rule(&["fluxup.dev"], &["upgraderequests"], READ_PATCH),
             rule(
                 &["fluxup.dev"],
-                &["managedapps", "upgraderequests", "rollbackrequests"],
-                READ_PATCH,
+                &["rollbackrequests"],
+                &["get", "list", "watch", "patch", "create"],
             ),
-            rule(&["fluxup.dev"], &["rollbackrequests"], &["create"]),
             rule(
                 &["fluxup.dev"],
                 &[
@@ -76,11 +77,11 @@ pub fn controller_cluster_role() -> ClusterRole {
             rule(
                 &["source.toolkit.fluxcd.io"],
                 &["gitrepositories"],
-                READ_PATCH,
+                &["get", "patch"],
             ),
             rule(
                 &["source.toolkit.fluxcd.io"],
-                &["helmrepositories", "ocirepositories", "helmcharts"],
+                &["helmrepositories", "ocirepositories"],
                 READ,
             ),
             // Snapshots before an upgrade, retention, and restore on rollback.
@@ -89,16 +90,11 @@ pub fn controller_cluster_role() -> ClusterRole {
                 &["volumesnapshots"],
                 &["get", "list", "watch", "create", "patch", "delete"],
             ),
-            rule(
-                &["snapshot.storage.k8s.io"],
-                &["volumesnapshotclasses"],
-                READ,
-            ),
             // PVCs: find the app's volumes; recreate them from a snapshot on rollback.
             rule(
                 &[""],
                 &["persistentvolumeclaims"],
-                &["get", "list", "watch", "create", "delete", "patch"],
+                &["get", "list", "watch", "create", "delete"],
             ),
             // Workloads that mount the PVCs: marked `fluxup.dev/stopped-by` (a patch of their
             // metadata), then scaled to zero and back through the scale subresource only.

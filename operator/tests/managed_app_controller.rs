@@ -37,7 +37,7 @@ async fn start(name: &str) -> anyhow::Result<Fixture> {
         namespace: Some(sb.ns().to_string()),
     };
     let token = stop.clone();
-    tokio::spawn(managed_app::run(sb.client.clone(), scope, async move {
+    tokio::spawn(managed_app::run(sb.controller.clone(), scope, async move {
         token.cancelled().await
     }));
     Ok(Fixture { sb, stop })

@@ -14,8 +14,9 @@ use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use kube::Api;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Deserialize as _;
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -45,12 +46,26 @@ async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> 
     seed_demo()?;
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
-    start_app_controller(&sb, &stop);
-    // The operations' controllers with a client that counts what they ask.
-    let requests = ApiRequests::default();
-    let kubeconfig = Kubeconfig::read_from(sb.env("KUBECONFIG")?)?;
+    // As the shipped ServiceAccount: what it asks is what config/rbac must grant.
+    let kubeconfig = Kubeconfig::read_from(sb.kubeconfig_of("fluxup-controller"))?;
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    // The other controllers count apart, so the operations' figures are theirs alone.
+    let others = ApiRequests::default();
+    let other_client = others.client(config.clone())?;
+    let (t0, t3) = (stop.clone(), stop.clone());
+    tokio::spawn(fluxup_operator::managed_app::run(
+        other_client.clone(),
+        Scope::default(),
+        async move { t0.cancelled().await },
+    ));
+    tokio::spawn(fluxup_operator::renovate_jobs::run(
+        other_client.clone(),
+        Scope::default(),
+        async move { t3.cancelled().await },
+    ));
+    // The operations' controllers with a client that counts what they ask.
+    let requests = ApiRequests::default();
     let client = requests.client(config)?;
     let (t1, t2) = (stop.clone(), stop.clone());
     tokio::spawn(fluxup_operator::upgrade::controller::run(
@@ -148,5 +163,160 @@ async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> 
     Api::<fluxup_api::ManagedApp>::namespaced(sb.client.clone(), NS)
         .delete(APP, &Default::default())
         .await?;
+
+    // What the shipped roles grant against what the controllers asked, verb by verb.
+    let mut used = requests.counts();
+    used.extend(others.counts());
+    let used: BTreeSet<(String, String)> = used.keys().flat_map(|k| as_rbac(k)).collect();
+    let granted = granted(&["role.yaml", "leader_election_role.yaml"])?;
+    println!("granted to fluxup-controller, and used:");
+    for (resource, verb) in &granted {
+        let why = if used.contains(&(resource.clone(), verb.clone())) {
+            "used here".to_string()
+        } else {
+            ELSEWHERE
+                .iter()
+                .find(|(r, v, _)| r == resource && v == verb)
+                .map(|(_, _, why)| format!("not here: {why}"))
+                .unwrap_or_else(|| "UNUSED".into())
+        };
+        println!("  {verb:>6} {resource:<28} {why}");
+    }
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(missing.is_empty(), "asked without a grant: {missing:?}");
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|(r, v)| !used.contains(&(r.clone(), v.clone())))
+        .filter(|(r, v)| !ELSEWHERE.iter().any(|(er, ev, _)| er == r && ev == v))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used (remove it, or say where it is used): {unused:?}"
+    );
+    let stale: Vec<_> = ELSEWHERE
+        .iter()
+        .filter(|(r, v, _)| !granted.contains(&(r.to_string(), v.to_string())))
+        .collect();
+    assert!(stale.is_empty(), "listed but not granted: {stale:?}");
     Ok(())
+}
+
+/// Grants an upgrade and a rollback of the datastore do not use, and where they are used.
+const ELSEWHERE: &[(&str, &str, &str)] = &[
+    (
+        "rollbackrequests",
+        "create",
+        "auto-rollback (upgrade_failures)",
+    ),
+    (
+        "deployments",
+        "get",
+        "apps that are Deployments (holds_scenario)",
+    ),
+    (
+        "deployments",
+        "patch",
+        "apps that are Deployments (holds_scenario)",
+    ),
+    (
+        "deployments/scale",
+        "patch",
+        "apps that are Deployments (holds_scenario)",
+    ),
+    (
+        "helmrepositories",
+        "get",
+        "charts from a HelmRepository (upgrade_scenario)",
+    ),
+    (
+        "jobs",
+        "patch",
+        "a read Renovate Job is marked (renovate_job)",
+    ),
+    (
+        "jobs",
+        "get",
+        "a Renovate Job is re-read before it is marked (renovate_job)",
+    ),
+    ("pods/log", "get", "a Renovate Job's log (renovate_job)"),
+    (
+        "events",
+        "patch",
+        "a repeated Event is counted up (every long wait)",
+    ),
+    (
+        "leases",
+        "get",
+        "leader election (operator_killed, crash_matrix)",
+    ),
+    (
+        "leases",
+        "create",
+        "leader election (operator_killed, crash_matrix)",
+    ),
+    (
+        "leases",
+        "patch",
+        "leader election (operator_killed, crash_matrix)",
+    ),
+    (
+        "volumesnapshots",
+        "delete",
+        "retention of old snapshots (rollback_scenario)",
+    ),
+    (
+        "volumesnapshots",
+        "create",
+        "snapshots are server-side applied: a PATCH authorized as create",
+    ),
+    (
+        "rollbackrequests",
+        "get",
+        "an auto-rollback found after a crash (crash_matrix)",
+    ),
+];
+
+/// `VERB resource` as the counting layer writes it, as RBAC's (resource, verb) pairs. A watch
+/// cache needs `list` as well: it lists when the API server has no streaming lists.
+fn as_rbac(key: &str) -> Vec<(String, String)> {
+    let Some((verb, resource)) = key.split_once(' ') else {
+        return Vec::new();
+    };
+    let verbs: &[&str] = match verb {
+        "GET" => &["get"],
+        "LIST" => &["list"],
+        "WATCH" => &["list", "watch"],
+        "POST" => &["create"],
+        "PATCH" => &["patch"],
+        "PUT" => &["update"],
+        "DELETE" => &["delete"],
+        _ => &[],
+    };
+    verbs
+        .iter()
+        .map(|v| (resource.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every (resource, verb) the ClusterRole and Role files of `config/rbac` grant.
+fn granted(files: &[&str]) -> anyhow::Result<BTreeSet<(String, String)>> {
+    let mut out = BTreeSet::new();
+    for file in files {
+        let path = fluxup_sandbox::repo_root().join("config/rbac").join(file);
+        let text = std::fs::read_to_string(&path)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = serde_yaml::Value::deserialize(doc)?;
+            for rule in doc["rules"].as_sequence().into_iter().flatten() {
+                for resource in rule["resources"].as_sequence().into_iter().flatten() {
+                    for verb in rule["verbs"].as_sequence().into_iter().flatten() {
+                        out.insert((
+                            resource.as_str().unwrap_or_default().to_string(),
+                            verb.as_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }

@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs).
+/// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs). Every
+/// controller here runs as FluxUp's shipped ServiceAccount (`sb.controller`).
 pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
     let t = stop.clone();
     tokio::spawn(upgrade::controller::run(
-        sb.client.clone(),
+        sb.controller.clone(),
         Scope::default(),
         async move { t.cancelled().await },
     ))
@@ -31,7 +32,7 @@ pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::Jo
 pub fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
     let t = stop.clone();
     tokio::spawn(fluxup_operator::rollback::controller::run(
-        sb.client.clone(),
+        sb.controller.clone(),
         Scope::default(),
         async move { t.cancelled().await },
     ))
@@ -41,7 +42,7 @@ pub fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::
 pub fn start_app_controller(sb: &Sandbox, stop: &CancellationToken) {
     let t = stop.clone();
     tokio::spawn(fluxup_operator::managed_app::run(
-        sb.client.clone(),
+        sb.controller.clone(),
         Scope::default(),
         async move { t.cancelled().await },
     ));
