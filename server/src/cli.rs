@@ -15,6 +15,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Serve the dashboard and API and run the controllers (the default).
     Serve(ServeArgs),
@@ -62,6 +63,10 @@ pub struct ServeArgs {
     /// 127.0.0.1:3000).
     #[arg(long, env = "FLUXUP_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address `/metrics` (Prometheus, OpenMetrics text) is served on, apart from the dashboard
+    /// so that it is not exposed with it. Port 0 picks a free one (logged).
+    #[arg(long, env = "FLUXUP_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
     /// Run the controllers in this process (default). `false` serves the dashboard only.
     #[arg(long, env = "FLUXUP_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
@@ -94,17 +99,52 @@ pub struct ServeArgs {
     /// The ID token claim listing the user's groups.
     #[arg(long, env = "FLUXUP_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
-    /// Prefix for user and group names, matching the API server's OIDC prefixes.
-    #[arg(long, env = "FLUXUP_OIDC_PREFIX", default_value = "")]
-    pub oidc_prefix: String,
+    /// Prefix for user names, as the API server's `--oidc-username-prefix`, so that a login
+    /// can never name a cluster's own users. Default: `oidc:`; `-` for none.
+    #[arg(long, env = "FLUXUP_OIDC_USERNAME_PREFIX")]
+    pub oidc_username_prefix: Option<String>,
+    /// Prefix for group names, as the API server's `--oidc-groups-prefix`. Default: `oidc:`;
+    /// `-` for none.
+    #[arg(long, env = "FLUXUP_OIDC_GROUPS_PREFIX")]
+    pub oidc_groups_prefix: Option<String>,
+    /// Deprecated: sets both `--oidc-username-prefix` and `--oidc-groups-prefix` (each still
+    /// wins when given).
+    #[arg(long, env = "FLUXUP_OIDC_PREFIX", hide = true)]
+    pub oidc_prefix: Option<String>,
+    /// Only people in one of these groups (comma-separated, with the groups prefix, e.g.
+    /// `oidc:platform`) may log in. Default: anyone the issuer knows.
+    #[arg(long, env = "FLUXUP_OIDC_ALLOWED_GROUPS", value_delimiter = ',')]
+    pub oidc_allowed_groups: Vec<String>,
     /// Where people reach FluxUp, e.g. `https://fluxup.example.com`; the OIDC callback is under
     /// it. Default: `http://<listen address>`.
     #[arg(long, env = "FLUXUP_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Serve without logins: everyone acts with FluxUp's own permissions. Local use only.
+    /// Serve without logins: everyone acts with FluxUp's own permissions. Only on a loopback
+    /// address, outside a cluster, and only for requests naming localhost.
     #[arg(long, env = "FLUXUP_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set)]
     pub no_auth: bool,
 }
+
+impl ServeArgs {
+    /// The user and groups prefixes: each flag, else the deprecated `--oidc-prefix`, else
+    /// `oidc:`; `-` means none.
+    pub fn oidc_prefixes(&self) -> (String, String) {
+        let pick = |own: &Option<String>| {
+            let chosen = own
+                .as_deref()
+                .or(self.oidc_prefix.as_deref())
+                .unwrap_or(DEFAULT_OIDC_PREFIX);
+            if chosen == "-" { "" } else { chosen }.to_string()
+        };
+        (
+            pick(&self.oidc_username_prefix),
+            pick(&self.oidc_groups_prefix),
+        )
+    }
+}
+
+/// The prefix of user and group names from logins, as in the API server's OIDC examples.
+pub const DEFAULT_OIDC_PREFIX: &str = "oidc:";
 
 /// Log output formats.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,4 +153,39 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["fluxup", "serve"];
+        all.extend_from_slice(args);
+        match Cli::parse_from(all).command {
+            Some(Command::Serve(args)) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prefixes_default_to_oidc_and_the_old_flag_sets_both() {
+        let p = |a: &[&str]| serve(a).oidc_prefixes();
+        assert_eq!(p(&[]), ("oidc:".into(), "oidc:".into()));
+        assert_eq!(
+            p(&["--oidc-prefix", "corp:"]),
+            ("corp:".into(), "corp:".into())
+        );
+        assert_eq!(
+            p(&["--oidc-prefix", "corp:", "--oidc-groups-prefix", "g:"]),
+            ("corp:".into(), "g:".into())
+        );
+        assert_eq!(
+            p(&["--oidc-username-prefix", "-"]),
+            (String::new(), "oidc:".into())
+        );
+        let args = serve(&["--oidc-allowed-groups", "oidc:ops,oidc:dev"]);
+        assert_eq!(args.oidc_allowed_groups, ["oidc:ops", "oidc:dev"]);
+        assert_eq!(args.metrics_listen.to_string(), "127.0.0.1:9464");
+    }
 }

@@ -1,17 +1,21 @@
 //! The HTTP server: Leptos pages and server functions, static assets, health probes, with
-//! compression and security headers around all of it.
+//! compression and security headers around all of it; and `/metrics` on a listener of its own.
 
 use crate::auth::{Auth, OidcSettings};
 use crate::cli::ServeArgs;
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use fluxup_app::backend::Backend;
 use fluxup_app::{App, shell};
 use fluxup_operator::api_requests::ApiRequests;
+use leptos::nonce::Nonce;
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, generate_route_list};
+use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,11 +33,40 @@ pub fn leptos_options() -> anyhow::Result<LeptosOptions> {
     Ok(options)
 }
 
-/// Scripts and styles from FluxUp only (the inline ones are Leptos' hydration loader and the
-/// streamed parts of pages), WebAssembly allowed, no framing, no form posts elsewhere.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' \
-    'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-    frame-ancestors 'none'; form-action 'self'; base-uri 'self'";
+/// Scripts from FluxUp only, inline ones (Leptos' hydration loader and the streamed parts of
+/// pages) only with this response's nonce; WebAssembly allowed, no framing, no form posts
+/// elsewhere. Styles may be inline (no script runs from them).
+fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         frame-ancestors 'none'; form-action 'self'; base-uri 'self'; object-src 'none'"
+    )
+}
+
+/// A fresh nonce for each response: in the request's extensions for the pages' inline scripts
+/// (see [`provide_request_nonce`]), and in its Content-Security-Policy.
+async fn csp_nonce(mut request: Request, next: Next) -> Response {
+    let nonce = Nonce::new();
+    request.extensions_mut().insert(nonce.clone());
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&content_security_policy(&nonce)) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
+/// Hands the nonce of [`csp_nonce`] to Leptos, replacing the one leptos_axum made up, so the
+/// scripts it writes carry the nonce the header allows.
+fn provide_request_nonce() {
+    let nonce = use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Nonce>().cloned());
+    if let Some(nonce) = nonce {
+        provide_context(nonce);
+    }
+}
 
 /// The whole router. `backend` is the dashboard's view of the cluster; without one the pages
 /// say that FluxUp is not connected.
@@ -42,17 +75,20 @@ pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> R
     let context = {
         let backend = backend.clone();
         move || {
+            provide_request_nonce();
             if let Some(backend) = backend.clone() {
                 provide_context(backend);
             }
         }
     };
     let pages = Router::new()
-        .leptos_routes_with_context(&options, routes, context, {
+        .leptos_routes_with_context(&options, routes, context.clone(), {
             let options = options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler(shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context(
+            context, shell,
+        ))
         .with_state(options);
     let header = |name: &'static str, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(
@@ -72,7 +108,7 @@ pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> R
         ))
         // Nothing FluxUp takes is large: a server function's arguments, a login callback.
         .layer(DefaultBodyLimit::max(64 * 1024))
-        .layer(header("content-security-policy", CONTENT_SECURITY_POLICY))
+        .layer(axum::middleware::from_fn(csp_nonce))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "same-origin"))
@@ -95,14 +131,44 @@ pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> R
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
+/// Without logins anyone who reaches the server acts as FluxUp: allowed only on this machine's
+/// loopback, and never in a cluster (where a Service or a port-forward would reach it).
+pub fn check_no_auth(addr: SocketAddr, in_cluster: bool) -> anyhow::Result<()> {
+    if in_cluster {
+        anyhow::bail!(
+            "--no-auth refused: FluxUp runs inside a cluster (KUBERNETES_SERVICE_HOST is set); \
+             configure logins with --oidc-issuer"
+        );
+    }
+    if !addr.ip().is_loopback() {
+        anyhow::bail!(
+            "--no-auth refused on {addr}: without logins FluxUp listens only on a loopback address \
+             (e.g. --listen 127.0.0.1:3000); configure logins with --oidc-issuer to serve others"
+        );
+    }
+    Ok(())
+}
+
 /// Serves, and runs the controllers, until SIGINT or SIGTERM; then lets in-flight requests and
 /// reconciles finish and gives up the controllers' Lease.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = leptos_options()?;
     let addr = args.listen.unwrap_or(options.site_addr);
+    if args.oidc_issuer.is_none() && args.no_auth {
+        check_no_auth(addr, std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())?;
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
+    let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listening for /metrics on {} (--metrics-listen)",
+                args.metrics_listen
+            )
+        })?;
+    let metrics_addr = metrics.local_addr()?;
     let shutdown = CancellationToken::new();
     let requests = ApiRequests::default();
     let config = match kube::Config::infer().await {
@@ -122,6 +188,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let auth = match (&args.oidc_issuer, args.no_auth) {
         (Some(issuer), _) => {
+            if args.oidc_prefix.is_some() {
+                tracing::warn!(
+                    "--oidc-prefix (FLUXUP_OIDC_PREFIX) is deprecated: use --oidc-username-prefix \
+                     and --oidc-groups-prefix"
+                );
+            }
+            let (username_prefix, groups_prefix) = args.oidc_prefixes();
             Auth::oidc(OidcSettings {
                 issuer: issuer.clone(),
                 client_id: args.oidc_client_id.clone(),
@@ -129,7 +202,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 scopes: args.oidc_scopes.clone(),
                 username_claim: args.oidc_username_claim.clone(),
                 groups_claim: args.oidc_groups_claim.clone(),
-                prefix: args.oidc_prefix.clone(),
+                username_prefix,
+                groups_prefix,
+                allowed_groups: args
+                    .oidc_allowed_groups
+                    .iter()
+                    .filter(|g| !g.is_empty())
+                    .cloned()
+                    .collect(),
                 public_url: args
                     .public_url
                     .clone()
@@ -155,7 +235,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    tracing::info!(%addr, site_root = %options.site_root, "FluxUp is serving");
+    tracing::info!(%addr, metrics = %metrics_addr, site_root = %options.site_root, "FluxUp is serving");
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -163,9 +243,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     };
+    let metrics = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(metrics, crate::health::metrics_routes())
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
     axum::serve(listener, router(options, backend, auth))
         .with_graceful_shutdown(signal)
         .await?;
+    metrics.await??;
     if let Some(controllers) = controllers {
         // In-flight reconciles get time to finish; an unreachable API server does not keep
         // the process from exiting.
@@ -193,4 +282,38 @@ async fn shutdown_signal() {
     };
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_auth_only_on_loopback_outside_a_cluster() {
+        let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+        for ok in ["127.0.0.1:3000", "[::1]:3000", "127.0.0.2:1"] {
+            assert!(check_no_auth(addr(ok), false).is_ok(), "{ok}");
+        }
+        for wide in ["0.0.0.0:3000", "[::]:3000", "192.168.1.5:3000"] {
+            let e = check_no_auth(addr(wide), false).unwrap_err().to_string();
+            assert!(e.contains("loopback") && e.contains(wide), "{e}");
+        }
+        let e = check_no_auth(addr("127.0.0.1:3000"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("KUBERNETES_SERVICE_HOST"), "{e}");
+    }
+
+    #[test]
+    fn scripts_need_the_nonce() {
+        let csp = content_security_policy("abc");
+        let scripts = csp
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert!(
+            scripts.contains("'nonce-abc'") && !scripts.contains("unsafe-inline"),
+            "{csp}"
+        );
+    }
 }
