@@ -118,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         .env("KUBECONFIG", sb.env("KUBECONFIG")?)
         .env("POD_NAMESPACE", &ns)
         .env("FLUXUP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLUXUP_METRICS_LISTEN", "127.0.0.1:0")
         .env("FLUXUP_LOG_FORMAT", "json")
         .env("FLUXUP_NO_AUTH", "true")
         .env("RUST_LOG", "info,fluxup_operator::managed_app=warn")
@@ -214,7 +215,8 @@ fn page_times(port: u16, times: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>, us
     for _ in 0..times {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
         let started = Instant::now();
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+        // A server without logins answers only requests for localhost.
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
         let mut byte = [0u8; 1];
         stream.read_exact(&mut byte)?;
         first.push(started.elapsed().as_secs_f64() * 1000.0);

@@ -26,7 +26,7 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
     let sb = Sandbox::start_full("operator-killed").await?;
     let repo = seed_demo()?;
     let (mut operator, _) = start_operator(&sb, "operator-killed-0.log", &[])?;
-    let mut port = 0;
+    let mut ports = support::Ports::default();
     // Requests of an earlier run: their finalizer needs the operator.
     delete_requests(&sb, "datastore").await?;
     apply_app(
@@ -66,7 +66,7 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
         println!("SIGKILL in {kill_in:?}");
         // Nothing moves while it is down; a new process (after the dead one's lease expires)
         // picks the upgrade up from its status.
-        (operator, port) = start_operator(&sb, &format!("operator-killed-{}.log", i + 1), &[])?;
+        (operator, ports) = start_operator(&sb, &format!("operator-killed-{}.log", i + 1), &[])?;
         let ended = follow(&sb, "datastore", &request, Duration::from_secs(240)).await?;
         println!(
             "killed in {kill_in:?}: converged [{}]",
@@ -88,11 +88,18 @@ async fn an_upgrade_survives_sigkill_of_the_operator_inside_a_phase() -> anyhow:
         assert_eq!(sts.spec.and_then(|s| s.replicas), Some(1), "runs again");
     }
 
-    // The last process finished one upgrade; Prometheus sees it at /metrics, with the time it
-    // spent in the phases it ran.
+    // The last process finished one upgrade; Prometheus sees it at /metrics (on its own port,
+    // not the dashboard's), with the time it spent in the phases it ran.
+    let (code, _) = fluxup_sandbox::http(
+        "GET",
+        &format!("http://127.0.0.1:{}/metrics", ports.web),
+        &[],
+        None,
+    )?;
+    assert_ne!(code, 200, "no /metrics on the dashboard's port");
     let (code, metrics) = fluxup_sandbox::http(
         "GET",
-        &format!("http://127.0.0.1:{port}/metrics"),
+        &format!("http://127.0.0.1:{}/metrics", ports.metrics),
         &[],
         None,
     )?;
