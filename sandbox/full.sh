@@ -603,12 +603,16 @@ staticClients:
       - http://127.0.0.1:3000/auth/callback
       - http://localhost:3000/auth/callback
       - http://127.0.0.1:$FLUXUP_TEST_PORT/auth/callback
+# FluxUp names people by email only when the issuer verified it (Dex's default for static
+# users; said here since FluxUp depends on it).
 staticPasswords:
   - email: $DEMO_USER
+    emailVerified: true
     hash: "$DEMO_PASSWORD_HASH"
     username: demo
     userID: 5d1f0a0e-7b5c-4c53-9a54-2f5b0c1d9e01
   - email: $VIEWER_USER
+    emailVerified: true
     hash: "$DEMO_PASSWORD_HASH"
     username: viewer
     userID: 5d1f0a0e-7b5c-4c53-9a54-2f5b0c1d9e02

@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { accessibilityViolations, startDashboard } from './support/dashboard.mjs';
+import { accessibilityViolations, kubernetesUser, startDashboard } from './support/dashboard.mjs';
 import { demoApp, kubectl, sandbox, until } from './support/sandbox.mjs';
 
 const NS = 'webapp';
@@ -226,7 +226,7 @@ test('the REST API: a script with an ID token dry-runs an upgrade; errors are JS
   assert.equal(created.status, 201, await created.clone().text());
   const op = await created.json();
   assert.equal(op.kind, 'Upgrade');
-  assert.equal(op.requested_by, sandbox.DEMO_USER, 'the API server recorded the person, not FluxUp');
+  assert.equal(op.requested_by, kubernetesUser(sandbox.DEMO_USER), 'the API server recorded the person, not FluxUp');
   const done = await until('the dry run to end', async () => {
     const now = await (await fetch(`${api}/upgrades/${NS}/${op.name}`, { headers: as(operatorToken) })).json();
     return { ok: now.ended, value: now };
@@ -343,7 +343,7 @@ test('settings: who you are, how logins work, and the notification sinks without
     const page = await operator.newPage();
     await page.goto(`${server.url}/settings`);
     await page.waitForSelector('#sinks');
-    assert.equal(await page.locator('#settings-user').textContent(), sandbox.DEMO_USER);
+    assert.equal(await page.locator('#settings-user').textContent(), kubernetesUser(sandbox.DEMO_USER));
     assert.match(await page.locator('#settings-auth').textContent(), /OIDC/);
     const sinks = await page.locator('#sinks').textContent();
     assert.match(sinks, /team-chat/);

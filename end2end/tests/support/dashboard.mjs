@@ -9,6 +9,12 @@ import { startServer } from './server.mjs';
 import { launchBrowser } from './browser.mjs';
 import { kubectl, root, sandbox } from './sandbox.mjs';
 
+/**
+ * The Kubernetes user FluxUp acts as for a Dex login: its email with FluxUp's default
+ * `--oidc-username-prefix` (`oidc:`), so no login can name one of the cluster's own users.
+ */
+export const kubernetesUser = (email) => `oidc:${email}`;
+
 /** Starts FluxUp with OIDC through the sandbox's Dex and logs both users in. */
 export async function startDashboard() {
   kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
@@ -21,7 +27,7 @@ export async function startDashboard() {
       apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
       metadata: { name },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role },
-      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }],
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: kubernetesUser(user) }],
     }));
   }
   const port = Number(sandbox.FLUXUP_TEST_PORT);
@@ -66,7 +72,7 @@ export async function loggedIn({ server, browser }, user, options = {}) {
   await page.click('#submit-login');
   await page.waitForURL(`${server.url}/`);
   await page.waitForSelector('#user');
-  assert.equal(await page.locator('#user').textContent(), user);
+  assert.equal(await page.locator('#user').textContent(), kubernetesUser(user));
   await page.close();
   return context;
 }

@@ -35,6 +35,8 @@ export async function startServer(env = {}, port = undefined) {
       // No logins unless the test sets up OIDC.
       FLUXUP_NO_AUTH: 'true',
       FLUXUP_LISTEN: `127.0.0.1:${port}`,
+      // /metrics on a port of its own; any free one, so servers side by side do not clash.
+      FLUXUP_METRICS_LISTEN: '127.0.0.1:0',
       LEPTOS_SITE_ROOT: process.env.LEPTOS_SITE_ROOT ?? path.join(root, 'target/site'),
       LEPTOS_OUTPUT_NAME: 'fluxup',
       ...env,
