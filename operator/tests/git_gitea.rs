@@ -129,9 +129,16 @@ impl GitBackend for Contended<'_> {
     }
 }
 
+/// The sandbox's Gitea listens on 127.0.0.1, a range FluxUp refuses unless allowed by host and
+/// port (as `FLUXUP_OUTBOUND_ALLOW` allows it for `fluxup serve`).
+fn allow_gitea(sb: &Sandbox) -> anyhow::Result<()> {
+    fluxup_operator::outbound::allow(sb.env("GITEA_URL")?).map_err(anyhow::Error::msg)
+}
+
 #[tokio::test]
 async fn a_version_bump_is_one_exact_commit_even_when_retried_or_raced() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("git-bump").await?;
+    allow_gitea(&sb)?;
     let admin = sb.gitea()?;
     let repo = admin.create_repo(sb.ns())?;
     let original = std::fs::read_to_string(
@@ -226,5 +233,40 @@ async fn a_version_bump_is_one_exact_commit_even_when_retried_or_raced() -> anyh
         (2, 2),
         "{removed:?} {added:?}"
     );
+    Ok(())
+}
+
+/// File names with `?`, `#` and `%` reach Gitea as names, not as a query, a fragment or an
+/// escape; paths that would leave their place are refused before any request.
+#[tokio::test]
+async fn paths_are_encoded_and_checked() -> anyhow::Result<()> {
+    let sb = Sandbox::start_full("git-paths").await?;
+    allow_gitea(&sb)?;
+    let admin = sb.gitea()?;
+    let repo = admin.create_repo(sb.ns())?;
+    let odd = [
+        ("apps/web/x?ref=other#frag.yaml", "question: mark\n"),
+        ("apps/web/%41.yaml", "percent: sign\n"),
+        ("apps/web/A.yaml", "not: this one\n"),
+    ];
+    admin.commit_files(&repo, "main", "odd names", &odd)?;
+    let gitea = Gitea::new(sb.env("GITEA_URL")?, &repo, &admin.token)?;
+    for (path, content) in &odd {
+        let file = gitea.read_file("main", path).await?;
+        assert_eq!(file.content, *content, "{path}");
+    }
+
+    for (path, rule) in [
+        ("../../etc/passwd", "a `..` segment"),
+        ("apps/%2e%2e/web.yaml", "percent-encoded"),
+        ("/apps/web/A.yaml", "absolute"),
+    ] {
+        match gitea.read_file("main", path).await {
+            Err(e @ GitError::NotSent(_)) => {
+                assert!(e.to_string().contains(rule), "{path}: {e}")
+            }
+            other => anyhow::bail!("{path}: expected a refusal, got {other:?}"),
+        }
+    }
     Ok(())
 }
