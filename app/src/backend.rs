@@ -99,6 +99,9 @@ impl From<kube::Error> for Refusal {
 
 /// How long an answer of RBAC, or a client for a person, is kept.
 const REMEMBER: Duration = Duration::from_secs(30);
+/// The most RBAC answers and per-person clients kept at once.
+const MAX_REMEMBERED_DECISIONS: usize = 10_000;
+const MAX_REMEMBERED_CLIENTS: usize = 1_000;
 
 type Decisions =
     HashMap<(Viewer, &'static str, &'static str, &'static str, String), (bool, Instant)>;
@@ -191,6 +194,9 @@ impl Backend {
         }
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain(|_, (_, at)| at.elapsed() < REMEMBER * 20);
+        if clients.len() >= MAX_REMEMBERED_CLIENTS {
+            clients.clear();
+        }
         if let Some((client, _)) = clients.get(viewer) {
             return Ok(client.clone());
         }
@@ -265,6 +271,10 @@ impl Backend {
         };
         let mut decisions = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
         decisions.retain(|_, (_, at)| at.elapsed() < REMEMBER);
+        // Bounded: many people (or one asking about many namespaces) cannot grow it for ever.
+        if decisions.len() >= MAX_REMEMBERED_DECISIONS {
+            decisions.clear();
+        }
         decisions.insert(key, (answer, Instant::now()));
         answer
     }
@@ -326,6 +336,29 @@ impl Backend {
             return Err(not_found());
         }
         let mut detail = self.detail_of(namespace, name).ok_or_else(not_found)?;
+        // Who may see the app does not by that alone see its requests and snapshots.
+        let see_upgrades = self
+            .allowed(viewer, "get", "upgraderequests", namespace)
+            .await;
+        let see_rollbacks = self
+            .allowed(viewer, "get", "rollbackrequests", namespace)
+            .await;
+        detail.history.retain(|op| match op.kind {
+            OperationKind::Upgrade => see_upgrades,
+            OperationKind::Rollback => see_rollbacks,
+        });
+        if !self
+            .allowed_in(
+                viewer,
+                "snapshot.storage.k8s.io",
+                "list",
+                "volumesnapshots",
+                namespace,
+            )
+            .await
+        {
+            detail.snapshots.clear();
+        }
         detail.can_upgrade = self
             .allowed(viewer, "create", "upgraderequests", namespace)
             .await;
@@ -455,7 +488,8 @@ impl Backend {
             .ok_or_else(|| {
                 Refusal::new(404, format!("there is no ManagedApp {namespace}/{name}"))
             })?;
-        let found = fluxup_operator::chart_versions::of_app(&self.client, &app)
+        // Read as the person: FluxUp's own identity does not read chart sources for them.
+        let found = fluxup_operator::chart_versions::of_app(&self.client_for(viewer)?, &app)
             .await
             .map_err(|why| Refusal::new(502, why))?;
         let row = AppRow::from(app.as_ref());

@@ -146,6 +146,19 @@ pub fn update_type_word(t: UpdateType) -> String {
     format!("{t:?}").to_lowercase()
 }
 
+/// `url` if it is a web address (`http` or `https`) and nothing else: a link from Renovate's
+/// output must never run script (`javascript:`) or carry data (`data:`) on FluxUp's pages.
+pub fn web_link(url: &str) -> Option<String> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    let web = lower.starts_with("https://") || lower.starts_with("http://");
+    let clean = !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    let host = lower
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default())
+        .unwrap_or_default();
+    (web && clean && !host.is_empty()).then(|| url.to_string())
+}
+
 /// Everything the app page shows.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct AppDetail {
@@ -234,8 +247,8 @@ impl AppDetail {
             row: AppRow::from(app),
             app_version: current.app_version,
             images,
-            changelog_url: update.changelog_url,
-            source_url: update.source_url,
+            changelog_url: update.changelog_url.as_deref().and_then(web_link),
+            source_url: update.source_url.as_deref().and_then(web_link),
             held_back: status
                 .held_back
                 .iter()
@@ -614,6 +627,30 @@ impl From<&RollbackRequest> for Operation {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_web_links_become_links() {
+        for good in [
+            "https://github.com/x/y/releases",
+            "http://charts.example.com/notes",
+        ] {
+            assert_eq!(web_link(good).as_deref(), Some(good));
+        }
+        for evil in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:x",
+            "//evil.example",
+            "/relative",
+            "https://x.example/\nset-cookie",
+            "https://x.example/a b",
+            "https://",
+            "java\tscript:alert(1)",
+        ] {
+            assert_eq!(web_link(evil), None, "{evil:?}");
+        }
+    }
 
     fn upgrade(status: serde_json::Value, dry_run: bool) -> UpgradeRequest {
         serde_json::from_value(json!({

@@ -114,8 +114,9 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 </ul>
             })}
             <p class="mt-3 flex gap-4 text-sm">
-                {detail.changelog_url.map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Release notes"</a> })}
-                {detail.source_url.map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Source"</a> })}
+                // Checked again where it is shown: only web links become links.
+                {detail.changelog_url.as_deref().and_then(crate::model::web_link).map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Release notes"</a> })}
+                {detail.source_url.as_deref().and_then(crate::model::web_link).map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Source"</a> })}
             </p>
             {(!detail.held_back.is_empty()).then(|| view! {
                 <h3 class="mt-4 text-sm font-medium">"Held back by the policy"</h3>

@@ -130,10 +130,11 @@ struct Context {
     started: std::time::Instant,
     warned_unsynced: std::sync::atomic::AtomicBool,
     /// Answers about references to other namespaces, by app uid, generation and person.
-    references: std::sync::Mutex<HashMap<ReferenceKey, (Result<(), String>, std::time::Instant)>>,
+    references: std::sync::Mutex<HashMap<ReferenceKey, ReferenceAnswer>>,
 }
 
 type ReferenceKey = (String, Option<i64>, Option<crate::references::Person>);
+type ReferenceAnswer = (Result<(), String>, std::time::Instant);
 
 /// How long an answer about another namespace's object is kept: a new RoleBinding takes
 /// effect within it.
