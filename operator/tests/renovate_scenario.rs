@@ -51,6 +51,12 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         findings.renovate_version.is_some(),
         "the log names Renovate's version"
     );
+    // Read as the Job controller reads a pod's log, as a stream up to the limit: the same.
+    let streamed = futures::executor::block_on(renovate::read_stream(
+        futures::io::Cursor::new(&log),
+        renovate::DEFAULT_LOG_LIMIT,
+    ))??;
+    assert_eq!(streamed, findings);
     // Ingestion maps by the apps' resolved status: wait until the controller has written it.
     for app in ["webapp", "api", "datastore", "notes"] {
         wait(
@@ -87,6 +93,11 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
         summary.unmatched.is_empty(),
         "updates that belong to no app: {:?}",
         summary.unmatched
+    );
+    assert!(
+        summary.refused.is_empty(),
+        "real output refused: {:?}",
+        summary.refused
     );
 
     // The demo publishes charts 1.0.0, 1.0.1, 1.1.0, 2.0.0 and images 1.0.0, 1.0.1, 1.2.0, 2.0.0;
@@ -203,6 +214,14 @@ async fn real_renovate_output_becomes_each_demo_apps_available_update() -> anyho
             e.app,
             detected.updates
         );
+        for u in &detected.updates {
+            for link in [&u.changelog_url, &u.source_url].into_iter().flatten() {
+                assert!(
+                    link.starts_with("https://") || link.starts_with("http://"),
+                    "{link}"
+                );
+            }
+        }
         let scanned = status
             .conditions
             .iter()
