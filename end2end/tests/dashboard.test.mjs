@@ -336,7 +336,7 @@ test('snapshots: listed with their upgrade; the viewer may not delete one; the o
 
 test('settings: who you are, how logins work, and the notification sinks without their secrets', async () => {
   kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
-    apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'fluxup-notifications', namespace: 'default' },
+    apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'fluxup-notifications', namespace: 'fluxup-system' },
     data: { 'sinks.yaml': '- {name: team-chat, type: slack, address: "https://hooks.example/secret-path", events: [UpgradeFailed]}\n' },
   }));
   try {
@@ -352,6 +352,6 @@ test('settings: who you are, how logins work, and the notification sinks without
     assert.doesNotMatch(await page.content(), /secret-path/, 'addresses are never shown');
     await page.close();
   } finally {
-    kubectl(['delete', 'configmap', '-n', 'default', 'fluxup-notifications', '--ignore-not-found']);
+    kubectl(['delete', 'configmap', '-n', 'fluxup-system', 'fluxup-notifications', '--ignore-not-found']);
   }
 });

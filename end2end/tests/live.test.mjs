@@ -8,14 +8,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer } from './support/server.mjs';
 import { launchBrowser } from './support/browser.mjs';
-import { kubectl, resolvedDemoApp, sandbox } from './support/sandbox.mjs';
+import { kubectl, outboundAllow, resolvedDemoApp, sandbox } from './support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-live';
 
 let server;
 let browser;
-const env = { KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' };
+const env = { KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false', FLUXUP_OUTBOUND_ALLOW: outboundAllow };
 
 before(async () => {
   await resolvedDemoApp(APP);

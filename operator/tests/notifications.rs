@@ -96,6 +96,10 @@ fn accepted_events(receiver: &Receiver, ours: impl Fn(&Value) -> Option<String>)
 
 #[tokio::test]
 async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> anyhow::Result<()> {
+    // FluxUp's namespace as installed, where its shipped roles let it read its settings. Set
+    // before anything else runs (this binary has one test, on one thread).
+    // SAFETY: no other thread reads the environment yet.
+    unsafe { std::env::set_var("POD_NAMESPACE", fluxup_sandbox::FLUXUP_NAMESPACE) };
     let sb = Sandbox::start_full("notifications").await?;
     seed_demo()?;
     let stop = CancellationToken::new();
@@ -126,7 +130,7 @@ async fn every_sink_gets_each_event_once_and_a_dead_one_holds_nothing_up() -> an
     let flaky = Receiver::start(2).await?;
     let from_flux = Receiver::start(0).await?;
 
-    // FluxUp's settings, where the controllers run (no POD_NAMESPACE here: `default`).
+    // FluxUp's settings, where the controllers run.
     let home = fluxup_operator::leader::lease_namespace();
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "fluxup-test-hook"},

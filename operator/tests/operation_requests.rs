@@ -44,6 +44,7 @@ fn print(what: &str, requests: &BTreeMap<String, u64>) {
 async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> {
     let sb = Sandbox::start_full("operation-requests").await?;
     seed_demo()?;
+    allow_sandbox_servers(&sb);
     let stop = CancellationToken::new();
     let _stop = stop.clone().drop_guard();
     // As the shipped ServiceAccount: what it asks is what config/rbac must grant.

@@ -70,6 +70,15 @@ pub struct ServeArgs {
     /// Run the controllers in this process (default). `false` serves the dashboard only.
     #[arg(long, env = "FLUXUP_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
+    /// Serve the dashboard and API (default). `false` runs the controllers with the health
+    /// probes only: the way `config/manager` runs them, as their own ServiceAccount.
+    #[arg(long, env = "FLUXUP_DASHBOARD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dashboard: bool,
+    /// A kubeconfig for the dashboard's own identity (the `fluxup-dashboard` ServiceAccount:
+    /// its caches, RBAC reviews, impersonation), apart from the controllers'. Default: the same
+    /// identity as the controllers (KUBECONFIG or the pod's ServiceAccount).
+    #[arg(long, env = "FLUXUP_DASHBOARD_KUBECONFIG")]
+    pub dashboard_kubeconfig: Option<PathBuf>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "FLUXUP_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,

@@ -154,6 +154,9 @@ pub fn check_no_auth(addr: SocketAddr, in_cluster: bool) -> anyhow::Result<()> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = leptos_options()?;
     let addr = args.listen.unwrap_or(options.site_addr);
+    if !args.dashboard {
+        return serve_controllers_only(args, addr).await;
+    }
     if args.oidc_issuer.is_none() && args.no_auth {
         check_no_auth(addr, std::env::var_os("KUBERNETES_SERVICE_HOST").is_some())?;
     }
@@ -182,8 +185,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .context("connecting to Kubernetes (set KUBECONFIG, or --controllers=false)");
         }
     };
-    let backend = match &config {
-        Some(config) => Some(Backend::start(config.clone())?),
+    // The dashboard's identity: its own kubeconfig when given (two ServiceAccounts, so the
+    // web server never holds the controllers' rights), else the controllers'.
+    let dashboard_config = match &args.dashboard_kubeconfig {
+        Some(path) => Some(
+            kube::Config::from_custom_kubeconfig(
+                kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("the dashboard's kubeconfig {}", path.display()))?,
+        ),
+        None => config.clone(),
+    };
+    let backend = match dashboard_config {
+        Some(config) => Some(Backend::start(config)?),
         None => None,
     };
     let auth = match (&args.oidc_issuer, args.no_auth) {
@@ -265,6 +282,60 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(requests = %requests.summary(), "Kubernetes API requests made");
     }
     tracing::info!("FluxUp stopped");
+    Ok(())
+}
+
+/// `--dashboard=false`: the controllers, the health probes and `/metrics`, no pages or API.
+async fn serve_controllers_only(args: ServeArgs, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.controllers,
+        "--dashboard=false and --controllers=false leave nothing to run"
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("listening for /metrics on {}", args.metrics_listen))?;
+    let config = kube::Config::infer()
+        .await
+        .context("connecting to Kubernetes (set KUBECONFIG)")?;
+    let requests = ApiRequests::default();
+    let client = requests.client(config)?;
+    let scope = fluxup_operator::Scope {
+        namespace: args.watch_namespace.clone(),
+    };
+    let lease_ns = fluxup_operator::leader::lease_namespace();
+    let shutdown = CancellationToken::new();
+    let controllers = tokio::spawn({
+        let token = shutdown.clone();
+        async move { fluxup_operator::leader::run_controllers(client, scope, &lease_ns, token).await }
+    });
+    tracing::info!(%addr, "FluxUp's controllers are running (no dashboard)");
+    let metrics = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(metrics, crate::health::metrics_routes())
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    };
+    axum::serve(listener, crate::health::routes())
+        .with_graceful_shutdown(signal)
+        .await?;
+    metrics.await??;
+    match tokio::time::timeout(std::time::Duration::from_secs(20), controllers).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!("the controllers did not stop within 20 s; exiting anyway"),
+    }
+    tracing::info!(requests = %requests.summary(), "FluxUp stopped");
     Ok(())
 }
 

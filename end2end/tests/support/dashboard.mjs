@@ -7,7 +7,7 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { startServer } from './server.mjs';
 import { launchBrowser } from './browser.mjs';
-import { kubectl, root, sandbox } from './sandbox.mjs';
+import { kubectl, outboundAllow, root, sandbox, shippedIdentities } from './sandbox.mjs';
 
 /**
  * The Kubernetes user FluxUp acts as for a Dex login: its email with FluxUp's default
@@ -31,10 +31,16 @@ export async function startDashboard() {
     }));
   }
   const port = Number(sandbox.FLUXUP_TEST_PORT);
+  // The controllers and the dashboard as their shipped ServiceAccounts, never as cluster-admin.
+  const identities = shippedIdentities();
   const server = await startServer({
-    KUBECONFIG: sandbox.KUBECONFIG,
+    KUBECONFIG: identities['fluxup-controller'],
+    FLUXUP_DASHBOARD_KUBECONFIG: identities['fluxup-dashboard'],
     FLUXUP_CONTROLLERS: 'true',
-    POD_NAMESPACE: 'default',
+    POD_NAMESPACE: 'fluxup-system',
+    FLUXUP_LEASE_NAME: 'fluxup-dashboard-test',
+    // The sandbox's servers listen on 127.0.0.1, which FluxUp refuses unless told.
+    FLUXUP_OUTBOUND_ALLOW: outboundAllow,
     FLUXUP_NO_AUTH: 'false',
     FLUXUP_OIDC_ISSUER: sandbox.OIDC_ISSUER,
     FLUXUP_OIDC_CLIENT_ID: sandbox.OIDC_CLIENT_ID,

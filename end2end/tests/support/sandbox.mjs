@@ -1,7 +1,7 @@
 // The full-profile test sandbox, for browser tests and benchmarks: its settings (env files),
 // kubectl against it, and FluxUp's CRDs, the demo fleet and an app of the caller's own on it.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startServer } from './server.mjs';
@@ -28,6 +28,11 @@ export function sandboxEnv() {
 }
 
 export const sandbox = sandboxEnv();
+
+/** The sandbox's chart repository, registry and Gitea listen on 127.0.0.1, which FluxUp refuses
+ * to fetch from unless told: its `FLUXUP_OUTBOUND_ALLOW`. */
+export const outboundAllow = [sandbox.HELM_REPO_URL, sandbox.REGISTRY_HOST, sandbox.GITEA_URL]
+  .filter(Boolean).join(',');
 
 /** Runs kubectl against the sandbox; `input` goes to its stdin. */
 export const kubectl = (args, input) =>
@@ -64,7 +69,9 @@ export function demoApp(name) {
  */
 export async function resolvedDemoApp(name) {
   demoApp(name);
-  const resolver = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'true' });
+  const resolver = await startServer({
+    KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'true', FLUXUP_OUTBOUND_ALLOW: outboundAllow,
+  });
   try {
     await until('the app to be resolved', async () => {
       const out = kubectl(['get', 'managedapp', '-n', 'webapp', name, '-o', 'jsonpath={.status.resolved.chartSource}']);
@@ -85,4 +92,31 @@ export async function until(what, check, timeoutMs = 60_000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/**
+ * FluxUp's shipped identities (config/rbac: the ServiceAccounts `fluxup-controller` and
+ * `fluxup-dashboard` in `fluxup-system`, their roles and bindings), applied to the sandbox, and a
+ * kubeconfig for each with a token from the TokenRequest API (`kubectl create token`).
+ */
+export function shippedIdentities() {
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
+    apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'fluxup-system' },
+  }));
+  kubectl(['apply', '--server-side', '--force-conflicts', '-k', path.join(root, 'config/rbac')]);
+  const admin = JSON.parse(kubectl(['config', 'view', '--raw', '--minify', '--flatten', '-o', 'json']));
+  const out = {};
+  for (const account of ['fluxup-controller', 'fluxup-dashboard']) {
+    const token = kubectl(['create', 'token', account, '-n', 'fluxup-system', '--duration=24h']).trim();
+    const file = path.join(state, `kubeconfig-${account}`);
+    writeFileSync(file, JSON.stringify({
+      apiVersion: 'v1', kind: 'Config',
+      clusters: admin.clusters,
+      users: [{ name: account, user: { token } }],
+      contexts: [{ name: account, context: { cluster: admin.clusters[0].name, user: account } }],
+      'current-context': account,
+    }));
+    out[account] = file;
+  }
+  return out;
 }

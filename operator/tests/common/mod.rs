@@ -17,9 +17,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// Lets FluxUp fetch from the sandbox's chart repository, registry and Gitea: they listen on
+/// 127.0.0.1, which FluxUp refuses unless told (`FLUXUP_OUTBOUND_ALLOW` for `fluxup serve`).
+pub fn allow_sandbox_servers(sb: &Sandbox) {
+    for key in ["HELM_REPO_URL", "REGISTRY_HOST", "GITEA_URL"] {
+        if let Ok(address) = sb.env(key) {
+            fluxup_operator::outbound::allow(address).expect("a sandbox address");
+        }
+    }
+}
+
 /// The upgrade controller, as a task that can be killed (aborted: no clean-up code runs). Every
 /// controller here runs as FluxUp's shipped ServiceAccount (`sb.controller`).
 pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    allow_sandbox_servers(sb);
     let t = stop.clone();
     tokio::spawn(upgrade::controller::run(
         sb.controller.clone(),
@@ -30,6 +41,7 @@ pub fn start_upgrader(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::Jo
 
 /// The rollback controller, as a task that can be killed.
 pub fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    allow_sandbox_servers(sb);
     let t = stop.clone();
     tokio::spawn(fluxup_operator::rollback::controller::run(
         sb.controller.clone(),
@@ -40,6 +52,7 @@ pub fn start_rollbacker(sb: &Sandbox, stop: &CancellationToken) -> tokio::task::
 
 /// The ManagedApp controller, as a task that stops with `stop`.
 pub fn start_app_controller(sb: &Sandbox, stop: &CancellationToken) {
+    allow_sandbox_servers(sb);
     let t = stop.clone();
     tokio::spawn(fluxup_operator::managed_app::run(
         sb.controller.clone(),

@@ -43,6 +43,8 @@ pub fn start_operator(
         // FluxUp's namespace, as installed; a lease of the test's own.
         .env("POD_NAMESPACE", fluxup_sandbox::FLUXUP_NAMESPACE)
         .env("FLUXUP_LEASE_NAME", format!("fluxup-{}", sb.ns()))
+        // The sandbox's servers listen on 127.0.0.1, which FluxUp refuses unless told.
+        .env("FLUXUP_OUTBOUND_ALLOW", sandbox_servers(sb))
         .env("FLUXUP_LISTEN", format!("127.0.0.1:{}", ports.web))
         .env(
             "FLUXUP_METRICS_LISTEN",
@@ -68,4 +70,13 @@ pub fn sigkill(mut child: Child) -> anyhow::Result<()> {
     child.kill()?;
     child.wait()?;
     Ok(())
+}
+
+/// The sandbox's chart repository, registry and Gitea, as `FLUXUP_OUTBOUND_ALLOW` takes them.
+pub fn sandbox_servers(sb: &Sandbox) -> String {
+    ["HELM_REPO_URL", "REGISTRY_HOST", "GITEA_URL"]
+        .iter()
+        .filter_map(|k| sb.env(k).ok())
+        .collect::<Vec<_>>()
+        .join(",")
 }
