@@ -248,6 +248,9 @@ struct VersionRecord {
     renovate_version: Option<String>,
 }
 
+/// Lines longer than this have their buffers released once read.
+const LONG_LINE: usize = 1 << 20;
+
 /// Reads Renovate's JSON log as it arrives, in chunks of any size ([`LogParser::feed`]), and
 /// gives the findings of its last `packageFiles with updates` record ([`LogParser::finish`]; a
 /// log may hold several runs, the last is the newest). It holds the line being read, the last
@@ -308,10 +311,16 @@ impl LogParser {
                 whole.extend_from_slice(line);
                 if self.line(&whole) {
                     last_here = None;
-                    self.keep_last(&whole, self.lines);
+                    // Kept as the last line by moving it: a long line is never held twice.
+                    whole.truncate(whole.trim_ascii_end().len());
+                    whole = std::mem::replace(&mut self.last_line, whole);
+                    self.last_line_number = self.lines;
                 }
                 whole.clear();
                 self.partial = whole;
+            }
+            if self.partial.capacity() > LONG_LINE {
+                self.partial = Vec::new();
             }
         }
         if let Some((line, number)) = last_here {
@@ -321,6 +330,10 @@ impl LogParser {
     }
 
     fn keep_last(&mut self, line: &[u8], number: usize) {
+        if self.last_line.capacity() > LONG_LINE && line.len() <= LONG_LINE {
+            // Give back what a long line took.
+            self.last_line = Vec::new();
+        }
         self.last_line.clear();
         self.last_line.extend_from_slice(line.trim_ascii_end());
         self.last_line_number = number;
@@ -706,6 +719,34 @@ mod tests {
                 assert_eq!(chunked(whole, size), parse_log(whole), "chunks of {size}");
             }
         }
+    }
+
+    #[test]
+    fn a_long_record_across_many_chunks_reads_as_a_whole() {
+        // A findings record of some MiB (a large fleet), then a short line, then a cut one.
+        let deps: Vec<String> = (0..50_000)
+            .map(|i| format!(r#"{{"depName":"chart-{i}","datasource":"helm","updates":[]}}"#))
+            .collect();
+        let big = format!(
+            r#"{{"name":"renovate","msg":"packageFiles with updates","config":{{"flux":[{{"packageFile":"a.yaml","deps":[{}]}}]}}}}"#,
+            deps.join(",")
+        );
+        assert!(big.len() > 2 * LONG_LINE);
+        let whole = log(&[
+            &big,
+            r#"{"name":"renovate","msg":"x"}"#,
+            &big[..LONG_LINE * 2],
+        ]);
+        let read = chunked(&whole, 16 * 1024);
+        assert_eq!(read, parse_log(&whole));
+        assert!(matches!(read, Err(IngestError::Malformed { line: 3, .. })));
+        let whole = log(&[&big, ""]);
+        assert_eq!(
+            chunked(&whole, 16 * 1024).unwrap().package_files[0]
+                .deps
+                .len(),
+            50_000
+        );
     }
 
     #[test]
