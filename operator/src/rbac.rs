@@ -106,10 +106,6 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             // Which pods mount a claim a rollback replaces (a slim cache).
             rule(&[""], &["pods"], &["list", "watch"]),
-            // Renovate's finished Jobs and their logs are the source of available updates; a Job
-            // read is annotated fluxup.dev/ingested.
-            rule(&["batch"], &["jobs"], READ_PATCH),
-            rule(&[""], &["pods/log"], &["get"]),
             // Git credentials (the GitRepository's secretRef) and notification secrets, each
             // read by name when used: no list, no watch.
             rule(&[""], &["secrets"], &["get"]),
@@ -197,8 +193,8 @@ pub fn operator_cluster_role() -> ClusterRole {
     user_role(OPERATOR_ROLE, rules)
 }
 
-/// The controllers' Role in FluxUp's namespace: the leader election Lease, and the
-/// notification settings.
+/// The controllers' Role in FluxUp's namespace: the leader election Lease, the notification
+/// settings, and the Renovate Jobs that run there.
 pub fn leader_election_role(namespace: &str) -> Role {
     let mut settings = rule(&[""], &["configmaps"], &["get"]);
     settings.resource_names = Some(vec![SETTINGS.into()]);
@@ -216,6 +212,11 @@ pub fn leader_election_role(namespace: &str) -> Role {
                 &["get", "create", "patch"],
             ),
             settings,
+            // Renovate runs here (config/renovate): FluxUp trusts only these Jobs, reads their
+            // logs and marks each one read. A CronJob elsewhere (FLUXUP_RENOVATE_CRONJOBS) needs
+            // the same and `get` of cronjobs in its namespace (README, Security).
+            rule(&["batch"], &["jobs"], READ_PATCH),
+            rule(&[""], &["pods/log"], &["get"]),
         ]),
     }
 }

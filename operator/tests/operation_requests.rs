@@ -42,6 +42,9 @@ fn print(what: &str, requests: &BTreeMap<String, u64>) {
 
 #[tokio::test]
 async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> {
+    // FluxUp's namespace as installed, where its Role lets it watch Renovate's Jobs and read
+    // its settings. SAFETY: set before anything else runs (one test, on one thread).
+    unsafe { std::env::set_var("POD_NAMESPACE", fluxup_sandbox::FLUXUP_NAMESPACE) };
     let sb = Sandbox::start_full("operation-requests").await?;
     seed_demo()?;
     allow_sandbox_servers(&sb);

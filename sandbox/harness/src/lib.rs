@@ -401,12 +401,7 @@ async fn service_account_token(client: &Client, account: &str) -> anyhow::Result
         "spec": {"expirationSeconds": 86400},
     }))?;
     let answer: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), FLUXUP_NAMESPACE)
-        .create_subresource(
-            "token",
-            account,
-            &PostParams::default(),
-            &request,
-        )
+        .create_subresource("token", account, &PostParams::default(), &request)
         .await
         .with_context(|| format!("a token for ServiceAccount {FLUXUP_NAMESPACE}/{account}"))?;
     answer
