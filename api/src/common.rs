@@ -77,6 +77,17 @@ pub enum UpdateType {
     Major,
 }
 
+/// A version or tag: no C0 or C1 control character (a newline or escape sequence in a version
+/// would rewrite a log line, a message or a terminal).
+pub(crate) const VERSION_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+/// An OCI digest, `algorithm:encoded`.
+pub(crate) const DIGEST_PATTERN: &str = r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$";
+/// A relative path in a repository: segments of no control characters or backslashes, none of
+/// them empty, `.` or `..` (a leading `./` is allowed). RE2 has no lookahead, hence the spelling.
+pub(crate) const REPO_PATH_PATTERN: &str = r"^(\./)?([^./\x00-\x1F\x7F\\][^/\x00-\x1F\x7F\\]*|\.[^./\x00-\x1F\x7F\\][^/\x00-\x1F\x7F\\]*|\.\.[^/\x00-\x1F\x7F\\]+)(/([^./\x00-\x1F\x7F\\][^/\x00-\x1F\x7F\\]*|\.[^./\x00-\x1F\x7F\\][^/\x00-\x1F\x7F\\]*|\.\.[^/\x00-\x1F\x7F\\]+))*$";
+/// A dotted field path: letters, digits and `_-.`.
+pub(crate) const FIELD_PATTERN: &str = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$";
+
 /// One container image at one version.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct ImageVersion {
@@ -85,9 +96,11 @@ pub struct ImageVersion {
     pub name: String,
     /// Image tag, without any digest, e.g. `1.21.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 128))]
     pub tag: Option<String>,
     /// Image digest pinned next to the tag (`1.21.5@sha256:…`), e.g. `sha256:4f1c…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DIGEST_PATTERN), length(max = 256))]
     pub digest: Option<String>,
 }
 
@@ -105,9 +118,11 @@ impl ImageVersion {
 pub struct VersionSet {
     /// Helm chart version, e.g. `12.4.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 128))]
     pub chart: Option<String>,
     /// Application version the chart declares (`appVersion` in Chart.yaml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = VERSION_PATTERN), length(max = 256))]
     pub app_version: Option<String>,
     /// Container images set through the HelmRelease's values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -119,15 +134,16 @@ pub struct VersionSet {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct GitLocation {
     /// Path of the YAML file, relative to the root of the Git repository,
-    /// e.g. `apps/my-app/helmrelease.yaml`. Default: the file that defines the object.
+    /// e.g. `apps/my-app/helmrelease.yaml`; it must lie inside the path the app's Kustomization
+    /// applies. Default: the file that defines the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = REPO_PATH_PATTERN), length(min = 1, max = 1024))]
     pub file: Option<String>,
     /// Dotted path of the field inside the object, e.g. `spec.values.image.tag`.
     /// Default: `spec.chart.spec.version` for a HelmRepository chart, `spec.ref.tag` of the
     /// OCIRepository for a `chartRef` chart, and `<values path>.tag` for an image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
+    #[schemars(regex(pattern = FIELD_PATTERN), length(min = 1, max = 512))]
     pub field: Option<String>,
 }
 

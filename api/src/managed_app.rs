@@ -12,10 +12,7 @@ use serde::{Deserialize, Serialize};
 // characters (a newline or escape sequence in a version would rewrite a log line, a message or
 // a terminal), and links only to http(s) pages. FluxUp refuses more at ingest (whitespace,
 // markup); these are the floor for every writer.
-/// A version or tag: no C0 or C1 control character.
-const VERSION_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
-/// An OCI digest, `algorithm:encoded`.
-const DIGEST_PATTERN: &str = r"^[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$";
+use crate::common::{DIGEST_PATTERN, VERSION_PATTERN};
 /// An absolute http(s) link without whitespace, control characters or `"<>|` and backticks.
 const LINK_PATTERN: &str = r#"^https?://[^\x00-\x20\x7F-\x9F"<>|`]+$"#;
 

@@ -49,7 +49,7 @@ pub struct UpgradeRequestSpec {
 pub struct TargetVersion {
     /// Chart version to move to, e.g. `12.5.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(regex(pattern = crate::common::VERSION_PATTERN), length(min = 1, max = 128))]
     pub chart: Option<String>,
 
     /// Image tags (and digests) to move to.

@@ -116,6 +116,31 @@ async fn cel_rules_refuse_bad_specs_with_clear_messages() {
     let pvcs = json!([{"name": "data"}]);
     let cases = [
         (
+            "a Git file outside the repository",
+            managed_app(
+                "git-traversal",
+                json!({"versionPolicy": {"chart": {"git": {"file": "apps/../../etc/x.yaml"}}}}),
+            ),
+            r#"spec.versionPolicy.chart.git.file: Invalid value: "apps/../../etc/x.yaml""#,
+        ),
+        (
+            "an absolute Git file",
+            managed_app(
+                "git-absolute",
+                json!({"versionPolicy": {"chart": {"git": {"file": "/apps/x.yaml"}}}}),
+            ),
+            r#"spec.versionPolicy.chart.git.file: Invalid value: "/apps/x.yaml""#,
+        ),
+        (
+            "a control character in a target version",
+            request(
+                "UpgradeRequest",
+                "newline-version",
+                json!({"managedAppRef": {"name": "web"}, "targetVersion": {"chart": "1.0.0\n[ok] fake"}}),
+            ),
+            "spec.targetVersion.chart: Invalid value",
+        ),
+        (
             "unknown autoUpdate level",
             managed_app(
                 "bad-level",
