@@ -150,7 +150,19 @@ where
 impl Backend {
     /// Watches every namespace with FluxUp's own identity (`config`).
     pub fn start(config: kube::Config) -> Result<Self, kube::Error> {
-        let client = Client::try_from(config.clone())?;
+        Self::start_with(config, None)
+    }
+
+    /// [`Backend::start`], counting the requests the dashboard makes as itself (not those it
+    /// makes as a person) in `requests`: what its ServiceAccount must be granted.
+    pub fn start_with(
+        config: kube::Config,
+        requests: Option<fluxup_operator::api_requests::ApiRequests>,
+    ) -> Result<Self, kube::Error> {
+        let client = match &requests {
+            Some(counted) => counted.client(config.clone())?,
+            None => Client::try_from(config.clone())?,
+        };
         let (changes, _) = broadcast::channel(256);
         let (up, back) = (changes.clone(), changes.clone());
         let upgrades = watch(
@@ -645,11 +657,16 @@ impl Backend {
         } else {
             labelled
         };
+        // Names and annotations are all it needs (a class has no `spec` to read, either). A
+        // cluster without snapshot classes proposes none.
         let classes = Api::<VolumeSnapshotClass>::all(self.client.clone())
-            .list(&Default::default())
+            .list_metadata(&Default::default())
             .await
             .map(|l| l.items)
-            .unwrap_or_default();
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "listing VolumeSnapshotClasses failed");
+                Vec::new()
+            });
         let default_class = classes
             .iter()
             .find(|c| {

@@ -14,9 +14,8 @@ use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use kube::Api;
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde::Deserialize as _;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -171,37 +170,12 @@ async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> 
     // What the shipped roles grant against what the controllers asked, verb by verb.
     let mut used = requests.counts();
     used.extend(others.counts());
-    let used: BTreeSet<(String, String)> = used.keys().flat_map(|k| as_rbac(k)).collect();
-    let granted = granted(&["role.yaml", "leader_election_role.yaml"])?;
-    println!("granted to fluxup-controller, and used:");
-    for (resource, verb) in &granted {
-        let why = if used.contains(&(resource.clone(), verb.clone())) {
-            "used here".to_string()
-        } else {
-            ELSEWHERE
-                .iter()
-                .find(|(r, v, _)| r == resource && v == verb)
-                .map(|(_, _, why)| format!("not here: {why}"))
-                .unwrap_or_else(|| "UNUSED".into())
-        };
-        println!("  {verb:>6} {resource:<28} {why}");
-    }
-    let missing: Vec<_> = used.difference(&granted).collect();
-    assert!(missing.is_empty(), "asked without a grant: {missing:?}");
-    let unused: Vec<_> = granted
-        .iter()
-        .filter(|(r, v)| !used.contains(&(r.clone(), v.clone())))
-        .filter(|(r, v)| !ELSEWHERE.iter().any(|(er, ev, _)| er == r && ev == v))
-        .collect();
-    assert!(
-        unused.is_empty(),
-        "granted but never used (remove it, or say where it is used): {unused:?}"
-    );
-    let stale: Vec<_> = ELSEWHERE
-        .iter()
-        .filter(|(r, v, _)| !granted.contains(&(r.to_string(), v.to_string())))
-        .collect();
-    assert!(stale.is_empty(), "listed but not granted: {stale:?}");
+    fluxup_sandbox::compare_grants(
+        "fluxup-controller",
+        used.keys(),
+        &["role.yaml", "leader_election_role.yaml"],
+        ELSEWHERE,
+    )?;
     Ok(())
 }
 
@@ -279,48 +253,3 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "an auto-rollback found after a crash (crash_matrix)",
     ),
 ];
-
-/// `VERB resource` as the counting layer writes it, as RBAC's (resource, verb) pairs. A watch
-/// cache needs `list` as well: it lists when the API server has no streaming lists.
-fn as_rbac(key: &str) -> Vec<(String, String)> {
-    let Some((verb, resource)) = key.split_once(' ') else {
-        return Vec::new();
-    };
-    let verbs: &[&str] = match verb {
-        "GET" => &["get"],
-        "LIST" => &["list"],
-        "WATCH" => &["list", "watch"],
-        "POST" => &["create"],
-        "PATCH" => &["patch"],
-        "PUT" => &["update"],
-        "DELETE" => &["delete"],
-        _ => &[],
-    };
-    verbs
-        .iter()
-        .map(|v| (resource.to_string(), v.to_string()))
-        .collect()
-}
-
-/// Every (resource, verb) the ClusterRole and Role files of `config/rbac` grant.
-fn granted(files: &[&str]) -> anyhow::Result<BTreeSet<(String, String)>> {
-    let mut out = BTreeSet::new();
-    for file in files {
-        let path = fluxup_sandbox::repo_root().join("config/rbac").join(file);
-        let text = std::fs::read_to_string(&path)?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let doc = serde_yaml::Value::deserialize(doc)?;
-            for rule in doc["rules"].as_sequence().into_iter().flatten() {
-                for resource in rule["resources"].as_sequence().into_iter().flatten() {
-                    for verb in rule["verbs"].as_sequence().into_iter().flatten() {
-                        out.insert((
-                            resource.as_str().unwrap_or_default().to_string(),
-                            verb.as_str().unwrap_or_default().to_string(),
-                        ));
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}

@@ -710,3 +710,100 @@ pub fn base64(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+/// Compares what FluxUp's ServiceAccount `account` asked (`used`: the counting layer's
+/// `VERB resource` keys) with what the ClusterRole and Role `files` of `config/rbac` grant, and
+/// prints the table: every request must be granted, and every grant used here or named in
+/// `elsewhere` (resource, verb, where it is used) — a grant nothing uses is an error.
+pub fn compare_grants<'a>(
+    account: &str,
+    used: impl IntoIterator<Item = &'a String>,
+    files: &[&str],
+    elsewhere: &[(&str, &str, &str)],
+) -> anyhow::Result<()> {
+    let used: std::collections::BTreeSet<(String, String)> =
+        used.into_iter().flat_map(|k| as_rbac(k)).collect();
+    let granted = granted(files)?;
+    println!("granted to {account}, and used:");
+    for (resource, verb) in &granted {
+        let why = if used.contains(&(resource.clone(), verb.clone())) {
+            "used here".to_string()
+        } else {
+            elsewhere
+                .iter()
+                .find(|(r, v, _)| r == resource && v == verb)
+                .map(|(_, _, why)| format!("not here: {why}"))
+                .unwrap_or_else(|| "UNUSED".into())
+        };
+        println!("  {verb:>11} {resource:<28} {why}");
+    }
+    let missing: Vec<_> = used.difference(&granted).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{account} asked without a grant: {missing:?}"
+    );
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|g| !used.contains(*g))
+        .filter(|(r, v)| !elsewhere.iter().any(|(er, ev, _)| er == r && ev == v))
+        .collect();
+    anyhow::ensure!(
+        unused.is_empty(),
+        "granted to {account} but never used (remove it, or say where it is used): {unused:?}"
+    );
+    let stale: Vec<_> = elsewhere
+        .iter()
+        .filter(|(r, v, _)| !granted.contains(&(r.to_string(), v.to_string())))
+        .collect();
+    anyhow::ensure!(
+        stale.is_empty(),
+        "listed for {account} but not granted: {stale:?}"
+    );
+    Ok(())
+}
+
+/// `VERB resource` as the counting layer writes it, as RBAC's (resource, verb) pairs. A watch
+/// cache needs `list` as well: it lists when the API server has no streaming lists.
+fn as_rbac(key: &str) -> Vec<(String, String)> {
+    let Some((verb, resource)) = key.split_once(' ') else {
+        return Vec::new();
+    };
+    let verbs: &[&str] = match verb {
+        "GET" => &["get"],
+        "LIST" => &["list"],
+        "WATCH" => &["list", "watch"],
+        "POST" => &["create"],
+        "PATCH" => &["patch"],
+        "PUT" => &["update"],
+        "DELETE" => &["delete"],
+        _ => &[],
+    };
+    verbs
+        .iter()
+        .map(|v| (resource.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Every (resource, verb) the ClusterRole and Role `files` of `config/rbac` grant.
+fn granted(files: &[&str]) -> anyhow::Result<std::collections::BTreeSet<(String, String)>> {
+    use serde::Deserialize as _;
+    let mut out = std::collections::BTreeSet::new();
+    for file in files {
+        let path = repo_root().join("config/rbac").join(file);
+        let text = std::fs::read_to_string(&path)?;
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let doc = serde_yaml::Value::deserialize(doc)?;
+            for rule in doc["rules"].as_sequence().into_iter().flatten() {
+                for resource in rule["resources"].as_sequence().into_iter().flatten() {
+                    for verb in rule["verbs"].as_sequence().into_iter().flatten() {
+                        out.insert((
+                            resource.as_str().unwrap_or_default().to_string(),
+                            verb.as_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
