@@ -101,7 +101,7 @@ test('dry run shows the diff; the approved upgrade advances live to Succeeded; t
   assert.match(text, new RegExp(`^\\+.*version: ${target.replaceAll('.', '\\.')}`, 'm'), text);
   assert.match(text, new RegExp(`^-.*version: ${before.replaceAll('.', '\\.')}`, 'm'), text);
   // target, app, version, policy, flux (nobody else holds its Kustomization and HelmRelease), git
-  assert.equal(await page.locator('#preflight-checks li').count(), 6);
+  assert.equal(await page.locator('#preflight-checks li').count(), 7);
 
   // Approve, and watch the phases change on the page without reloading it.
   await page.click('#approve');

@@ -193,6 +193,31 @@ pub fn operator_cluster_role() -> ClusterRole {
     user_role(OPERATOR_ROLE, rules)
 }
 
+/// The ClusterRole for people who may have FluxUp hold Flux objects in another namespace than
+/// their app's (bind it with a RoleBinding in the Kustomization's namespace, e.g. `flux-system`):
+/// what `flux suspend` and `flux resume` need. FluxUp follows a ManagedApp's reference to another
+/// namespace only for a person who may `patch` that object.
+pub const FLUX_SUSPEND_ROLE: &str = "fluxup-flux-suspend";
+
+/// See [`FLUX_SUSPEND_ROLE`].
+pub fn flux_suspend_cluster_role() -> ClusterRole {
+    user_role(
+        FLUX_SUSPEND_ROLE,
+        vec![
+            rule(
+                &["kustomize.toolkit.fluxcd.io"],
+                &["kustomizations"],
+                &["get", "list", "watch", "patch"],
+            ),
+            rule(
+                &["helm.toolkit.fluxcd.io"],
+                &["helmreleases"],
+                &["get", "list", "watch", "patch"],
+            ),
+        ],
+    )
+}
+
 /// The controllers' Role in FluxUp's namespace: the leader election Lease, the notification
 /// settings, and the Renovate Jobs that run there.
 pub fn leader_election_role(namespace: &str) -> Role {

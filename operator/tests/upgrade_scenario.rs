@@ -111,7 +111,18 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         result.checks
     );
     let names: Vec<&str> = result.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["target", "app", "version", "policy", "flux", "git"]);
+    assert_eq!(
+        names,
+        [
+            "target",
+            "references",
+            "app",
+            "version",
+            "policy",
+            "flux",
+            "git"
+        ]
+    );
     let diff = result.diff.context("diff")?;
     assert!(diff.contains("+      version: 2.0.0"), "{diff}");
     assert_eq!(

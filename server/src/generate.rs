@@ -31,6 +31,7 @@ pub fn rbac_yaml() -> anyhow::Result<String> {
         &files["rbac/dashboard_role.yaml"],
         &files["rbac/viewer_role.yaml"],
         &files["rbac/operator_role.yaml"],
+        &files["rbac/flux_suspend_role.yaml"],
     ]
     .into_iter()
     .map(|s| s.as_str())
@@ -67,6 +68,10 @@ pub fn generated_files() -> anyhow::Result<BTreeMap<String, String>> {
         (
             "rbac/operator_role.yaml",
             fluxup_operator::rbac::operator_cluster_role(),
+        ),
+        (
+            "rbac/flux_suspend_role.yaml",
+            fluxup_operator::rbac::flux_suspend_cluster_role(),
         ),
     ] {
         files.insert(file.into(), format!("{HEADER}{}", to_yaml(&role)?));

@@ -18,7 +18,16 @@ export const kubernetesUser = (email) => `oidc:${email}`;
 /** Starts FluxUp with OIDC through the sandbox's Dex and logs both users in. */
 export async function startDashboard() {
   kubectl(['apply', '--server-side', '--force-conflicts', '-f', path.join(root, 'config/rbac/viewer_role.yaml'),
-    '-f', path.join(root, 'config/rbac/operator_role.yaml')]);
+    '-f', path.join(root, 'config/rbac/operator_role.yaml'),
+    '-f', path.join(root, 'config/rbac/flux_suspend_role.yaml')]);
+  // The demo apps' Kustomizations live in flux-system: the operator may pause them (as
+  // `flux suspend` would need), so FluxUp may hold them for that person.
+  kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({
+    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding',
+    metadata: { name: 'fluxup-test-operator-suspends', namespace: 'flux-system' },
+    roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'fluxup-flux-suspend' },
+    subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: kubernetesUser(sandbox.DEMO_USER) }],
+  }));
   for (const [name, role, user] of [
     ['fluxup-test-operator', 'fluxup-operator', sandbox.DEMO_USER],
     ['fluxup-test-viewer', 'fluxup-viewer', sandbox.VIEWER_USER],
