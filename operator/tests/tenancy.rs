@@ -116,14 +116,7 @@ async fn a_tenant_reaches_nothing_outside_their_namespace() -> anyhow::Result<()
     wait_resolved(&sb, "webapp", "webapp").await?;
 
     // The tenant: FluxUp's operator role in their namespace, nothing elsewhere.
-    sb.apply(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "tenant-a-operates-fluxup"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "fluxup-operator"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": TENANT}],
-    }))
-    .await?;
+    sb.bind_tenant(TENANT, "fluxup-operator").await?;
     let tenant = as_person(&sb, TENANT).await?;
     let tenant_apps: Api<ManagedApp> = Api::namespaced(tenant.clone(), &ns);
     let tenant_upgrades: Api<UpgradeRequest> = Api::namespaced(tenant.clone(), &ns);

@@ -253,21 +253,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     tracing::info!(%addr, metrics = %metrics_addr, site_root = %options.site_root, "FluxUp is serving");
-    let signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        }
-    };
-    let metrics = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            axum::serve(metrics, crate::health::metrics_routes())
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    });
+    let signal = cancel_on_signal(shutdown.clone());
+    let metrics = serve_metrics(metrics, shutdown.clone());
     axum::serve(listener, router(options, backend, auth))
         .with_graceful_shutdown(signal)
         .await?;
@@ -312,21 +299,8 @@ async fn serve_controllers_only(args: ServeArgs, addr: std::net::SocketAddr) -> 
         async move { fluxup_operator::leader::run_controllers(client, scope, &lease_ns, token).await }
     });
     tracing::info!(%addr, "FluxUp's controllers are running (no dashboard)");
-    let metrics = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            axum::serve(metrics, crate::health::metrics_routes())
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    });
-    let signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            shutdown.cancel();
-        }
-    };
+    let metrics = serve_metrics(metrics, shutdown.clone());
+    let signal = cancel_on_signal(shutdown.clone());
     axum::serve(listener, crate::health::routes())
         .with_graceful_shutdown(signal)
         .await?;
@@ -337,6 +311,24 @@ async fn serve_controllers_only(args: ServeArgs, addr: std::net::SocketAddr) -> 
     }
     tracing::info!(requests = %requests.summary(), "FluxUp stopped");
     Ok(())
+}
+
+/// `/metrics` on its own listener until `shutdown`.
+fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, crate::health::metrics_routes())
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    })
+}
+
+/// Cancels `shutdown` at SIGINT or SIGTERM.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    shutdown_signal().await;
+    shutdown.cancel();
 }
 
 async fn shutdown_signal() {

@@ -35,14 +35,7 @@ async fn the_dashboard_acts_as_the_person_with_only_its_own_roles() -> anyhow::R
     let ns = sb.ns().to_string();
     // A tenant of this run only (namespaces of failed runs are kept, with their bindings).
     let tenant_name = format!("tenant-{}", ns.rsplit('-').next().unwrap_or("b"));
-    sb.apply(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "tenant-operates-fluxup"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": "fluxup-operator"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": tenant_name}],
-    }))
-    .await?;
+    sb.bind_tenant(&tenant_name, "fluxup-operator").await?;
     sb.apply(json!({
         "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
         "metadata": {"name": "team-app"},

@@ -141,6 +141,19 @@ impl Sandbox {
         })
     }
 
+    /// Binds `user` to ClusterRole `role` in the test's namespace only (a RoleBinding): a tenant.
+    pub async fn bind_tenant(&self, user: &str, role: &str) -> anyhow::Result<()> {
+        self.apply(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{user}-{role}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .await?;
+        Ok(())
+    }
+
     /// A kubeconfig file for FluxUp's shipped ServiceAccount `account` (`fluxup-controller` or
     /// `fluxup-dashboard`), for a FluxUp process a test starts.
     pub fn kubeconfig_of(&self, account: &str) -> PathBuf {
