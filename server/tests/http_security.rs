@@ -426,12 +426,17 @@ fn cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Logs in through the issuer with these claims: the session cookie, or the refusal's status
-/// and text.
-async fn log_in(fluxup: &str, issuer: &Issuer, claims: Value) -> Result<String, (u16, String)> {
+/// Goes through the login with these claims, asking to return to `return_to` (as sent in
+/// the query): the callback's answer.
+async fn through_login(
+    fluxup: &str,
+    issuer: &Issuer,
+    claims: &Value,
+    return_to: &str,
+) -> reqwest::Response {
     let client = http();
     let login = client
-        .get(format!("{fluxup}/auth/login?return=/settings"))
+        .get(format!("{fluxup}/auth/login?return={return_to}"))
         .send()
         .await
         .unwrap();
@@ -446,9 +451,9 @@ async fn log_in(fluxup: &str, issuer: &Issuer, claims: Value) -> Result<String, 
     );
     let query: HashMap<_, _> = to_issuer.query_pairs().into_owned().collect();
     let code = format!("code-{}", query["state"]);
-    let token = issuer.id_token(&claims, &query["nonce"]);
+    let token = issuer.id_token(claims, &query["nonce"]);
     issuer.tokens.lock().unwrap().insert(code.clone(), token);
-    let back = client
+    client
         .get(format!(
             "{fluxup}/auth/callback?code={code}&state={}",
             query["state"]
@@ -456,7 +461,13 @@ async fn log_in(fluxup: &str, issuer: &Issuer, claims: Value) -> Result<String, 
         .header(header::COOKIE, pending)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Logs in through the issuer with these claims: the session cookie, or the refusal's status
+/// and text.
+async fn log_in(fluxup: &str, issuer: &Issuer, claims: Value) -> Result<String, (u16, String)> {
+    let back = through_login(fluxup, issuer, &claims, "/settings").await;
     if back.status() != StatusCode::SEE_OTHER {
         return Err((back.status().as_u16(), back.text().await.unwrap()));
     }
@@ -644,33 +655,7 @@ async fn redirects_after_login_stay_here() {
         "/%5Cevil.example",
         "https://evil.example",
     ] {
-        let login = http()
-            .get(format!(
-                "{fluxup}/auth/login?return={}",
-                evil.replace('%', "%25")
-            ))
-            .send()
-            .await
-            .unwrap();
-        let pending = cookie(&login, "fluxup_login").unwrap();
-        let to_issuer =
-            reqwest::Url::parse(login.headers()[header::LOCATION].to_str().unwrap()).unwrap();
-        let query: HashMap<_, _> = to_issuer.query_pairs().into_owned().collect();
-        let code = format!("code-{}", query["state"]);
-        issuer
-            .tokens
-            .lock()
-            .unwrap()
-            .insert(code.clone(), issuer.id_token(&alice(), &query["nonce"]));
-        let back = http()
-            .get(format!(
-                "{fluxup}/auth/callback?code={code}&state={}",
-                query["state"]
-            ))
-            .header(header::COOKIE, pending)
-            .send()
-            .await
-            .unwrap();
+        let back = through_login(&fluxup, &issuer, &alice(), &evil.replace('%', "%25")).await;
         assert_eq!(back.headers()[header::LOCATION], "/", "{evil}");
     }
 }
