@@ -42,10 +42,22 @@ const LINK_PATTERN: &str = r#"^https?://[^\x00-\x20\x7F-\x9F"<>|`]+$"#;
         description = "Newest chart version the policy allows"
     ),
     printcolumn(
-        name = "Update",
+        name = "Chart-Update",
+        type_ = "string",
+        json_path = ".status.availableUpdate.chartUpdateType",
+        description = "Size of the chart's update"
+    ),
+    printcolumn(
+        name = "Largest-Update",
         type_ = "string",
         json_path = ".status.availableUpdate.updateType",
-        description = "Size of the available update"
+        description = "Largest update of this app, among the chart and its images"
+    ),
+    printcolumn(
+        name = "Healthy",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the HelmRelease is Ready and everything the app needs is found (the Ready condition)"
     ),
     printcolumn(
         name = "State",
@@ -334,6 +346,12 @@ pub struct AvailableUpdate {
     /// The largest jump among the updates above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_type: Option<UpdateType>,
+    /// The size of the chart's jump, when the chart has an update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_update_type: Option<UpdateType>,
+    /// The size of each image's jump, one entry per image in `images`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_update_types: Vec<ImageUpdateType>,
     /// When the newest version was released, where the registry says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release_timestamp: Option<Time>,
@@ -352,6 +370,17 @@ pub struct AvailableUpdate {
     /// When FluxUp first saw this update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected_at: Option<Time>,
+}
+
+/// The size of one image's available update. Beside `ImageVersion` rather than in it, which
+/// also says what runs now.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageUpdateType {
+    /// The image's name, as in `images`.
+    pub name: String,
+    /// Size of its jump.
+    pub update_type: UpdateType,
 }
 
 /// An update that exists but that the policy does not allow.

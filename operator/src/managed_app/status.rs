@@ -5,8 +5,8 @@ use super::resolve::Resolution;
 use crate::policy::{Constraint, judge};
 use fluxup_api::condition::{READY, UPDATE_AVAILABLE};
 use fluxup_api::{
-    AppState, AutoUpdate, AvailableUpdate, Condition, DetectedUpdate, HeldBackUpdate, ImageVersion,
-    LastUpgrade, ManagedApp, ManagedAppStatus, Time, UpdateType,
+    AppState, AutoUpdate, AvailableUpdate, Condition, DetectedUpdate, HeldBackUpdate,
+    ImageUpdateType, ImageVersion, LastUpgrade, ManagedApp, ManagedAppStatus, Time, UpdateType,
 };
 use k8s_openapi::jiff::Timestamp;
 
@@ -63,6 +63,7 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
             let entry = chart_entries.iter().find(|u| u.version == best.version);
             update.chart = Some(best.version.clone());
             update.update_type = Some(best.update_type);
+            update.chart_update_type = Some(best.update_type);
             update.release_timestamp = entry
                 .and_then(|u| u.release_timestamp.as_deref())
                 .and_then(|t| t.parse::<Timestamp>().ok())
@@ -155,6 +156,12 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
                 name: image.name.clone(),
                 tag: Some(version),
                 digest,
+            });
+            // Each part's own size, so a page or `kubectl get` does not show an image's major
+            // beside a chart's patch.
+            update.image_update_types.push(ImageUpdateType {
+                name: image.name.clone(),
+                update_type: kind,
             });
         }
     }
@@ -450,6 +457,58 @@ mod tests {
             status.held_back[0].reason,
             "a minor update; autoUpdate is patch"
         );
+    }
+
+    #[test]
+    fn each_part_has_its_own_update_type_and_the_largest_is_the_apps() {
+        let res = ready(
+            "1.0.0",
+            vec![
+                image("web", "2.0.0", None),
+                image("db", "7.0.0", Some("sha256:a")),
+            ],
+        );
+        let app = app(
+            VersionPolicy::default(),
+            vec![
+                update("chart", "1.0.1", UpdateType::Patch, None),
+                update("web", "3.0.0", UpdateType::Major, None),
+                update("db", "7.0.0", UpdateType::Digest, Some("sha256:b")),
+            ],
+        );
+        let update = desired_status(&app, &res, Timestamp::UNIX_EPOCH)
+            .available_update
+            .unwrap();
+        assert_eq!(update.chart_update_type, Some(UpdateType::Patch));
+        assert_eq!(
+            update.image_update_types,
+            [
+                ImageUpdateType {
+                    name: "web".into(),
+                    update_type: UpdateType::Major
+                },
+                ImageUpdateType {
+                    name: "db".into(),
+                    update_type: UpdateType::Digest
+                },
+            ]
+        );
+        assert_eq!(update.update_type, Some(UpdateType::Major), "the largest");
+
+        // Only an image: no chart type.
+        let app_images_only = self::app(
+            VersionPolicy::default(),
+            vec![update_entry("web", "2.0.1", UpdateType::Patch)],
+        );
+        let update = desired_status(&app_images_only, &res, Timestamp::UNIX_EPOCH)
+            .available_update
+            .unwrap();
+        assert_eq!(update.chart_update_type, None);
+        assert_eq!(update.update_type, Some(UpdateType::Patch));
+    }
+
+    fn update_entry(name: &str, version: &str, kind: UpdateType) -> DetectedUpdate {
+        update(name, version, kind, None)
     }
 
     #[test]
