@@ -21,16 +21,21 @@ pub struct AppRow {
     pub available: Option<String>,
     /// `major`, `minor`, `patch` or `digest`: the largest jump of `available` and `also`.
     pub update_type: Option<String>,
-    /// The image updates that come with `available` (`name:tag`), so that a badge for an
-    /// image's major jump is not read as the chart's.
-    pub also: Vec<String>,
+    /// The jump of `available` itself (the chart's, or the first image's), so that each part
+    /// carries its own badge and an image's major is not read as the chart's.
+    pub available_type: Option<String>,
+    /// The image updates that come with `available`, each with its own jump.
+    pub also: Vec<PartUpdate>,
     /// When the new version was released (RFC 3339), where known.
     pub released: Option<String>,
     /// How long ago that was, in words ("3 days ago"), as of when the row was made.
     pub released_ago: Option<String>,
     /// One word: UpToDate, UpdateAvailable, Upgrading, RollingBack, Degraded.
     pub state: String,
+    /// The Ready condition: the HelmRelease is Ready and everything the app needs is found.
     pub ready: bool,
+    /// Whether the app has a Ready condition at all (a new app has none yet).
+    pub health_known: bool,
     /// Why the app is not ready, or what Flux says.
     pub ready_message: String,
     /// The last upgrade: request, versions, result.
@@ -45,6 +50,125 @@ pub struct LastOperation {
     pub to: Option<String>,
     /// Running, Succeeded, Failed, RollingBack, RolledBack, RollbackFailed.
     pub status: String,
+    /// When it ended (RFC 3339), if it has.
+    pub ended: Option<String>,
+}
+
+/// One part's update: `name:tag` and the size of its jump.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PartUpdate {
+    pub reference: String,
+    pub update_type: Option<String>,
+}
+
+impl AppRow {
+    /// Health in words, from the Ready condition (the HelmRelease's readiness and whether what
+    /// the app needs is found): "healthy", "not healthy", or "not known yet".
+    pub fn health_words(&self) -> &'static str {
+        match (self.health_known, self.ready) {
+            (false, _) => "not known yet",
+            (true, true) => "healthy",
+            (true, false) => "not healthy",
+        }
+    }
+
+    /// Whether an upgrade or rollback of the app is running.
+    pub fn operation_running(&self) -> bool {
+        matches!(self.state.as_str(), "Upgrading" | "RollingBack")
+            || self
+                .last_upgrade
+                .as_ref()
+                .is_some_and(|l| l.status == "Running" || l.status == "RollingBack")
+    }
+
+    /// Whether the app's last upgrade (or the rollback of it) failed.
+    pub fn last_failed(&self) -> bool {
+        self.last_upgrade
+            .as_ref()
+            .is_some_and(|l| l.status.contains("Failed"))
+    }
+}
+
+/// The state in the person's words: "up to date", "update available", "upgrading",
+/// "rolling back", "degraded".
+pub fn state_words(state: &str) -> String {
+    let mut words = String::new();
+    for (i, c) in state.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    words
+}
+
+/// What a condition of the app means, as a question the page answers yes or no.
+pub fn condition_words(kind: &str) -> String {
+    match kind {
+        "Ready" => {
+            "Healthy (the HelmRelease is ready and everything the app needs is found)".into()
+        }
+        "UpdateAvailable" => "Update available".into(),
+        "Scanned" => "Checked for updates".into(),
+        other => state_words(other),
+    }
+}
+
+/// The top of the apps page: how many apps have an update of each size (each app counted by
+/// its largest), how many operations run, and the last failure.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Summary {
+    pub major: usize,
+    pub minor: usize,
+    pub patch: usize,
+    pub digest: usize,
+    pub running: usize,
+    pub failed: usize,
+    /// The app whose upgrade failed last (`namespace/name`), by when it ended.
+    pub last_failure: Option<String>,
+}
+
+impl Summary {
+    pub fn of(rows: &[AppRow]) -> Self {
+        let mut s = Summary::default();
+        let mut last: Option<(&str, String)> = None;
+        for r in rows {
+            match r.update_type.as_deref() {
+                Some("major") => s.major += 1,
+                Some("minor") => s.minor += 1,
+                Some("patch") => s.patch += 1,
+                Some("digest") => s.digest += 1,
+                _ => {}
+            }
+            if r.operation_running() {
+                s.running += 1;
+            }
+            if r.last_failed() {
+                s.failed += 1;
+                let ended = r
+                    .last_upgrade
+                    .as_ref()
+                    .and_then(|l| l.ended.as_deref())
+                    .unwrap_or("");
+                if last.as_ref().is_none_or(|(t, _)| ended > *t) {
+                    last = Some((ended, format!("{}/{}", r.namespace, r.name)));
+                }
+            }
+        }
+        s.last_failure = last.map(|(_, app)| app);
+        s
+    }
+
+    /// How many apps have an update of `kind`.
+    pub fn count(&self, kind: &str) -> usize {
+        match kind {
+            "major" => self.major,
+            "minor" => self.minor,
+            "patch" => self.patch,
+            "digest" => self.digest,
+            _ => 0,
+        }
+    }
 }
 
 impl AppRow {
@@ -87,10 +211,24 @@ impl From<&ManagedApp> for AppRow {
                     .or_else(|| u.images.first().map(|i| i.reference()))
             }),
             update_type: update.and_then(|u| u.update_type).map(update_type_word),
+            available_type: update.and_then(|u| {
+                if u.chart.is_some() {
+                    u.chart_update_type.map(update_type_word)
+                } else {
+                    u.images.first().and_then(|i| image_type(u, &i.name))
+                }
+            }),
             also: update.map_or_else(Vec::new, |u| {
                 // `available` is the chart, else the first image: the rest come along.
                 let shown = usize::from(u.chart.is_none());
-                u.images.iter().skip(shown).map(|i| i.reference()).collect()
+                u.images
+                    .iter()
+                    .skip(shown)
+                    .map(|i| PartUpdate {
+                        reference: i.reference(),
+                        update_type: image_type(u, &i.name),
+                    })
+                    .collect()
             }),
             released: update
                 .and_then(|u| u.release_timestamp.as_ref())
@@ -104,15 +242,26 @@ impl From<&ManagedApp> for AppRow {
                 .map(|s| format!("{s:?}"))
                 .unwrap_or_else(|| "Unknown".into()),
             ready: ready.is_some_and(|c| c.status == "True"),
+            health_known: ready.is_some(),
             ready_message: ready.map(|c| c.message.clone()).unwrap_or_default(),
             last_upgrade: status.last_upgrade.map(|l| LastOperation {
                 request: l.request_name.unwrap_or_default(),
                 from: l.from_version,
                 to: l.to_version,
                 status: l.status.unwrap_or_default(),
+                ended: l.completed_at.map(|t| t.0.to_string()),
             }),
         }
     }
+}
+
+/// The jump of the image `name` in `update`, where the operator recorded it.
+fn image_type(update: &fluxup_api::AvailableUpdate, name: &str) -> Option<String> {
+    update
+        .image_update_types
+        .iter()
+        .find(|t| t.name == name)
+        .map(|t| update_type_word(t.update_type))
 }
 
 /// Seconds from `t` to now. Rows are made on the server; in the browser (wasm32) jiff has no
@@ -184,6 +333,8 @@ pub struct ImageLine {
     pub name: String,
     pub current: Option<String>,
     pub available: Option<String>,
+    /// The size of the jump to `available`.
+    pub update_type: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -235,6 +386,7 @@ impl AppDetail {
                     .iter()
                     .find(|u| u.name == i.name)
                     .and_then(|u| u.tag.clone().or(u.digest.clone())),
+                update_type: image_type(&update, &i.name),
             })
             .collect();
         let mut history: Vec<Operation> = upgrades
@@ -772,7 +924,14 @@ mod tests {
         assert_eq!(row.current.as_deref(), Some("1.0.0"));
         assert_eq!(row.available.as_deref(), Some("1.1.0"));
         assert_eq!(row.update_type.as_deref(), Some("minor"));
-        assert_eq!(row.also, ["web:1.4.2"], "the image comes with the chart");
+        assert_eq!(
+            row.also,
+            [PartUpdate {
+                reference: "web:1.4.2".into(),
+                update_type: None
+            }],
+            "the image comes with the chart"
+        );
         assert_eq!(row.state, "UpdateAvailable");
         assert!(row.ready);
         assert!(row.matches("SHOP") && row.matches("1.1") && !row.matches("db"));
@@ -817,5 +976,137 @@ mod tests {
                 .get("volumeSnapshots")
                 .is_none()
         );
+    }
+
+    fn row_of(status: serde_json::Value) -> AppRow {
+        let app: ManagedApp = serde_json::from_value(json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"helmReleaseRef": {"name": "web"}, "kustomizationRef": {"name": "web"}},
+            "status": status,
+        }))
+        .unwrap();
+        AppRow::from(&app)
+    }
+
+    #[test]
+    fn each_part_carries_its_own_update_type() {
+        // A chart patch that brings an image's major: the badge beside the chart says patch.
+        let row = row_of(json!({
+            "state": "UpdateAvailable",
+            "availableUpdate": {"chart": "1.0.1", "updateType": "major", "chartUpdateType": "patch",
+                                "images": [{"name": "web", "tag": "2.0.0"}, {"name": "db", "tag": "7.1.0"}],
+                                "imageUpdateTypes": [{"name": "web", "updateType": "major"},
+                                                     {"name": "db", "updateType": "minor"}]},
+        }));
+        assert_eq!(row.available.as_deref(), Some("1.0.1"));
+        assert_eq!(row.available_type.as_deref(), Some("patch"));
+        assert_eq!(
+            row.update_type.as_deref(),
+            Some("major"),
+            "the app's largest"
+        );
+        let also: Vec<_> = row
+            .also
+            .iter()
+            .map(|p| (p.reference.as_str(), p.update_type.as_deref()))
+            .collect();
+        assert_eq!(
+            also,
+            [("web:2.0.0", Some("major")), ("db:7.1.0", Some("minor"))]
+        );
+
+        // Only images: the first is shown as `available`, with its own type.
+        let row = row_of(json!({
+            "availableUpdate": {"updateType": "minor",
+                                "images": [{"name": "web", "tag": "2.0.1"}, {"name": "db", "tag": "7.1.0"}],
+                                "imageUpdateTypes": [{"name": "web", "updateType": "patch"},
+                                                     {"name": "db", "updateType": "minor"}]},
+        }));
+        assert_eq!(row.available.as_deref(), Some("web:2.0.1"));
+        assert_eq!(row.available_type.as_deref(), Some("patch"));
+        assert_eq!(row.also[0].update_type.as_deref(), Some("minor"));
+        let detail = AppDetail::new(
+            &serde_json::from_value(json!({
+                "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"helmReleaseRef": {"name": "web"}, "kustomizationRef": {"name": "web"}},
+                "status": {"currentVersion": {"images": [{"name": "db", "tag": "7.0.0"}]},
+                           "availableUpdate": {"images": [{"name": "db", "tag": "7.1.0"}],
+                                               "imageUpdateTypes": [{"name": "db", "updateType": "minor"}]}},
+            }))
+            .unwrap(),
+            &[],
+            &[],
+            Vec::new(),
+        );
+        assert_eq!(detail.images[0].update_type.as_deref(), Some("minor"));
+    }
+
+    #[test]
+    fn health_comes_from_the_ready_condition_and_the_state_is_in_words() {
+        let ready = |status: &str| {
+            json!([{"type": "Ready", "status": status, "reason": "HelmReleaseNotReady",
+                    "message": "m", "lastTransitionTime": "2026-11-30T10:00:00Z"}])
+        };
+        let healthy = row_of(json!({"state": "UpdateAvailable", "conditions": ready("True")}));
+        assert_eq!(healthy.health_words(), "healthy");
+        assert_eq!(state_words(&healthy.state), "update available");
+        let sick = row_of(json!({"state": "Degraded", "conditions": ready("False")}));
+        assert_eq!(sick.health_words(), "not healthy");
+        assert_eq!(row_of(json!({})).health_words(), "not known yet");
+        assert_eq!(state_words("UpToDate"), "up to date");
+        assert_eq!(state_words("RollingBack"), "rolling back");
+        assert_eq!(state_words("RollbackFailed"), "rollback failed");
+        assert!(!condition_words("Ready").contains("Ready"));
+    }
+
+    #[test]
+    fn the_summary_counts_updates_by_size_running_operations_and_the_last_failure() {
+        let row =
+            |name: &str, kind: Option<&str>, state: &str, last: Option<(&str, &str)>| AppRow {
+                namespace: "ns".into(),
+                name: name.into(),
+                update_type: kind.map(String::from),
+                state: state.into(),
+                last_upgrade: last.map(|(status, ended)| LastOperation {
+                    status: status.into(),
+                    ended: Some(ended.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+        let rows = [
+            row("a", Some("major"), "UpdateAvailable", None),
+            row(
+                "b",
+                Some("major"),
+                "UpdateAvailable",
+                Some(("Failed", "2026-11-01T00:00:00Z")),
+            ),
+            row("c", Some("patch"), "Upgrading", Some(("Running", ""))),
+            row(
+                "d",
+                None,
+                "UpToDate",
+                Some(("RollbackFailed", "2026-11-02T00:00:00Z")),
+            ),
+            row(
+                "e",
+                Some("digest"),
+                "UpdateAvailable",
+                Some(("Succeeded", "2026-11-03T00:00:00Z")),
+            ),
+        ];
+        let s = Summary::of(&rows);
+        assert_eq!((s.major, s.minor, s.patch, s.digest), (2, 0, 1, 1));
+        assert_eq!(s.running, 1);
+        assert_eq!(s.failed, 2);
+        assert_eq!(
+            s.last_failure.as_deref(),
+            Some("ns/d"),
+            "the later of the two"
+        );
+        assert_eq!(Summary::of(&[]), Summary::default());
     }
 }

@@ -3,7 +3,7 @@
 //! each followed live.
 
 use super::Layout;
-use super::widgets::{ErrorNote, OperationProgress, StateBadge, UpdateBadge};
+use super::widgets::{ErrorNote, HealthBadge, OperationProgress, StateBadge, UpdateBadge};
 use crate::api::{get_app, list_versions, request_rollback, request_upgrade};
 use crate::live::use_live;
 use crate::model::{AppDetail, Operation, OperationKind};
@@ -43,7 +43,8 @@ fn AppView(detail: AppDetail) -> impl IntoView {
         <div class="mt-2 flex flex-wrap items-baseline gap-3">
             <h1 class="text-2xl font-semibold">{row.name.clone()}</h1>
             <span class="text-slate-500 dark:text-slate-400">{row.namespace.clone()}</span>
-            <StateBadge state=row.state.clone() ready=row.ready/>
+            <HealthBadge words=row.health_words() ready=row.ready/>
+            <StateBadge state=row.state.clone()/>
         </div>
         <div class="mt-6 grid gap-6 lg:grid-cols-2">
             <Versions detail=detail.clone()/>
@@ -53,7 +54,7 @@ fn AppView(detail: AppDetail) -> impl IntoView {
                 view! {
                     <Card title="Upgrade">
                         <p class="text-sm text-slate-600 dark:text-slate-300" id="upgrade-not-allowed">
-                            "You may look at this app but not upgrade it: the cluster's RBAC does not let you create UpgradeRequests in "
+                            "You may look at this app but not upgrade it: your access to the cluster does not allow upgrades in "
                             {namespace.clone()}"."
                         </p>
                     </Card>
@@ -79,6 +80,10 @@ fn Card(title: &'static str, children: Children) -> impl IntoView {
 #[component]
 fn Versions(detail: AppDetail) -> impl IntoView {
     let row = detail.row;
+    // Mark the app's largest update only where there are several parts to tell apart.
+    let parts = usize::from(row.available.is_some()) + row.also.len();
+    let largest = row.update_type.clone().filter(|_| parts > 1);
+    let available_largest = largest.is_some() && row.available_type == largest;
     view! {
         <Card title="Versions">
             <dl class="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
@@ -89,7 +94,7 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 <dt class="text-slate-500 dark:text-slate-400">"Available"</dt>
                 <dd id="available-version">
                     {match row.available {
-                        Some(v) => view! { <span class="font-mono">{v}</span>" "<UpdateBadge kind=row.update_type/> }.into_any(),
+                        Some(v) => view! { <span class="font-mono">{v}</span>" "<UpdateBadge kind=row.available_type largest=available_largest/> }.into_any(),
                         None => view! { "up to date" }.into_any(),
                     }}
                 </dd>
@@ -105,11 +110,17 @@ fn Versions(detail: AppDetail) -> impl IntoView {
             {(!detail.images.is_empty()).then(|| view! {
                 <h3 class="mt-4 text-sm font-medium">"Images"</h3>
                 <ul class="mt-1 space-y-1 text-sm">
-                    {detail.images.into_iter().map(|i| view! {
-                        <li class="font-mono">
-                            {i.name}":"{i.current.unwrap_or_default()}
-                            {i.available.map(|a| view! { <span class="text-sky-700 dark:text-sky-300">" → "{a}</span> })}
-                        </li>
+                    {detail.images.into_iter().map(|i| {
+                        let is_largest = !available_largest && largest.is_some() && i.update_type == largest;
+                        view! {
+                            <li class="font-mono" data-image=i.name.clone()>
+                                {i.name.clone()}":"{i.current.unwrap_or_default()}
+                                {i.available.map(|a| view! {
+                                    <span class="text-sky-700 dark:text-sky-300">" → "{a}</span>" "
+                                    <UpdateBadge kind=i.update_type.clone() largest=is_largest/>
+                                })}
+                            </li>
+                        }
                     }).collect_view()}
                 </ul>
             })}
@@ -265,10 +276,10 @@ fn Conditions(detail: AppDetail) -> impl IntoView {
             <ul class="space-y-2 text-sm">
                 {detail.conditions.into_iter().map(|c| view! {
                     <li>
-                        <span class=if c.ok { "font-medium text-emerald-700 dark:text-emerald-300" } else { "font-medium text-amber-700 dark:text-amber-300" }>
-                            {c.kind}" "{if c.ok { "yes" } else { "no" }}
+                        // The condition's type and reason are kubectl's words; the page says what they mean.
+                        <span class=if c.ok { "font-medium text-emerald-700 dark:text-emerald-300" } else { "font-medium text-amber-700 dark:text-amber-300" } data-condition=c.kind.clone()>
+                            {crate::model::condition_words(&c.kind)}": "{if c.ok { "yes" } else { "no" }}
                         </span>
-                        <span class="text-slate-500 dark:text-slate-400">" ("{c.reason}")"</span>
                         <p class="text-slate-600 dark:text-slate-300">{c.message}</p>
                     </li>
                 }).collect_view()}
@@ -339,7 +350,7 @@ fn History(detail: AppDetail) -> impl IntoView {
                                 <li class="flex flex-wrap items-center gap-2" data-request=name.clone()>
                                     <span class="font-medium">{format!("{:?}", op.kind)}</span>
                                     <span class="font-mono">{op.target.clone().unwrap_or_default()}</span>
-                                    <span>{op.phase.clone()}</span>
+                                    <span data-phase=op.phase.clone()>{crate::model::state_words(&op.phase)}</span>
                                     <span class="text-slate-500 dark:text-slate-400">{op.created.clone()}</span>
                                     <span class="text-slate-500 dark:text-slate-400">{op.requested_by.clone().map(|u| format!("by {u}"))}</span>
                                     <span class="text-xs text-slate-500 dark:text-slate-400">{name.clone()}</span>

@@ -4,9 +4,10 @@ use crate::live::use_live;
 use crate::model::{Operation, PhaseState};
 use leptos::prelude::*;
 
-/// `major` / `minor` / `patch` / `digest`, coloured by how careful one should be.
+/// `major` / `minor` / `patch` / `digest`, coloured by how careful one should be. `largest`
+/// marks, in words too, the badge of the app's largest update when it has several parts.
 #[component]
-pub fn UpdateBadge(kind: Option<String>) -> impl IntoView {
+pub fn UpdateBadge(kind: Option<String>, #[prop(optional)] largest: bool) -> impl IntoView {
     let kind = kind.unwrap_or_else(|| "update".into());
     let colour = match kind.as_str() {
         "major" => "bg-red-100 text-red-800 dark:bg-red-900 dark:text-red-100",
@@ -15,26 +16,38 @@ pub fn UpdateBadge(kind: Option<String>) -> impl IntoView {
         _ => "bg-slate-100 text-slate-700 dark:bg-slate-700 dark:text-slate-100",
     };
     view! {
-        <span class=format!("rounded px-1.5 py-0.5 text-xs font-medium {colour}") data-update-type=kind.clone()>{kind.clone()}</span>
+        <span class=format!("rounded px-1.5 py-0.5 text-xs font-medium {colour}") data-update-type=kind.clone() data-largest=largest.then_some("true")>{kind.clone()}</span>
+        {largest.then(|| view! {
+            <span class="ml-1 text-xs text-slate-600 dark:text-slate-300" title="The largest update of this app, among its chart and images">"(largest of this app)"</span>
+        })}
     }
 }
 
-/// The app's one-word state, red when it is not ready.
+/// The app's health in words, from its Ready condition; red and with a ✗ when not healthy.
 #[component]
-pub fn StateBadge(state: String, ready: bool) -> impl IntoView {
-    let colour = if !ready {
-        "text-red-700 dark:text-red-300"
-    } else if state == "UpdateAvailable" {
-        "text-sky-700 dark:text-sky-300"
+pub fn HealthBadge(words: &'static str, ready: bool) -> impl IntoView {
+    let (icon, colour) = if ready {
+        ("✓", "text-emerald-700 dark:text-emerald-300")
     } else {
-        "text-emerald-700 dark:text-emerald-300"
+        ("✗", "text-red-700 dark:text-red-300")
     };
-    let words = if ready {
-        state
-    } else {
-        format!("{state} (not ready)")
+    view! {
+        <span class=format!("text-sm font-medium {colour}") data-health=words>
+            <span aria-hidden="true">{icon}" "</span>{words}
+        </span>
+    }
+}
+
+/// What the app is doing, in words ("update available"); red when it is degraded.
+#[component]
+pub fn StateBadge(state: String) -> impl IntoView {
+    let colour = match state.as_str() {
+        "Degraded" => "text-red-700 dark:text-red-300",
+        "UpToDate" => "text-emerald-700 dark:text-emerald-300",
+        _ => "text-sky-700 dark:text-sky-300",
     };
-    view! { <span class=format!("text-sm font-medium {colour}")>{words}</span> }
+    let words = crate::model::state_words(&state);
+    view! { <span class=format!("text-sm font-medium {colour}") data-state=state>{words}</span> }
 }
 
 /// A column of a [`DataTable`]: its heading and from which screen width it is shown.
