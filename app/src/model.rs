@@ -102,6 +102,17 @@ pub fn state_words(state: &str) -> String {
     words
 }
 
+/// Why an update is held back, in the page's words: the policy's field names are kubectl's
+/// (`a minor update; autoUpdate is patch`).
+pub fn held_back_words(reason: &str) -> String {
+    match reason.split_once("; autoUpdate is ") {
+        Some((jump, allowed)) => {
+            format!("{jump}, larger than the version policy allows (up to {allowed})")
+        }
+        None => reason.to_string(),
+    }
+}
+
 /// What a condition of the app means, as a question the page answers yes or no.
 pub fn condition_words(kind: &str) -> String {
     match kind {
@@ -407,7 +418,7 @@ impl AppDetail {
                 .map(|h| HeldBack {
                     name: h.name.clone(),
                     version: h.version.clone(),
-                    reason: h.reason.clone(),
+                    reason: held_back_words(&h.reason),
                 })
                 .collect(),
             conditions: status
@@ -1059,6 +1070,14 @@ mod tests {
         assert_eq!(state_words("RollingBack"), "rolling back");
         assert_eq!(state_words("RollbackFailed"), "rollback failed");
         assert!(!condition_words("Ready").contains("Ready"));
+        assert_eq!(
+            held_back_words("a minor update; autoUpdate is patch"),
+            "a minor update, larger than the version policy allows (up to patch)"
+        );
+        assert_eq!(
+            held_back_words("outside the constraint \">=2\""),
+            "outside the constraint \">=2\""
+        );
     }
 
     #[test]

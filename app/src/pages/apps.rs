@@ -198,7 +198,7 @@ fn SummaryBar(summary: Summary, only: RwSignal<Only>) -> impl IntoView {
     let kinds = ["major", "minor", "patch", "digest"];
     let with_updates = kinds.iter().map(|k| summary.count(k)).sum::<usize>();
     view! {
-        <nav aria-label="Summary" id="summary" class="mt-4 flex flex-wrap items-center gap-2 text-sm">
+        <section aria-label="Summary of the apps" id="summary" class="mt-4 flex flex-wrap items-center gap-2 text-sm">
             <span class="text-slate-600 dark:text-slate-300" data-field="with-updates">
                 {format!("{with_updates} {} with updates:", if with_updates == 1 { "app" } else { "apps" })}
             </span>
@@ -224,7 +224,7 @@ fn SummaryBar(summary: Summary, only: RwSignal<Only>) -> impl IntoView {
                     "Show all"
                 </button>
             </Show>
-        </nav>
+        </section>
     }
 }
 
