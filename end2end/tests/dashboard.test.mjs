@@ -355,3 +355,83 @@ test('settings: who you are, how logins work, and the notification sinks without
     kubectl(['delete', 'configmap', '-n', 'fluxup-system', 'fluxup-notifications', '--ignore-not-found']);
   }
 });
+
+test('badges per part, health and state columns, and the summary that filters the list', async () => {
+  const get = () => JSON.parse(kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'json']));
+  const current = await until('the app to know its chart and image', async () => {
+    const v = get().status?.currentVersion;
+    return { ok: Boolean(v?.chart && v?.images?.[0]?.tag), value: v };
+  });
+  // Renovate's findings, written as its ingest would: a chart update (its size depends on the
+  // version Flux runs now, see sandbox/demo/charts/versions) and an image major.
+  const next = { '1.0.0': ['1.0.1', 'patch'], '1.0.1': ['1.1.0', 'minor'], '1.1.0': ['2.0.0', 'major'] };
+  const [chartTarget, chartKind] = next[current.chart] ?? assert.fail(`no demo chart after ${current.chart}`);
+  const image = current.images[0];
+  const imageTarget = `${Number(image.tag.split('.')[0]) + 1}.0.0`;
+  const patch = (detected) => kubectl(['patch', 'managedapp', '-n', NS, APP, '--subresource=status',
+    '--type=merge', '-p', JSON.stringify({ status: { detected } })]);
+  patch({
+    source: 'dashboard-test',
+    updates: [
+      { name: 'chart', current: current.chart, version: chartTarget, updateType: chartKind },
+      { name: image.name, current: image.tag, version: imageTarget, updateType: 'major' },
+    ],
+  });
+  try {
+    const update = await until('the operator to offer both parts', async () => {
+      const u = get().status?.availableUpdate;
+      return { ok: u?.chart === chartTarget && u?.images?.length === 1, value: u };
+    });
+    // The status says each part's size and the largest (what `kubectl get mapp` shows).
+    assert.equal(update.chartUpdateType, chartKind);
+    assert.deepEqual(update.imageUpdateTypes, [{ name: image.name, updateType: 'major' }]);
+    assert.equal(update.updateType, 'major');
+
+    const page = await operator.newPage();
+    await page.goto(server.url);
+    await page.waitForSelector('[data-hydrated="true"]');
+    const row = page.locator(`#app-${NS}-${APP}`);
+    // The chart's badge beside the chart version, the image's beside the image.
+    const chartPart = row.locator('[data-field="available-part"]');
+    assert.match(await chartPart.textContent(), new RegExp(chartTarget.replaceAll('.', '\\.')));
+    assert.equal(await chartPart.locator('[data-update-type]').getAttribute('data-update-type'), chartKind);
+    const imagePart = row.locator('[data-field="also"]', { hasText: `${image.name}:${imageTarget}` });
+    assert.equal(await imagePart.locator('[data-update-type]').getAttribute('data-update-type'), 'major');
+    // The largest is marked as such, in words, once.
+    assert.equal(await row.locator('[data-largest="true"]').count(), 1);
+    const largestPart = chartKind === 'major' ? chartPart : imagePart;
+    assert.equal(await largestPart.locator('[data-largest="true"]').count(), 1);
+    assert.match(await largestPart.textContent(), /largest of this app/);
+
+    // Health from the Ready condition; the state, in words, in its own column.
+    const ready = get().status.conditions.find((c) => c.type === 'Ready');
+    assert.equal(
+      (await row.locator('[data-field="health"]').textContent()).trim(),
+      ready.status === 'True' ? '✓ healthy' : '✗ not healthy',
+    );
+    const state = row.locator('[data-field="state"] [data-state]');
+    assert.equal(await state.getAttribute('data-state'), 'UpdateAvailable');
+    assert.equal((await state.textContent()).trim(), 'update available');
+    assert.doesNotMatch(await row.textContent(), /UpdateAvailable|UpToDate/, 'no kubectl words in the row');
+
+    // The summary counts the app by its largest update; its button filters the list and,
+    // pressed again, shows every app.
+    const total = await page.locator('#apps tbody tr').count();
+    const major = page.locator('#summary-major');
+    assert.match(await major.textContent(), /^\d+ major$/);
+    await major.click();
+    assert.equal(await major.getAttribute('aria-pressed'), 'true');
+    await page.waitForFunction(
+      (n) => document.querySelectorAll('#apps tbody tr').length === n,
+      Number((await major.textContent()).split(' ')[0]),
+    );
+    assert.equal(await row.count(), 1, 'the app with a major update stays');
+    assert.deepEqual(await accessibilityViolations(page), [], 'the filtered page meets WCAG 2.1 AA');
+    await major.click();
+    await page.waitForFunction((n) => document.querySelectorAll('#apps tbody tr').length === n, total);
+    assert.match(await page.locator('#summary-running').textContent(), /^\d+ operations? running$/);
+    await page.close();
+  } finally {
+    patch(null);
+  }
+});
