@@ -78,7 +78,18 @@ fn printer_columns_show_versions_and_state() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Current", "Available", "Update", "State", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Current",
+            "Available",
+            "Chart-Update",
+            "Largest-Update",
+            "Healthy",
+            "State",
+            "Age"
+        ]
+    );
     assert!(
         crd.spec.versions[0]
             .subresources
