@@ -1,25 +1,30 @@
-// Dashboard figures: what a browser downloads to start (wasm + js + css, gzipped), and the delay
-// from a status change in Kubernetes to the page showing it.
+// Dashboard figures: what a browser downloads to start (wasm + js + css, gzipped), the delay
+// from a status change in Kubernetes to the page showing it, and the peer comparison of
+// first-load.mjs (every page's first load, the apps page's time to first byte) with 1,000
+// ManagedApps on the apps page.
 //
 //   node end2end/bench/dashboard.mjs      (after `cargo leptos build [--release]`, with the full
 //                                          test sandbox up: scripts/test leaves it stopped,
 //                                          `SANDBOX_STATE=target/test-sandbox-full sandbox/sandbox up --profile full`)
 //
-// The server time to first byte of the apps page with 1,000 apps is in `cargo bench -p fluxup
-// --bench scale`.
+// It serves the release build when there is one (scripts/build-release; see first-load.mjs). The
+// server-side figures with 1,000 resolved apps are also in `cargo bench -p fluxup --bench scale`.
 import { readFileSync, readdirSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { startServer } from '../tests/support/server.mjs';
+import { peerFigures, preferRelease } from './first-load.mjs';
 import { launchBrowser } from '../tests/support/browser.mjs';
 import { kubectl, resolvedDemoApp, root, sandbox, state } from '../tests/support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-bench';
+const FLEET_NS = 'bench-fleet';
+const FLEET = 1000;
 
 function transferSizes() {
-  const dir = path.join(root, 'target/site/pkg');
+  const dir = path.join(preferRelease().site, 'pkg');
   let raw = 0;
   let gzipped = 0;
   for (const file of readdirSync(dir).filter((f) => /\.(wasm|js|css)$/.test(f))) {
@@ -93,5 +98,42 @@ async function liveDelay() {
   }
 }
 
+/**
+ * 1,000 ManagedApps in a namespace of their own, each with a status as FluxUp's controllers would
+ * write it (an update available), for the apps page at that size. No controller runs: the
+ * HelmReleases they name do not exist.
+ */
+function fleet() {
+  kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: FLEET_NS } }));
+  const app = (i) => ({
+    apiVersion: 'fluxup.dev/v1alpha1', kind: 'ManagedApp',
+    metadata: { name: `app-${String(i).padStart(4, '0')}`, namespace: FLEET_NS },
+    spec: { helmReleaseRef: { name: `app-${i}` }, kustomizationRef: { name: `app-${i}` } },
+  });
+  const items = Array.from({ length: FLEET }, (_, i) => app(i));
+  kubectl(['apply', '--server-side', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
+  const types = ['patch', 'minor', 'major'];
+  const withStatus = items.map((a, i) => ({
+    ...a,
+    status: {
+      state: 'UpdateAvailable',
+      currentVersion: { chart: '1.0.0', appVersion: '1.0.0' },
+      availableUpdate: { chart: ['1.0.1', '1.1.0', '2.0.0'][i % 3], updateType: types[i % 3] },
+    },
+  }));
+  try {
+    kubectl(['apply', '--server-side', '--subresource=status', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: withStatus }));
+  } catch (e) {
+    console.log(`(the fleet's apps have no status: ${e.message.split('\n')[0]})`);
+  }
+}
+
 transferSizes();
 await liveDelay();
+fleet();
+try {
+  const demoApps = kubectl(['get', 'managedapps', '-A', '--no-headers']).trim().split('\n').length;
+  await peerFigures({ env: { KUBECONFIG: sandbox.KUBECONFIG }, apps: demoApps, appPage: `/apps/${NS}/${APP}` });
+} finally {
+  kubectl(['delete', 'namespace', FLEET_NS, '--wait=false']);
+}
