@@ -8,13 +8,14 @@ pub mod backend;
 pub mod live;
 pub mod model;
 pub mod pages;
+pub mod routes;
 pub mod server_info;
 pub mod theme;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{Lazy, path};
 
 /// The HTML document around the app: head, hydration scripts, body.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -48,10 +49,11 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <pages::NotFound/> }>
                 <Route path=path!("") view=pages::apps::AppsPage/>
-                <Route path=path!("/apps/new") view=pages::new_app::NewAppPage/>
-                <Route path=path!("/snapshots") view=pages::snapshots::SnapshotsPage/>
-                <Route path=path!("/settings") view=pages::settings::SettingsPage/>
-                <Route path=path!("/apps/:namespace/:name") view=pages::app_detail::AppPage/>
+                // The other pages are lazy routes: a wasm chunk each in a split build (see routes).
+                <Route path=path!("/apps/new") view={Lazy::<routes::NewAppRoute>::new()}/>
+                <Route path=path!("/snapshots") view={Lazy::<routes::SnapshotsRoute>::new()}/>
+                <Route path=path!("/settings") view={Lazy::<routes::SettingsRoute>::new()}/>
+                <Route path=path!("/apps/:namespace/:name") view={Lazy::<routes::AppRoute>::new()}/>
             </Routes>
         </Router>
     }
