@@ -177,5 +177,6 @@ export async function peerFigures({ env = {}, apps = 0, appPage } = {}) {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  await peerFigures();
+  // Unconnected, the app page says so; its code is loaded all the same.
+  await peerFigures({ appPage: '/apps/webapp/webapp' });
 }
