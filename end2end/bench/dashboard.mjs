@@ -16,7 +16,7 @@ import { gzipSync } from 'node:zlib';
 import { startServer } from '../tests/support/server.mjs';
 import { peerFigures, preferRelease } from './first-load.mjs';
 import { launchBrowser } from '../tests/support/browser.mjs';
-import { kubectl, resolvedDemoApp, root, sandbox, state } from '../tests/support/sandbox.mjs';
+import { kubectl, outboundAllow, resolvedDemoApp, root, sandbox, state } from '../tests/support/sandbox.mjs';
 
 const NS = 'webapp';
 const APP = 'webapp-bench';
@@ -64,7 +64,7 @@ function patchStatus(name, status) {
 async function liveDelay() {
   // Nobody but this benchmark moves the request: it writes the request's status itself.
   await resolvedDemoApp(APP);
-  const server = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false' });
+  const server = await startServer({ KUBECONFIG: sandbox.KUBECONFIG, FLUXUP_CONTROLLERS: 'false', FLUXUP_OUTBOUND_ALLOW: outboundAllow });
   const browser = await launchBrowser();
   try {
     const page = await browser.newPage();
