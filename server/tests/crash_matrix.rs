@@ -57,7 +57,15 @@ where
                 break; // died at a crash point
             }
             if done().await? {
-                sigkill(child)?;
+                // The point after the last write (e.g. `released`) may still be on its way: a
+                // process that is about to die at it gets the time to, so the point counts.
+                let grace = Instant::now();
+                while child.try_wait()?.is_none() && grace.elapsed() < Duration::from_secs(3) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                if child.try_wait()?.is_none() {
+                    sigkill(child)?;
+                }
                 let all = std::fs::read_to_string(points).unwrap_or_default();
                 return Ok(all[before.len()..].lines().map(String::from).collect());
             }
