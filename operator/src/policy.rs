@@ -2,18 +2,31 @@
 //!
 //! `autoUpdate` bounds the size of the jump (`patch` offers 1.2.x, `minor` 1.x.x, `major` and
 //! `none` any; `none` only means nothing is applied without approval), and `constraint` is a
-//! semver range in the Helm/npm style (`>=12.0.0 <13.0.0`, `~1.2`, `^2`, `1.x`, `a || b`).
+//! version range read exactly as Helm reads one, with Masterminds/semver v3 (`constraints.go`):
+//!
+//! - a bare or `=` version is exact (`12.4.0` is only 12.4.0, not Cargo's `^12.4.0`); missing
+//!   or wildcard parts make it a range (`1.2`, `1.2.x` = `>=1.2.0 <1.3.0`; `1`, `1.x` =
+//!   `>=1.0.0 <2.0.0`; `*` any);
+//! - `!=`, `>`, `>=` (`=>`), `<`, `<=` (`=<`), `~` (`~>`), `^`, with Masterminds' reading of
+//!   wildcards (`>1.2` is `>=1.3.0`, `<=1.2` is `<1.3.0`, `<1.2` is `<1.2.0`);
+//! - `A - B` is `>=A <=B`; comparators separated by spaces or a comma must all hold, `||`
+//!   separates alternatives; a leading `v` is accepted;
+//! - a pre-release version matches only an alternative in which some comparator names a
+//!   pre-release (`>=1.0.0-0`), as Helm does by default.
+//!
 //! Everything not offered is returned with a reason a person can read.
 
+use std::cmp::Ordering;
+
 use fluxup_api::{AutoUpdate, UpdateType};
-use semver::{Version, VersionReq};
+use semver::{BuildMetadata, Prerelease, Version};
 
 /// A version range as users write it: space- or comma-separated comparators that must all
 /// hold, alternatives separated by `||`.
 #[derive(Debug, Clone)]
 pub struct Constraint {
     text: String,
-    alternatives: Vec<VersionReq>,
+    alternatives: Vec<Vec<Comparator>>,
 }
 
 impl Constraint {
@@ -21,13 +34,12 @@ impl Constraint {
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut alternatives = Vec::new();
         for alternative in text.split("||") {
-            let comparators = normalize_comparators(alternative);
-            if comparators.is_empty() {
+            if alternative.trim().is_empty() {
                 return Err(format!("constraint {text:?} has an empty alternative"));
             }
-            let req = VersionReq::parse(&comparators.join(", "))
+            let comparators = parse_alternative(alternative)
                 .map_err(|e| format!("constraint {text:?} is not a semver range: {e}"))?;
-            alternatives.push(req);
+            alternatives.push(comparators);
         }
         Ok(Constraint {
             text: text.trim().to_string(),
@@ -37,26 +49,248 @@ impl Constraint {
 
     /// Whether `version` is inside the range.
     pub fn matches(&self, version: &Version) -> bool {
-        self.alternatives.iter().any(|req| req.matches(version))
+        self.alternatives.iter().any(|comparators| {
+            // Masterminds decides per alternative whether pre-releases are in play at all.
+            let include_pre = comparators.iter().any(|c| !c.version.pre.is_empty());
+            comparators.iter().all(|c| c.matches(version, include_pre))
+        })
     }
 }
 
-/// Splits `>=1.0.0 <2.0.0` or `>= 1.0.0, < 2.0.0` into `[">=1.0.0", "<2.0.0"]`.
-fn normalize_comparators(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut pending_operator = String::new();
-    for token in text.split([' ', ',', '\t']).filter(|t| !t.is_empty()) {
-        if token.chars().all(|c| "<>=~^".contains(c)) {
-            pending_operator.push_str(token);
-        } else {
-            out.push(format!(
-                "{pending_operator}{}",
-                token.trim_start_matches('v')
-            ));
-            pending_operator.clear();
+/// `""`/`=` exact (or a range when wildcarded), and the usual comparisons.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Op {
+    Exact,
+    NotEqual,
+    Greater,
+    Less,
+    GreaterEqual,
+    LessEqual,
+    Tilde,
+    Caret,
+}
+
+impl Op {
+    fn parse(text: &str) -> Option<Op> {
+        Some(match text {
+            "" | "=" => Op::Exact,
+            "!=" => Op::NotEqual,
+            ">" => Op::Greater,
+            "<" => Op::Less,
+            ">=" | "=>" => Op::GreaterEqual,
+            "<=" | "=<" => Op::LessEqual,
+            "~" | "~>" => Op::Tilde,
+            "^" => Op::Caret,
+            _ => return None,
+        })
+    }
+}
+
+/// The first part of a constraint's version that is missing or `x`/`X`/`*`; it and the parts
+/// after it are zero in `Comparator::version`. (Masterminds' `dirty`, `minorDirty`,
+/// `patchDirty`: a wildcard major sets only `dirty`.)
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Wildcard {
+    None,
+    Major,
+    Minor,
+    Patch,
+}
+
+#[derive(Debug, Clone)]
+struct Comparator {
+    op: Op,
+    version: Version,
+    wildcard: Wildcard,
+}
+
+impl Comparator {
+    /// Masterminds' `constraint.check`, one operator at a time.
+    fn matches(&self, v: &Version, include_pre: bool) -> bool {
+        if !v.pre.is_empty() && !include_pre {
+            return false;
+        }
+        let c = &self.version;
+        let dirty = self.wildcard != Wildcard::None;
+        let minor_dirty = self.wildcard == Wildcard::Minor;
+        let patch_dirty = self.wildcard == Wildcard::Patch;
+        let order = v.cmp_precedence(c);
+        match self.op {
+            Op::Exact if dirty => self.tilde(v),
+            Op::Exact => order == Ordering::Equal,
+            Op::NotEqual => {
+                if dirty {
+                    if v.major != c.major {
+                        return true;
+                    }
+                    if minor_dirty {
+                        return false;
+                    }
+                    if v.minor != c.minor {
+                        return true;
+                    }
+                    if patch_dirty {
+                        return v.pre != c.pre;
+                    }
+                    if v.patch != c.patch {
+                        return true;
+                    }
+                }
+                order != Ordering::Equal
+            }
+            Op::Greater if !dirty => order == Ordering::Greater,
+            Op::Greater => match v.major.cmp(&c.major) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                // `>1` needs 2.0.0 or later, `>1.2` needs 1.3.0 or later.
+                Ordering::Equal if minor_dirty => false,
+                Ordering::Equal if patch_dirty => v.minor > c.minor,
+                Ordering::Equal => order == Ordering::Greater,
+            },
+            Op::Less => order == Ordering::Less,
+            Op::GreaterEqual => order != Ordering::Less,
+            Op::LessEqual if !dirty => order != Ordering::Greater,
+            // `<=1` is below 2.0.0, `<=1.2` below 1.3.0.
+            Op::LessEqual => {
+                v.major < c.major || (v.major == c.major && (minor_dirty || v.minor <= c.minor))
+            }
+            Op::Tilde => self.tilde(v),
+            Op::Caret => {
+                if order == Ordering::Less {
+                    false
+                } else if c.major > 0 || minor_dirty {
+                    v.major == c.major
+                } else if v.major > 0 {
+                    false
+                } else if c.minor > 0 || patch_dirty {
+                    v.minor == c.minor
+                } else {
+                    v.minor == 0 && v.patch == c.patch
+                }
+            }
         }
     }
-    out
+
+    /// `~1.2.3` is `>=1.2.3 <1.3.0`, `~1` is `>=1.0.0 <2.0.0`, `~0.0.0` and `~*` any.
+    fn tilde(&self, v: &Version) -> bool {
+        let c = &self.version;
+        let minor_dirty = self.wildcard == Wildcard::Minor;
+        if v.cmp_precedence(c) == Ordering::Less {
+            return false;
+        }
+        if (c.major, c.minor, c.patch) == (0, 0, 0)
+            && !minor_dirty
+            && self.wildcard != Wildcard::Patch
+        {
+            return true;
+        }
+        v.major == c.major && (minor_dirty || v.minor == c.minor)
+    }
+}
+
+/// Parses one `||` alternative: comparators separated by spaces or one comma, each an operator
+/// and a version with optional space between, or a hyphen range `A - B`.
+fn parse_alternative(text: &str) -> Result<Vec<Comparator>, String> {
+    let mut comparators = Vec::new();
+    for piece in text.split(',') {
+        let words: Vec<&str> = piece.split_whitespace().collect();
+        if words.is_empty() {
+            return Err("a comma with no comparator after it".into());
+        }
+        let mut i = 0;
+        while i < words.len() {
+            let (op_text, mut version_text) = split_operator(words[i]);
+            i += 1;
+            if version_text.is_empty() {
+                version_text = words
+                    .get(i)
+                    .ok_or_else(|| format!("{op_text:?} has no version after it"))?;
+                i += 1;
+            }
+            if op_text.is_empty() && words.get(i) == Some(&"-") {
+                let upper = words
+                    .get(i + 1)
+                    .ok_or_else(|| format!("the range from {version_text:?} has no end"))?;
+                comparators.push(comparator(Op::GreaterEqual, version_text)?);
+                comparators.push(comparator(Op::LessEqual, upper)?);
+                i += 2;
+                continue;
+            }
+            let op = Op::parse(op_text)
+                .ok_or_else(|| format!("{op_text:?} is not a comparison operator"))?;
+            comparators.push(comparator(op, version_text)?);
+        }
+    }
+    Ok(comparators)
+}
+
+fn split_operator(word: &str) -> (&str, &str) {
+    let end = word
+        .find(|c: char| !"=!<>~^".contains(c))
+        .unwrap_or(word.len());
+    word.split_at(end)
+}
+
+/// A constraint's version: `v`, then one to three parts, each a number or `x`/`X`/`*`, then
+/// optional `-pre` and `+build`.
+fn comparator(op: Op, text: &str) -> Result<Comparator, String> {
+    let not_a_version = || format!("{text:?} is not a version");
+    let bare = text.strip_prefix('v').unwrap_or(text);
+    let (rest, build) = match bare.split_once('+') {
+        Some((rest, build)) => (rest, Some(build)),
+        None => (bare, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (rest, None),
+    };
+    if pre == Some("") || build == Some("") {
+        return Err(not_a_version());
+    }
+    if let Some(build) = build {
+        BuildMetadata::new(build).map_err(|e| format!("{text:?}: {e}"))?;
+    }
+    let pre = Prerelease::new(pre.unwrap_or("")).map_err(|e| format!("{text:?}: {e}"))?;
+
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() > 3 {
+        return Err(not_a_version());
+    }
+    let mut numbers = [0u64; 3];
+    let mut wildcard = Wildcard::None;
+    for (i, which) in [Wildcard::Major, Wildcard::Minor, Wildcard::Patch]
+        .into_iter()
+        .enumerate()
+    {
+        match parts.get(i).copied() {
+            Some("x" | "X" | "*") | None => {
+                if wildcard == Wildcard::None {
+                    wildcard = which;
+                }
+            }
+            Some(part) => {
+                let leading_zero = part.len() > 1 && part.starts_with('0');
+                if part.is_empty() || leading_zero || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(not_a_version());
+                }
+                if wildcard == Wildcard::None {
+                    numbers[i] = part.parse().map_err(|_| not_a_version())?;
+                }
+            }
+        }
+    }
+    let [major, minor, patch] = numbers;
+    Ok(Comparator {
+        op,
+        version: Version {
+            major,
+            minor,
+            patch,
+            pre,
+            build: BuildMetadata::EMPTY,
+        },
+        wildcard,
+    })
 }
 
 /// Parses a version leniently: a leading `v` and missing minor/patch parts are accepted
@@ -236,6 +470,346 @@ mod tests {
                 .contains("not a semver range")
         );
         assert!(Constraint::parse("1.0.0 ||").is_err());
+    }
+
+    /// Cases from Masterminds/semver v3 constraints_test.go (`TestConstraintsCheck`, then the
+    /// single-comparator `TestConstraintCheck` minus its empty-string rows, which
+    /// `NewConstraint` refuses as we do), so a range means here what it means to Helm.
+    const MASTERMINDS_CASES: &[(&str, &str, bool)] = &[
+        ("*", "1.2.3", true),
+        ("~0.0.0", "1.2.3", true),
+        ("0.x.x", "1.2.3", false),
+        ("0.0.x", "1.2.3", false),
+        ("0.0.0", "1.2.3", false),
+        ("^0.0.0", "1.2.3", false),
+        ("= 2.0", "1.2.3", false),
+        ("= 2.0", "2.0.0", true),
+        ("4.1", "4.1.0", true),
+        ("4.1.x", "4.1.3", true),
+        ("1.x", "1.4", true),
+        ("!=4.1", "4.1.0", false),
+        ("!=4.1-alpha", "4.1.0-alpha", false),
+        ("!=4.1-alpha", "4.1.1-alpha", false),
+        ("!=4.1-alpha", "4.1.0", true),
+        ("!=4.1", "5.1.0", true),
+        ("!=4.x", "5.1.0", true),
+        ("!=4.x", "4.1.0", false),
+        ("!=4.1.x", "4.2.0", true),
+        ("!=4.2.x", "4.2.3", false),
+        (">1.1", "4.1.0", true),
+        (">1.1", "1.1.0", false),
+        ("<1.1", "0.1.0", true),
+        ("<1.1", "1.1.0", false),
+        ("<1.1", "1.1.1", false),
+        ("<1.x", "1.1.1", false),
+        ("<1.x", "0.1.1", true),
+        ("<1.x", "2.0.0", false),
+        ("<1.1.x", "1.2.1", false),
+        ("<1.1.x", "1.1.500", false),
+        ("<1.1.x", "1.0.500", true),
+        ("<1.2.x", "1.1.1", true),
+        (">=1.1", "4.1.0", true),
+        (">=1.1", "4.1.0-beta", false),
+        (">=1.1", "1.1.0", true),
+        (">=1.1", "0.0.9", false),
+        ("<=1.1", "0.1.0", true),
+        ("<=1.1", "0.1.0-alpha", false),
+        ("<=1.1-a", "0.1.0-alpha", true),
+        ("<=1.1", "1.1.0", true),
+        ("<=1.x", "1.1.0", true),
+        ("<=2.x", "3.0.0", false),
+        ("<=1.1", "1.1.1", true),
+        ("<=1.1.x", "1.2.500", false),
+        ("<=4.5", "3.4.0", true),
+        ("<=4.5", "3.7.0", true),
+        ("<=4.5", "4.6.3", false),
+        (">1.1, <2", "1.1.1", false),
+        (">1.1, <2", "1.2.1", true),
+        (">1.1, <3", "4.3.2", false),
+        (">=1.1, <2, !=1.2.3", "1.2.3", false),
+        (">1.1 <2", "1.1.1", false),
+        (">1.1 <2", "1.2.1", true),
+        (">1.1    <3", "4.3.2", false),
+        (">=1.1    <2    !=1.2.3", "1.2.3", false),
+        (">=1.1, <2, !=1.2.3 || > 3", "4.1.2", true),
+        (">=1.1, <2, !=1.2.3 || > 3", "3.1.2", false),
+        (">=1.1, <2, !=1.2.3 || >= 3", "3.0.0", true),
+        (">=1.1, <2, !=1.2.3 || > 3", "3.0.0", false),
+        (">=1.1, <2, !=1.2.3 || > 3", "1.2.3", false),
+        (">=1.1 <2 !=1.2.3", "1.2.3", false),
+        (">=1.1 <2 !=1.2.3 || > 3", "4.1.2", true),
+        (">=1.1 <2 !=1.2.3 || > 3", "3.1.2", false),
+        (">=1.1 <2 !=1.2.3 || >= 3", "3.0.0", true),
+        (">=1.1 <2 !=1.2.3 || > 3", "3.0.0", false),
+        (">=1.1 <2 !=1.2.3 || > 3", "1.2.3", false),
+        ("> 1.1, <     2", "1.1.1", false),
+        (">   1.1, <2", "1.2.1", true),
+        (">1.1, <  3", "4.3.2", false),
+        (">= 1.1, <     2, !=1.2.3", "1.2.3", false),
+        ("> 1.1 < 2", "1.1.1", false),
+        (">1.1 < 2", "1.2.1", true),
+        ("> 1.1    <3", "4.3.2", false),
+        (">=1.1    < 2    != 1.2.3", "1.2.3", false),
+        (">= 1.1, <2, !=1.2.3 || > 3", "4.1.2", true),
+        (">= 1.1, <2, != 1.2.3 || > 3", "3.1.2", false),
+        (">= 1.1, <2, != 1.2.3 || >= 3", "3.0.0", true),
+        (">= 1.1, <2, !=1.2.3 || > 3", "3.0.0", false),
+        (">= 1.1, <2, !=1.2.3 || > 3", "1.2.3", false),
+        (">= 1.1 <2 != 1.2.3", "1.2.3", false),
+        (">= 1.1 <2 != 1.2.3 || > 3", "4.1.2", true),
+        (">= 1.1 <2 != 1.2.3 || > 3", "3.1.2", false),
+        (">= 1.1 <2 != 1.2.3 || >= 3", "3.0.0", true),
+        (">= 1.1 < 2 !=1.2.3 || > 3", "3.0.0", false),
+        (">=1.1 < 2 !=1.2.3 || > 3", "1.2.3", false),
+        (">= 1.0.0  <= 2.0.0-beta", "1.0.1-beta", true),
+        (">= 1.0.0  <= 2.0.0-beta", "1.0.1", true),
+        (">= 1.0.0  <= 2.0.0-beta", "3.0.0", false),
+        (">= 1.0.0  <= 2.0.0-beta || > 3", "1.0.1-beta", true),
+        (">= 1.0.0  <= 2.0.0-beta || > 3", "3.0.1-beta", false),
+        (
+            ">= 1.0.0  <= 2.0.0-beta != 1.0.1 || > 3",
+            "1.0.1-beta",
+            true,
+        ),
+        (
+            ">= 1.0.0  <= 2.0.0-beta != 1.0.1-beta || > 3",
+            "1.0.1-beta",
+            false,
+        ),
+        (">= 1.0.0-0  <= 2.0.0", "1.0.1-beta", true),
+        ("1.1 - 2", "1.1.1", true),
+        ("1.5.0 - 4.5", "3.7.0", true),
+        ("1.1-3", "4.3.2", false),
+        ("^1.1", "1.1.1", true),
+        ("^1.1", "4.3.2", false),
+        ("^1.x", "1.1.1", true),
+        ("^2.x", "1.1.1", false),
+        ("^1.x", "2.1.1", false),
+        ("^1.x", "1.1.1-beta1", false),
+        ("^1.1.2-alpha", "1.2.1-beta1", true),
+        ("^1.2.x-alpha", "1.1.1-beta1", false),
+        ("^0.0.1", "0.0.1", true),
+        ("^0.0.1", "0.3.1", false),
+        ("~*", "2.1.1", true),
+        ("~1", "2.1.1", false),
+        ("~1", "1.3.5", true),
+        ("~1", "1.4", true),
+        ("~1.x", "2.1.1", false),
+        ("~1.x", "1.3.5", true),
+        ("~1.x", "1.4", true),
+        ("~1.1", "1.1.1", true),
+        ("~1.1", "1.1.1-alpha", false),
+        ("~1.1-alpha", "1.1.1-beta", true),
+        ("~1.1.1-beta", "1.1.1-alpha", false),
+        ("~1.1.1-beta", "1.1.1", true),
+        ("~1.2.3", "1.2.5", true),
+        ("~1.2.3", "1.2.2", false),
+        ("~1.2.3", "1.3.2", false),
+        ("~1.1", "1.2.3", false),
+        ("~1.3", "2.4.5", false),
+        ("1.0.0 - 2.0.0 <=2.0.0", "1.5.0", true),
+        ("1.0.0 - 2.0.0, <=2.0.0", "1.5.0", true),
+        ("=2.0.0", "1.2.3", false),
+        ("=2.0.0", "2.0.0", true),
+        ("=2.0", "1.2.3", false),
+        ("=2.0", "2.0.0", true),
+        ("=2.0", "2.0.1", true),
+        ("!=4.1.0", "4.1.0", false),
+        ("!=4.1.0", "4.1.1", true),
+        ("!=4.1", "4.1.1", false),
+        ("!=4.1", "5.1.0-alpha.1", false),
+        ("!=4.1.0", "5.1.0-alpha.1", false),
+        ("<11", "0.1.0", true),
+        ("<11", "11.1.0", false),
+        ("<=11", "1.2.3", true),
+        ("<=11", "12.2.3", false),
+        ("<=11", "11.2.3", true),
+        ("<=1.1", "1.2.3", false),
+        (">0", "0", false),
+        (">0", "1", true),
+        (">0", "0.0.1-alpha", false),
+        (">0.0", "0.0.1-alpha", false),
+        (">0-0", "0.0.1-alpha", false),
+        (">0.0-0", "0.0.1-alpha", false),
+        (">0", "0.0.0-alpha", false),
+        (">0-0", "0.0.0-alpha", false),
+        (">0.0.0-0", "0.0.0-alpha", true),
+        (">1.2.3-alpha.1", "1.2.3-alpha.2", true),
+        (">1.2.3-alpha.1", "1.3.3-alpha.2", true),
+        (">11", "11.1.0", false),
+        (">11.1", "11.1.0", false),
+        (">11.1", "11.1.1", false),
+        (">11.1", "11.2.1", true),
+        (">=11", "11.1.2", true),
+        (">=11.1", "11.1.2", true),
+        (">=11.1", "11.0.2", false),
+        (">=0", "0.0.1-alpha", false),
+        (">=0.0", "0.0.1-alpha", false),
+        (">=0-0", "0.0.1-alpha", true),
+        (">=0.0-0", "0.0.1-alpha", true),
+        (">=0", "0.0.0-alpha", false),
+        (">=0-0", "0.0.0-alpha", true),
+        (">=0.0.0-0", "0.0.0-alpha", true),
+        (">=0.0.0-0", "1.2.3", true),
+        (">=0.0.0-0", "3.4.5-beta.1", true),
+        ("<0", "0.0.0-alpha", false),
+        ("<0-z", "0.0.0-alpha", true),
+        (">=0", "0", true),
+        ("=0", "1", false),
+        ("*", "1", true),
+        ("*", "4.5.6", true),
+        ("*", "1.2.3-alpha.1", false),
+        ("*-0", "1.2.3-alpha.1", true),
+        ("2.*", "1", false),
+        ("2.*", "3.4.5", false),
+        ("2.*", "2.1.1", true),
+        ("2.1.*", "2.1.1", true),
+        ("2.1.*", "2.2.1", false),
+        ("2", "1", false),
+        ("2", "3.4.5", false),
+        ("2", "2.1.1", true),
+        ("2.1", "2.1.1", true),
+        ("2.1", "2.2.1", false),
+        ("~1.2.3", "1.2.4", true),
+        ("~1.2.3", "1.3.4", false),
+        ("~1.2", "1.2.4", true),
+        ("~1.2", "1.3.4", false),
+        ("~1", "1.2.4", true),
+        ("~1", "2.3.4", false),
+        ("~0.2.3", "0.2.5", true),
+        ("~0.2.3", "0.3.5", false),
+        ("~1.2.3-beta.2", "1.2.3-beta.4", true),
+        ("~1.2.3-beta.2", "1.2.4-beta.2", true),
+        ("~1.2.3-beta.2", "1.3.4-beta.2", false),
+        ("^1.2.3", "1.8.9", true),
+        ("^1.2.3", "2.8.9", false),
+        ("^1.2.3", "1.2.1", false),
+        ("^1.1.0", "2.1.0", false),
+        ("^1.2.0", "2.2.1", false),
+        ("^1.2.0", "1.2.1-alpha.1", false),
+        ("^1.2.0-alpha.0", "1.2.1-alpha.1", true),
+        ("^1.2.0-alpha.0", "1.2.1-alpha.0", true),
+        ("^1.2.0-alpha.2", "1.2.0-alpha.1", false),
+        ("^1.2", "1.8.9", true),
+        ("^1.2", "2.8.9", false),
+        ("^1", "1.8.9", true),
+        ("^1", "2.8.9", false),
+        ("^0.2.3", "0.2.5", true),
+        ("^0.2.3", "0.5.6", false),
+        ("^0.2", "0.2.5", true),
+        ("^0.2", "0.5.6", false),
+        ("^0.0.3", "0.0.3", true),
+        ("^0.0.3", "0.0.4", false),
+        ("^0.0", "0.0.3", true),
+        ("^0.0", "0.1.4", false),
+        ("^0.0", "1.0.4", false),
+        ("^0", "0.2.3", true),
+        ("^0", "1.1.4", false),
+        ("^0.2.3-beta.2", "0.2.3-beta.4", true),
+        ("^0.2.3-beta.2", "0.2.4-beta.2", true),
+        ("^0.2.3-beta.2", "0.3.4-beta.2", false),
+        ("^0.2.3-beta.2", "0.2.3-beta.2", true),
+    ];
+
+    #[test]
+    fn constraints_read_as_helm_reads_them() {
+        let mut wrong = Vec::new();
+        for &(constraint, version, expected) in MASTERMINDS_CASES.iter().chain(FLUXUP_CASES) {
+            let c = Constraint::parse(constraint)
+                .unwrap_or_else(|e| panic!("{constraint:?} should parse: {e}"));
+            if c.matches(&v(version)) != expected {
+                wrong.push(format!("{constraint:?} vs {version}: expected {expected}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// The readings this project relies on, spelled out (each follows from Masterminds' code).
+    const FLUXUP_CASES: &[(&str, &str, bool)] = &[
+        // A bare version is exact, not Cargo's caret.
+        ("12.4.0", "12.4.0", true),
+        ("12.4.0", "12.4.1", false),
+        ("12.4.0", "12.5.0", false),
+        ("=12.4.0", "12.4.1", false),
+        ("v12.4.0", "12.4.0", true),
+        ("12.4.0+build.1", "12.4.0", true),
+        ("1.2", "1.2.9", true),
+        ("1.2", "1.3.0", false),
+        ("1.2.*", "1.2.0", true),
+        ("1", "1.9.9", true),
+        ("1", "2.0.0", false),
+        ("x", "9.9.9", true),
+        ("X", "0.0.1", true),
+        // Wildcards and comparisons.
+        (">1.2", "1.2.9", false),
+        (">1.2", "1.3.0", true),
+        (">1", "1.9.0", false),
+        (">1", "2.0.0", true),
+        ("<=1.2", "1.2.99", true),
+        ("<=1.2", "1.3.0", false),
+        ("<1.2", "1.1.9", true),
+        ("<1.2", "1.2.0", false),
+        ("=> 1.2, =< 1.4", "1.4.0", true),
+        ("~> 1.2", "1.2.5", true),
+        ("~1.2.3", "1.3.0", false),
+        ("~1", "1.9.0", true),
+        ("^0.2.3", "0.3.0", false),
+        ("^0.0.3", "0.0.4", false),
+        ("^0", "0.9.0", true),
+        ("^0", "1.0.0", false),
+        ("^1.2.3", "1.9.9", true),
+        ("^1.2.3", "2.0.0", false),
+        // Hyphen ranges: an upper bound with missing parts takes the whole of them.
+        ("1.2 - 1.4.5", "1.2.0", true),
+        ("1.2 - 1.4.5", "1.4.6", false),
+        ("2.3.4 - 4.5", "4.5.9", true),
+        ("2.3.4 - 4.5", "4.6.0", false),
+        ("2.3.4 - 4.5", "2.3.3", false),
+        // Alternatives, and pre-releases only where an alternative names one.
+        (">=12.0.0 <13.0.0", "13.0.0-rc.1", false),
+        (">=12.0.0-0 <13.0.0", "12.1.0-rc.1", true),
+        (">=2.0.0-0 || <1.0.0", "0.9.0-rc.1", false),
+        (">=2.0.0-0 || <1.0.0", "2.1.0-rc.1", true),
+        ("!=1.2.3", "1.2.3-rc.1", false),
+    ];
+
+    #[test]
+    fn malformed_constraints_are_refused() {
+        // Also from Masterminds' `TestNewConstraint`: these are errors there too.
+        for text in [
+            ">= bar",
+            "BAR >= 1.2.3",
+            "v1.2.3-beta.01",
+            "12.3.4.1234",
+            "12.3.34~ 1.2.3",
+            "",
+            "1.0.0 ||",
+            ">=1.0.0,",
+            ">=1.0.0,, <2",
+            ">> 1.0.0",
+            "> = 1.0.0",
+            ">=1.0 - 2.0",
+            "1.0 -",
+            "1.2.3-",
+            "01.2.3",
+        ] {
+            assert!(
+                Constraint::parse(text).is_err(),
+                "{text:?} should be refused"
+            );
+        }
+        for text in [
+            ">= 1.1",
+            ">40.50.60, < 50.70",
+            "v2.3.5-20161202202307-sha.e8fc5e5",
+            "v1.2.3-0abc",
+            ">= 1.2.3, < 2.0 || => 3.0, < 4",
+            "3 - 4 || => 3.0, < 4",
+            "12.3.34 ~1.2.3",
+            "1.0.0 - 2.0.0, <=2.0.0",
+        ] {
+            assert!(Constraint::parse(text).is_ok(), "{text:?} should parse");
+        }
     }
 
     /// The table of what each policy offers from 12.4.0 with patch, minor and major candidates.
