@@ -33,6 +33,8 @@ REGISTRY_PORT=$((PORT_BASE + 32))         # OCI registry (distribution), http
 REGISTRY_DEBUG_PORT=$((PORT_BASE + 33))   # registry /debug/health
 HELMREPO_PORT=$((PORT_BASE + 34))         # static Helm repository (python3 -m http.server)
 DEX_TELEMETRY_PORT=$((PORT_BASE + 35))    # Dex /healthz, /metrics
+GITEA_SSH_PORT=$((PORT_BASE + 36))        # Gitea's built-in SSH server (git over ssh)
+PLAIN_GIT_SSH_PORT=$((PORT_BASE + 37))    # git-ssh: OpenSSH's sshd serving bare repositories
 
 # ---------------------------------------------------------------------------
 # Cache directories (one per component and version).
@@ -51,6 +53,8 @@ REGISTRY_DIR=$CACHE/registry-$DISTRIBUTION_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
 GITEA_DIR=$CACHE/gitea-$GITEA_VERSION
 DEX_DIR=$CACHE/dex-$DEX_VERSION
+# git-ssh is not built: it is Debian's OpenSSH server (package openssh-server, scripts/setup).
+SSHD_BIN=${SANDBOX_SSHD:-/usr/sbin/sshd}
 
 # ===========================================================================
 # build
@@ -231,7 +235,7 @@ cmd_build_full() {
 FULL_COMPONENTS=(
   source-controller kustomize-controller helm-controller notification-controller
   csi-hostpath csi-provisioner csi-snapshotter snapshot-controller
-  registry helm-repo gitea dex
+  registry helm-repo gitea dex git-ssh
 )
 FLUX_NAMESPACE=flux-system
 CSI_DRIVER=hostpath.sandbox.fluxup.dev
@@ -240,6 +244,15 @@ CSI_SOCKET=$STATE/csi/csi.sock
 GITEA_STATE=$STATE/gitea
 GITEA_ADMIN=fluxup-admin
 GITEA_ADMIN_PASSWORD=fluxup-sandbox
+# Gitea's built-in SSH server: its host key (ed25519, generated once) and a known_hosts line for it.
+GITEA_SSH_DIR=$GITEA_STATE/ssh
+GITEA_SSH_HOST_KEY=$GITEA_SSH_DIR/host_ed25519
+GITEA_SSH_KNOWN_HOSTS=$GITEA_SSH_DIR/known_hosts
+# The SSH user of every Gitea URL (ssh://git@127.0.0.1:PORT/owner/name.git); Gitea refuses others.
+GITEA_SSH_USER=git
+# git-ssh: a plain Git server (not Gitea), sshd with its own config, host key and authorized_keys.
+PLAIN_GIT_STATE=$STATE/git-ssh
+PLAIN_GIT_ROOT=$PLAIN_GIT_STATE/repos
 HELMREPO_STATE=$STATE/helm-repo
 REGISTRY_STATE=$STATE/registry
 DEX_STATE=$STATE/dex
@@ -269,6 +282,7 @@ full_port_of() {
     helm-repo) echo "$HELMREPO_PORT" ;;
     gitea) echo "$GITEA_PORT" ;;
     dex) echo "$DEX_PORT" ;;
+    git-ssh) echo "$PLAIN_GIT_SSH_PORT" ;;
   esac
 }
 
@@ -279,6 +293,12 @@ full_ports() {
   echo "$NOTIFICATION_METRICS_PORT $NOTIFICATION_HEALTH_PORT $NOTIFICATION_RECEIVER_PORT"
   echo "$CSI_PROVISIONER_PORT $CSI_SNAPSHOTTER_PORT $SNAPSHOT_CONTROLLER_PORT"
   echo "$REGISTRY_PORT $REGISTRY_DEBUG_PORT $HELMREPO_PORT $GITEA_PORT $DEX_PORT $DEX_TELEMETRY_PORT"
+  echo "$GITEA_SSH_PORT $PLAIN_GIT_SSH_PORT"
+}
+
+# ssh_answers <port>: an SSH server on 127.0.0.1:<port> sends its version banner.
+ssh_answers() {
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r line <&3 && [[ $line == SSH-* ]]' _ "$1"
 }
 
 full_health() {
@@ -291,8 +311,9 @@ full_health() {
       "${c[@]}" "http://127.0.0.1:$(full_port_of "$1")/metrics" ;;
     registry) "${c[@]}" "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
     helm-repo) "${c[@]}" "http://127.0.0.1:$HELMREPO_PORT/index.yaml" ;;
-    gitea) "${c[@]}" "http://127.0.0.1:$GITEA_PORT/api/healthz" ;;
+    gitea) "${c[@]}" "http://127.0.0.1:$GITEA_PORT/api/healthz" && ssh_answers "$GITEA_SSH_PORT" ;;
     dex) "${c[@]}" "http://127.0.0.1:$DEX_PORT/dex/.well-known/openid-configuration" ;;
+    git-ssh) ssh_answers "$PLAIN_GIT_SSH_PORT" ;;
   esac 2>/dev/null
 }
 
@@ -310,13 +331,17 @@ full_built() {
     helm-repo) [[ -f $HELM_DIR/.complete ]] ;; # needs helm to index the charts
     gitea) [[ -f $GITEA_DIR/.complete ]] ;;
     dex) [[ -f $DEX_DIR/.complete ]] ;;
+    git-ssh) [[ -x $SSHD_BIN ]] ;; # installed from Debian, not built
     *) return 1 ;;
   esac
 }
 
 full_all_built() {
   local c
-  for c in "${FULL_COMPONENTS[@]}"; do full_built "$c" || return 1; done
+  for c in "${FULL_COMPONENTS[@]}"; do
+    [[ $c == git-ssh ]] && continue # nothing to build (Debian's sshd)
+    full_built "$c" || return 1
+  done
 }
 
 # The components of the full profile that run: those built, except the CSI sidecars when the
@@ -491,8 +516,7 @@ HTTP_ADDR = 127.0.0.1
 HTTP_PORT = $GITEA_PORT
 DOMAIN = 127.0.0.1
 ROOT_URL = http://127.0.0.1:$GITEA_PORT/
-DISABLE_SSH = true
-START_SSH_SERVER = false
+$(gitea_ssh_ini)
 OFFLINE_MODE = true
 STATIC_ROOT_PATH = $GITEA_DIR/static
 APP_DATA_PATH = $GITEA_STATE/data
@@ -543,6 +567,41 @@ ALLOW_LOCALNETWORKS = true
 INI
 }
 
+# The [server] keys of Gitea's built-in SSH server. gitea_ssh_patch puts them into an app.ini made
+# before they existed, so the sandbox needs no purge for them.
+GITEA_SSH_KEYS='DISABLE_SSH|START_SSH_SERVER|SSH_DOMAIN|SSH_LISTEN_HOST|SSH_PORT|SSH_LISTEN_PORT|SSH_SERVER_HOST_KEYS|BUILTIN_SSH_SERVER_USER|SSH_USER'
+gitea_ssh_ini() {
+  cat <<INI
+DISABLE_SSH = false
+START_SSH_SERVER = true
+SSH_DOMAIN = 127.0.0.1
+SSH_LISTEN_HOST = 127.0.0.1
+SSH_PORT = $GITEA_SSH_PORT
+SSH_LISTEN_PORT = $GITEA_SSH_PORT
+SSH_SERVER_HOST_KEYS = $GITEA_SSH_HOST_KEY
+; The built-in server accepts this user name only (default: RUN_USER, root here).
+BUILTIN_SSH_SERVER_USER = $GITEA_SSH_USER
+SSH_USER = $GITEA_SSH_USER
+INI
+}
+
+# gitea_ssh_patch: rewrite the SSH keys of app.ini's [server] section (the rest, secrets
+# included, is kept), generate the host key once, and write the known_hosts file.
+gitea_ssh_patch() {
+  local ini=$GITEA_STATE/app.ini
+  mkdir -p "$GITEA_SSH_DIR"
+  [[ -f $GITEA_SSH_HOST_KEY ]] || ssh-keygen -q -t ed25519 -N '' -C gitea-sandbox -f "$GITEA_SSH_HOST_KEY"
+  echo "[127.0.0.1]:$GITEA_SSH_PORT $(cut -d' ' -f1,2 "$GITEA_SSH_HOST_KEY.pub")" >"$GITEA_SSH_KNOWN_HOSTS"
+  # awk -v would interpret escapes: pass the pattern and the block through the environment.
+  KEYS="^($GITEA_SSH_KEYS)[ \t]*=" BLOCK=$(gitea_ssh_ini) awk '
+    /^[ \t]*\[/ { section = $0 }
+    section == "[server]" && ($0 ~ ENVIRON["KEYS"] || $0 ~ /^; The built-in server accepts/) { next }
+    { print }
+    $0 == "[server]" { print ENVIRON["BLOCK"] }
+  ' "$ini" >"$ini.tmp"
+  if cmp -s "$ini" "$ini.tmp"; then rm -f "$ini.tmp"; else mv "$ini.tmp" "$ini"; fi
+}
+
 gitea_cmd() {
   env "GITEA_WORK_DIR=$GITEA_STATE" HOME="$GITEA_STATE" "$GITEA_DIR/bin/gitea" --config "$GITEA_STATE/app.ini" "$@"
 }
@@ -571,6 +630,7 @@ gitea_setup() {
 start_gitea() {
   full_built gitea || return 0
   gitea_setup
+  gitea_ssh_patch
   start gitea env "GITEA_WORK_DIR=$GITEA_STATE" HOME="$GITEA_STATE" "$GITEA_DIR/bin/gitea" web \
     --config "$GITEA_STATE/app.ini"
 }
@@ -620,6 +680,50 @@ YAML
   start dex "$DEX_DIR/bin/dex" serve "$DEX_STATE/config.yaml"
 }
 
+# git-ssh: OpenSSH's sshd on 127.0.0.1, key-only login for the user running the sandbox, no
+# ForceCommand: `git-upload-pack '<abs path>'` and `git-receive-pack` run in that user's shell, on
+# the bare repositories under $PLAIN_GIT_ROOT. Host key generated once; authorized_keys is ours.
+start_git_ssh() {
+  full_built git-ssh || { log "WARNING: $SSHD_BIN missing (apt-get install openssh-server): no git-ssh"; return 0; }
+  local d=$PLAIN_GIT_STATE user
+  user=$(id -un)
+  mkdir -p "$PLAIN_GIT_ROOT"
+  [[ -f $d/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C git-ssh-sandbox -f "$d/host_ed25519"
+  touch "$d/authorized_keys"
+  chmod 600 "$d/authorized_keys"
+  echo "[127.0.0.1]:$PLAIN_GIT_SSH_PORT $(cut -d' ' -f1,2 "$d/host_ed25519.pub")" >"$d/known_hosts"
+  cat >"$d/sshd_config" <<CONF
+# Generated by sandbox/full.sh on every start.
+Port $PLAIN_GIT_SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $d/host_ed25519
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+AllowUsers $user
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin prohibit-password
+StrictModes no
+PermitUserEnvironment no
+# git sends GIT_PROTOCOL (SendEnv) to ask for protocol v2, as real Git hosts speak it.
+AcceptEnv GIT_PROTOCOL
+PermitTTY no
+X11Forwarding no
+AllowTcpForwarding no
+AllowAgentForwarding no
+AllowStreamLocalForwarding no
+PrintMotd no
+LogLevel INFO
+CONF
+  # As root, sshd needs its privilege-separation directory.
+  if [[ $(id -u) -eq 0 ]]; then mkdir -p /run/sshd && chmod 755 /run/sshd; fi
+  "$SSHD_BIN" -t -f "$d/sshd_config" || die "sshd rejects $d/sshd_config"
+  # -D: stay in the foreground (the pid is sshd's), -e: log to stderr, i.e. logs/git-ssh.log.
+  start git-ssh "$SSHD_BIN" -D -e -f "$d/sshd_config"
+}
+
 write_env_full() {
   {
     echo "SANDBOX_PROFILE=full"
@@ -649,6 +753,16 @@ write_env_full() {
       echo "GITEA_TOKEN=$(<"$GITEA_STATE/token")"
       echo "GITEA_ADMIN_USER=$GITEA_ADMIN"
       echo "GITEA_ADMIN_PASSWORD=$GITEA_ADMIN_PASSWORD"
+      echo "GITEA_SSH_PORT=$GITEA_SSH_PORT"
+      echo "GITEA_SSH_USER=$GITEA_SSH_USER"
+      echo "GITEA_SSH_KNOWN_HOSTS=$GITEA_SSH_KNOWN_HOSTS"
+    fi
+    if full_built git-ssh; then
+      echo "PLAIN_GIT_SSH_PORT=$PLAIN_GIT_SSH_PORT"
+      echo "PLAIN_GIT_ROOT=$PLAIN_GIT_ROOT"
+      echo "PLAIN_GIT_KNOWN_HOSTS=$PLAIN_GIT_STATE/known_hosts"
+      echo "PLAIN_GIT_AUTHORIZED_KEYS=$PLAIN_GIT_STATE/authorized_keys"
+      echo "PLAIN_GIT_USER=$(id -un)"
     fi
     if full_built dex; then
       echo "OIDC_ISSUER=http://127.0.0.1:$DEX_PORT/dex"
@@ -666,7 +780,7 @@ stop_full() {
   # Consumers of the API and of each other first, the servers last.
   stop_group kustomize-controller helm-controller notification-controller \
     csi-provisioner csi-snapshotter snapshot-controller
-  stop_group source-controller csi-hostpath registry helm-repo gitea dex
+  stop_group source-controller csi-hostpath registry helm-repo gitea dex git-ssh
 }
 
 # up_full: the tier-2 components, on a control plane that is up.
@@ -695,6 +809,7 @@ up_full() {
   start_helm_repo
   start_gitea
   start_dex
+  start_git_ssh
   if full_built csi-hostpath; then
     csi_objects | k apply --server-side --force-conflicts --field-manager=sandbox -f - >/dev/null
   fi

@@ -180,6 +180,30 @@ impl Sandbox {
             url: self.env("GITEA_URL")?.to_string(),
             token: self.env("GITEA_TOKEN")?.to_string(),
             user: self.env("GITEA_ADMIN_USER")?.to_string(),
+            ssh_port: parse_port(self.env("GITEA_SSH_PORT")?)?,
+            ssh_user: self.env("GITEA_SSH_USER").unwrap_or("git").to_string(),
+            ssh_known_hosts_file: PathBuf::from(self.env("GITEA_SSH_KNOWN_HOSTS")?),
+        })
+    }
+
+    /// The plain Git server of the full profile (`git-ssh`: OpenSSH's sshd serving bare
+    /// repositories, not Gitea), for testing FluxUp's Git backend against a server that has no
+    /// API: repositories are made on disk, keys authorized by appending to its authorized_keys.
+    pub fn plain_git(&self) -> anyhow::Result<PlainGit> {
+        let root = PathBuf::from(self.env("PLAIN_GIT_ROOT")?);
+        let authorized_keys = match self.env.get("PLAIN_GIT_AUTHORIZED_KEYS") {
+            Some(path) => PathBuf::from(path),
+            None => root
+                .parent()
+                .context("PLAIN_GIT_ROOT has no parent")?
+                .join("authorized_keys"),
+        };
+        Ok(PlainGit {
+            port: parse_port(self.env("PLAIN_GIT_SSH_PORT")?)?,
+            user: self.env("PLAIN_GIT_USER")?.to_string(),
+            known_hosts_file: PathBuf::from(self.env("PLAIN_GIT_KNOWN_HOSTS")?),
+            authorized_keys_file: authorized_keys,
+            root,
         })
     }
 
@@ -593,6 +617,13 @@ pub struct Gitea {
     pub token: String,
     /// The admin user that owns the repositories the harness creates.
     pub user: String,
+    /// The port of Gitea's built-in SSH server on 127.0.0.1 (`GITEA_SSH_PORT`).
+    pub ssh_port: u16,
+    /// The user name of every SSH URL (`git`, `GITEA_SSH_USER`): the built-in server refuses any
+    /// other; the key decides who is logged in.
+    pub ssh_user: String,
+    /// A known_hosts file with the SSH server's host key (`GITEA_SSH_KNOWN_HOSTS`).
+    pub ssh_known_hosts_file: PathBuf,
 }
 
 impl Gitea {
@@ -656,6 +687,41 @@ impl Gitea {
         format!("{}/{}.git", self.url, repo)
     }
 
+    /// The SSH clone URL of `owner/name`: `ssh://git@127.0.0.1:PORT/owner/name.git`. Access needs
+    /// a key Gitea knows, e.g. a deploy key ([`Gitea::add_deploy_key`]).
+    pub fn ssh_url(&self, repo: &str) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}/{}.git",
+            self.ssh_user, self.ssh_port, repo
+        )
+    }
+
+    /// The known_hosts contents for Gitea's SSH server (`[127.0.0.1]:PORT ssh-ed25519 AAAA…`),
+    /// as FluxUp (or a Flux Git secret) would be given them.
+    pub fn ssh_known_hosts(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(&self.ssh_known_hosts_file)
+            .with_context(|| format!("reading {}", self.ssh_known_hosts_file.display()))
+    }
+
+    /// Adds `public_key` (an OpenSSH public key line) as a deploy key of `repo` (`owner/name`),
+    /// titled `title` (unique per repository); `writable` lets it push.
+    pub fn add_deploy_key(
+        &self,
+        repo: &str,
+        title: &str,
+        public_key: &str,
+        writable: bool,
+    ) -> anyhow::Result<()> {
+        self.ok(
+            "POST",
+            &format!("/repos/{repo}/keys"),
+            Some(&serde_json::json!({
+                "title": title, "key": public_key.trim(), "read_only": !writable,
+            })),
+        )?;
+        Ok(())
+    }
+
     /// Commits `files` (path, content) to `branch` of `repo` (`owner/name`) in one commit through
     /// the contents API, creating or updating each file. Returns the new commit's SHA.
     pub fn commit_files(
@@ -691,6 +757,161 @@ impl Gitea {
             .map(str::to_string)
             .with_context(|| format!("no commit SHA in Gitea's answer: {answer}"))
     }
+}
+
+/// The plain Git server of the full profile (`git-ssh`, see [`Sandbox::plain_git`]): OpenSSH's
+/// sshd on 127.0.0.1, key-only login as the user running the sandbox, bare repositories under
+/// [`PlainGit::root`] reached by their absolute path.
+#[derive(Clone, Debug)]
+pub struct PlainGit {
+    /// The sshd port on 127.0.0.1 (`PLAIN_GIT_SSH_PORT`).
+    pub port: u16,
+    /// The SSH user name (`PLAIN_GIT_USER`: the user running the sandbox, root in CI).
+    pub user: String,
+    /// A known_hosts file with sshd's host key (`PLAIN_GIT_KNOWN_HOSTS`).
+    pub known_hosts_file: PathBuf,
+    /// The authorized_keys file sshd reads (`PLAIN_GIT_AUTHORIZED_KEYS`).
+    pub authorized_keys_file: PathBuf,
+    root: PathBuf,
+}
+
+impl PlainGit {
+    /// The directory holding the bare repositories (`PLAIN_GIT_ROOT`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The SSH URL of repository `name` (`ssh://USER@127.0.0.1:PORT/<root>/name.git`); `name`
+    /// may carry the `.git` suffix or not.
+    pub fn ssh_url(&self, name: &str) -> String {
+        format!(
+            "ssh://{}@127.0.0.1:{}{}",
+            self.user,
+            self.port,
+            self.repo_dir(name).display()
+        )
+    }
+
+    fn repo_dir(&self, name: &str) -> PathBuf {
+        let name = name.strip_suffix(".git").unwrap_or(name);
+        self.root.join(format!("{name}.git"))
+    }
+
+    /// Creates an empty bare repository `name` whose default branch is `main` (the first push
+    /// makes it), unless it exists; returns its SSH URL.
+    pub fn create_repo(&self, name: &str) -> anyhow::Result<String> {
+        if name.is_empty() || name.split('/').any(|part| part.is_empty() || part == "..") {
+            bail!("invalid repository name {name:?}");
+        }
+        let dir = self.repo_dir(name);
+        if !dir.join("HEAD").exists() {
+            let output = Command::new("git")
+                .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+                .arg(&dir)
+                .output()
+                .context("running git init")?;
+            if !output.status.success() {
+                bail!(
+                    "git init --bare {} failed: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
+        Ok(self.ssh_url(name))
+    }
+
+    /// The known_hosts contents for the server (`[127.0.0.1]:PORT ssh-ed25519 AAAA…`).
+    pub fn known_hosts(&self) -> anyhow::Result<String> {
+        std::fs::read_to_string(&self.known_hosts_file)
+            .with_context(|| format!("reading {}", self.known_hosts_file.display()))
+    }
+
+    /// Lets `public_key` (an OpenSSH public key line) log in, with full read and write access to
+    /// every repository: appends it to the authorized_keys file unless a line with the same key
+    /// (type and base64, whatever the comment) is there already.
+    pub fn authorize(&self, public_key: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let line = public_key.trim();
+        fn key_of(line: &str) -> Vec<&str> {
+            line.split_whitespace().take(2).collect()
+        }
+        let wanted = key_of(line);
+        if wanted.len() != 2 || line.contains('\n') {
+            bail!("not an OpenSSH public key line: {line:?}");
+        }
+        let path = &self.authorized_keys_file;
+        let current = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        if current.lines().any(|l| key_of(l) == wanted) {
+            return Ok(());
+        }
+        let separator = if current.is_empty() || current.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        // One write in append mode, so tests authorizing keys at once do not mix their lines.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(format!("{separator}{line}\n").as_bytes()))
+            .with_context(|| format!("appending to {}", path.display()))
+    }
+}
+
+/// Makes an SSH key pair for a test (ed25519, no passphrase) as `dir/name` and `dir/name.pub`,
+/// creating `dir`, or reuses the pair if it is there. Returns the private key's path (for
+/// `ssh -i`, or the contents for a Git secret) and the public key line (for
+/// [`Gitea::add_deploy_key`] or [`PlainGit::authorize`]).
+pub fn ssh_keypair(dir: &Path, name: &str) -> anyhow::Result<(PathBuf, String)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let private = dir.join(name);
+    let public = dir.join(format!("{name}.pub"));
+    if !(private.exists() && public.exists()) {
+        let _ = std::fs::remove_file(&private);
+        let _ = std::fs::remove_file(&public);
+        let output = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .arg("-C")
+            .arg(format!("fluxup-sandbox-{name}"))
+            .arg("-f")
+            .arg(&private)
+            .output()
+            .context("running ssh-keygen")?;
+        if !output.status.success() {
+            bail!(
+                "ssh-keygen for {} failed: {}",
+                private.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    let line = std::fs::read_to_string(&public)
+        .with_context(|| format!("reading {}", public.display()))?;
+    Ok((private, line.trim().to_string()))
+}
+
+/// A `GIT_SSH_COMMAND` for the git CLI that logs in with `private_key` only and trusts only the
+/// host keys in `known_hosts_file` (strict checking: an unknown or changed key fails with "Host
+/// key verification failed").
+pub fn git_ssh_command(private_key: &Path, known_hosts_file: &Path) -> String {
+    format!(
+        "ssh -i '{}' -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes \
+         -o UserKnownHostsFile='{}' -o StrictHostKeyChecking=yes",
+        private_key.display(),
+        known_hosts_file.display()
+    )
+}
+
+fn parse_port(value: &str) -> anyhow::Result<u16> {
+    value
+        .parse()
+        .with_context(|| format!("not a port number: {value:?}"))
 }
 
 /// One HTTP request. Returns the status code and the body; fails on transport errors only.
