@@ -8,6 +8,7 @@ use crate::yaml_edit::{Document, image_tag_value};
 use fluxup_api::{ImageVersion, ManagedApp, UpgradeRequest};
 use fluxup_api::{PreflightCheck, object_parts};
 use kube::Client;
+use similar::TextDiff;
 use std::collections::BTreeMap;
 
 /// Where the versions go: the edits, and the Git repository and branch.
@@ -193,7 +194,9 @@ pub fn version_edits(plan: &Plan) -> Vec<VersionEdit<'_>> {
         .collect()
 }
 
-/// The unified lines a person reviews: `-old` / `+new` per changed line, by file.
+/// The diff a person reviews, as `git diff` shows it: per changed file a unified diff with
+/// `--- a/{path}` / `+++ b/{path}` headers, `@@` hunks and 3 lines of context. Unchanged files
+/// are left out.
 pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     for (path, old) in before {
@@ -201,12 +204,13 @@ pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>)
         if old == new {
             continue;
         }
-        out.push_str(&format!("--- a/{path}\n+++ b/{path}\n"));
-        for (a, b) in old.lines().zip(new.lines()) {
-            if a != b {
-                out.push_str(&format!("-{a}\n+{b}\n"));
-            }
-        }
+        let lines = TextDiff::from_lines(old.as_str(), new.as_str());
+        let unified = lines
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a/{path}"), &format!("b/{path}"))
+            .to_string();
+        out.push_str(&unified);
     }
     out
 }
@@ -259,7 +263,81 @@ pub async fn check_git(
 
 #[cfg(test)]
 mod tests {
-    use super::file_inside;
+    use std::collections::BTreeMap;
+
+    use super::{diff, file_inside};
+
+    fn files(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(path, text)| (path.to_string(), text.to_string()))
+            .collect()
+    }
+
+    /// One file before and after, diffed.
+    fn one(old: &str, new: &str) -> String {
+        diff(
+            &files(&[("app/release.yaml", old)]),
+            &files(&[("app/release.yaml", new)]),
+        )
+    }
+
+    const RELEASE: &str = "kind: HelmRelease\nspec:\n  chart:\n    spec:\n      version: 1.0.0\n  values:\n    replicas: 2\n";
+
+    #[test]
+    fn a_changed_line_is_shown_with_its_context() {
+        let new = RELEASE.replace("1.0.0", "2.0.0");
+        assert_eq!(
+            one(RELEASE, &new),
+            "--- a/app/release.yaml\n+++ b/app/release.yaml\n@@ -2,6 +2,6 @@\n spec:\n   chart:\n     \
+             spec:\n-      version: 1.0.0\n+      version: 2.0.0\n   values:\n     replicas: 2\n"
+        );
+    }
+
+    #[test]
+    fn an_added_line_is_only_added() {
+        let new = RELEASE.replace("    replicas: 2\n", "    replicas: 2\n    debug: true\n");
+        assert_eq!(
+            one(RELEASE, &new),
+            "--- a/app/release.yaml\n+++ b/app/release.yaml\n@@ -5,3 +5,4 @@\n       version: \
+             1.0.0\n   values:\n     replicas: 2\n+    debug: true\n"
+        );
+    }
+
+    #[test]
+    fn a_removed_line_is_only_removed() {
+        let new = RELEASE.replace("kind: HelmRelease\n", "");
+        assert_eq!(
+            one(RELEASE, &new),
+            "--- a/app/release.yaml\n+++ b/app/release.yaml\n@@ -1,4 +1,3 @@\n-kind: HelmRelease\n \
+             spec:\n   chart:\n     spec:\n"
+        );
+    }
+
+    #[test]
+    fn changes_far_apart_are_two_hunks() {
+        let old: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        let new = old
+            .replace("line 2\n", "line two\n")
+            .replace("line 19\n", "line nineteen\n");
+        assert_eq!(
+            one(&old, &new),
+            "--- a/app/release.yaml\n+++ b/app/release.yaml\n\
+             @@ -1,5 +1,5 @@\n line 1\n-line 2\n+line two\n line 3\n line 4\n line 5\n\
+             @@ -16,5 +16,5 @@\n line 16\n line 17\n line 18\n-line 19\n+line nineteen\n line 20\n"
+        );
+    }
+
+    #[test]
+    fn unchanged_files_are_left_out() {
+        let before = files(&[("a.yaml", "x: 1\n"), ("b.yaml", "y: 1\n")]);
+        let after = files(&[("a.yaml", "x: 1\n"), ("b.yaml", "y: 2\n")]);
+        assert_eq!(
+            diff(&before, &after),
+            "--- a/b.yaml\n+++ b/b.yaml\n@@ -1 +1 @@\n-y: 1\n+y: 2\n"
+        );
+        assert_eq!(diff(&before, &before), "");
+    }
 
     #[test]
     fn files_stay_inside_the_kustomizations_path() {
