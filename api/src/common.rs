@@ -31,17 +31,6 @@ impl NamespacedObjectReference {
     }
 }
 
-/// A reference to one key of a Secret in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub struct SecretKeyReference {
-    /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Key inside the Secret. Default: `token`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-}
-
 /// How far FluxUp may move a version on its own, and which updates count as available.
 ///
 /// `none` means updates are shown but only applied when a person approves them.

@@ -2,7 +2,7 @@
 
 use crate::common::{
     AutoUpdate, Condition, GitLocation, ImageVersion, LocalObjectReference,
-    NamespacedObjectReference, SecretKeyReference, Time, UpdateType, VersionSet,
+    NamespacedObjectReference, Time, UpdateType, VersionSet,
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -261,12 +261,37 @@ pub struct HttpHealthCheck {
 #[serde(rename_all = "camelCase")]
 pub struct GitSettings {
     /// Branch to commit to. Default: the branch the Kustomization's GitRepository follows.
+    /// Another branch is for review: Flux rolls nothing out until it reaches the branch Flux
+    /// follows, so FluxUp commits there and waits (see the README, Git).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
     pub branch: Option<String>,
-    /// Secret in the ManagedApp's namespace holding an API token for the Git server.
-    /// Default: FluxUp's configured credentials.
+    /// Secret in the ManagedApp's namespace with the credentials FluxUp pushes with, in the
+    /// format of Flux's GitRepository Secret: `username` and `password` (a token as the
+    /// password), `bearerToken`, or `identity` and `known_hosts` for SSH; `ca.crt` for a
+    /// private certificate authority. The person who writes the ManagedApp must be allowed to
+    /// read it. Default: the Secret of the GitRepository the Kustomization follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credentials_secret_ref: Option<SecretKeyReference>,
+    pub credentials_secret_ref: Option<LocalObjectReference>,
+    /// Secret in the ManagedApp's namespace with a key that signs FluxUp's commits: `git.asc`
+    /// (an armored OpenPGP private key, as Flux's image automation takes it, with `passphrase`
+    /// if it is encrypted) or `identity` (an unencrypted OpenSSH private key: an SSH signature).
+    /// The person who writes the ManagedApp must be allowed to read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret_ref: Option<LocalObjectReference>,
+    /// Who FluxUp's commits are by. Default: `FluxUp <fluxup@users.noreply.local>`. A forge shows
+    /// a signed commit as verified only when this email belongs to the key's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<CommitAuthor>,
+}
+
+/// The author and committer of FluxUp's commits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct CommitAuthor {
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    #[schemars(length(min = 3, max = 256))]
+    pub email: String,
 }
 
 /// What FluxUp observed about the app.

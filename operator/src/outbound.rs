@@ -477,6 +477,40 @@ impl Guard {
         Ok(client.request(method, url.clone()))
     }
 
+    /// Where a program FluxUp runs (the `git` CLI over HTTPS or SSH) may connect for `host` and
+    /// `port`: `None` when a `host:port` exception allows it as named, otherwise the addresses it
+    /// resolves to that the rules allow, which the program must be pinned to (so the name cannot
+    /// resolve elsewhere between this check and the connection). None allowed is
+    /// [`Error::Refused`].
+    pub async fn addresses(&self, host: &str, port: u16) -> Result<Option<Vec<IpAddr>>, Error> {
+        let host = normalize(host);
+        let literal = host.parse::<IpAddr>().ok();
+        let url = match literal {
+            Some(IpAddr::V6(v6)) => format!("http://[{v6}]:{port}/"),
+            _ => format!("http://{host}:{port}/"),
+        };
+        let url = Url::parse(&url).map_err(|_| Error::BadUrl)?;
+        if self.check(&url)? == Route::Allowed {
+            return Ok(None);
+        }
+        if let Some(ip) = literal {
+            return Ok(Some(vec![ip]));
+        }
+        let resolved = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| Error::Unreachable)?;
+        let rules = self.rules.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut allowed: Vec<IpAddr> = resolved
+            .map(|a| a.ip())
+            .filter(|ip| rules.address_allowed(*ip))
+            .collect();
+        allowed.dedup();
+        if allowed.is_empty() {
+            return Err(Error::Refused);
+        }
+        Ok(Some(allowed))
+    }
+
     /// A GET request; see [`Guard::request`].
     pub fn get(&self, url: &Url) -> Result<reqwest::RequestBuilder, Error> {
         self.request(reqwest::Method::GET, url)

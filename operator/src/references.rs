@@ -164,6 +164,28 @@ pub async fn preflight(
 }
 
 async fn may_patch(client: &Client, person: &Person, target: &Target) -> kube::Result<bool> {
+    may(client, person, "patch", target).await
+}
+
+/// Whether `person` may read Secret `namespace/name`: FluxUp uses a Secret a ManagedApp names
+/// (Git credentials, a signing key) only then, so naming one cannot borrow FluxUp's `get`.
+pub async fn may_read_secret(
+    client: &Client,
+    person: &Person,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<bool> {
+    let target = Target {
+        kind: "Secret",
+        group: "",
+        resource: "secrets",
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    may(client, person, "get", &target).await
+}
+
+async fn may(client: &Client, person: &Person, verb: &str, target: &Target) -> kube::Result<bool> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user: Some(person.name.clone()),
@@ -171,7 +193,7 @@ async fn may_patch(client: &Client, person: &Person, target: &Target) -> kube::R
             resource_attributes: Some(ResourceAttributes {
                 group: Some(target.group.into()),
                 resource: Some(target.resource.into()),
-                verb: Some("patch".into()),
+                verb: Some(verb.into()),
                 namespace: Some(target.namespace.clone()),
                 name: Some(target.name.clone()),
                 ..Default::default()

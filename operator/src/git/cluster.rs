@@ -1,16 +1,35 @@
-//! The Git repository of a ManagedApp, from the cluster: the Flux GitRepository its Kustomization
-//! follows, with the token of that GitRepository's Secret.
+//! The Git repository of a ManagedApp, from the cluster: the Flux GitRepository its
+//! Kustomization follows, with the credentials of that GitRepository's Secret (or of the
+//! ManagedApp's `spec.git.credentialsSecretRef`), the signing key of `spec.git.signingKeySecretRef`
+//! and the branch to commit to.
 
-use super::gitea::Gitea;
+use super::cli::{Credentials, GitCli, Signing};
 use crate::operation::Error;
+use crate::references;
 use fluxup_api::ManagedApp;
 use fluxup_api::flux::GitRepository;
 use fluxup_api::object_parts;
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
 
-/// The app's Git repository as a Gitea backend, and the branch Flux follows.
-pub async fn for_app(client: &Client, app: &ManagedApp) -> Result<(Gitea, String), Error> {
+/// Where an app's version bumps go: the repository, the branch FluxUp commits to and the
+/// branch Flux follows (the same unless `spec.git.branch` names another).
+#[derive(Debug, Clone)]
+pub struct AppRepository {
+    pub git: GitCli,
+    pub branch: String,
+    pub flux_branch: String,
+}
+
+/// The app's Git repository, as a generic Git backend, and the branch to commit to.
+pub async fn for_app(client: &Client, app: &ManagedApp) -> Result<(GitCli, String), Error> {
+    let repo = repository(client, app).await?;
+    Ok((repo.git, repo.branch))
+}
+
+/// The app's repository with both branches; see [`AppRepository`].
+pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppRepository, Error> {
     let source = app
         .status
         .as_ref()
@@ -21,41 +40,239 @@ pub async fn for_app(client: &Client, app: &ManagedApp) -> Result<(Gitea, String
     let repo = Api::<GitRepository>::namespaced(client.clone(), ns)
         .get(name)
         .await?;
-    let url = repo.spec.url.trim_end_matches(".git").to_string();
-    let (base, path) = url
-        .split_once("://")
-        .and_then(|(scheme, rest)| {
-            rest.split_once('/')
-                .map(|(host, path)| (format!("{scheme}://{host}"), path.to_string()))
-        })
-        .ok_or_else(|| Error::Other(format!("cannot read the Git URL {url}")))?;
-    let secret_name = repo
-        .spec
-        .secret_ref
-        .as_ref()
-        .map(|s| s.name.clone())
-        .ok_or_else(|| {
-            Error::Other(format!(
-                "GitRepository {ns}/{name} names no credentials Secret"
-            ))
-        })?;
+    let settings = app.spec.git.clone().unwrap_or_default();
+    let app_ns = app.namespace().unwrap_or_default();
+
+    // Credentials: the app's own Secret if it names one (read only for a person who may read
+    // it), else the GitRepository's, which Flux itself uses for the same URL.
+    let credentials = match &settings.credentials_secret_ref {
+        Some(r) => {
+            let data = person_secret(
+                client,
+                app,
+                &app_ns,
+                &r.name,
+                "spec.git.credentialsSecretRef",
+            )
+            .await?;
+            Some((format!("{app_ns}/{}", r.name), data))
+        }
+        None => match &repo.spec.secret_ref {
+            Some(r) => {
+                let secret = Api::<Secret>::namespaced(client.clone(), ns)
+                    .get(&r.name)
+                    .await?;
+                Some((format!("{ns}/{}", r.name), secret_data(secret)))
+            }
+            None => None,
+        },
+    };
+    let (credentials, ca) = match &credentials {
+        Some((where_, data)) => (credentials_from(data, where_)?, text(data, "ca.crt")),
+        None => (Credentials::None, None),
+    };
+    let signing = match &settings.signing_key_secret_ref {
+        Some(r) => {
+            let data = person_secret(
+                client,
+                app,
+                &app_ns,
+                &r.name,
+                "spec.git.signingKeySecretRef",
+            )
+            .await?;
+            Some(signing_from(&data, &format!("{app_ns}/{}", r.name))?)
+        }
+        None => None,
+    };
+    let mut git = GitCli::new(&repo.spec.url, credentials)
+        .map_err(|e| Error::Other(format!("GitRepository {ns}/{name}: {e}")))?
+        .with_ca_bundle(ca)
+        .with_signing(signing);
+    if let Some(author) = &settings.author {
+        git = git.with_author(&author.name, &author.email);
+    }
+    let reference = repo.spec.r#ref.clone().unwrap_or_default();
+    let flux_branch = match (&reference.branch, &reference.tag) {
+        (Some(branch), _) => branch.clone(),
+        (None, Some(tag)) if settings.branch.is_none() => {
+            return Err(Error::Other(format!(
+                "GitRepository {ns}/{name} follows tag {tag}, not a branch: set spec.git.branch \
+                 to the branch FluxUp should commit to"
+            )));
+        }
+        // Flux's default when a GitRepository names no ref.
+        _ => "master".to_string(),
+    };
+    let branch = settings
+        .branch
+        .clone()
+        .unwrap_or_else(|| flux_branch.clone());
+    Ok(AppRepository {
+        git,
+        branch,
+        flux_branch,
+    })
+}
+
+/// A Secret the ManagedApp names, read only if the person who last wrote the ManagedApp may
+/// read it themselves.
+async fn person_secret(
+    client: &Client,
+    app: &ManagedApp,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let person = references::person_of(&app.metadata).ok_or_else(|| {
+        Error::Other(format!(
+            "{field} names Secret {ns}/{name}, and no one is recorded as having written the \
+             ManagedApp (config/admission records who did): FluxUp reads a Secret only for a \
+             person who may read it"
+        ))
+    })?;
+    if !references::may_read_secret(client, &person, ns, name).await? {
+        return Err(Error::Other(format!(
+            "{field}: {} may not read Secret {ns}/{name}, so FluxUp does not use it for them",
+            person.name
+        )));
+    }
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&secret_name)
+        .get(name)
         .await?;
-    let data = secret.data.unwrap_or_default();
-    let token = ["bearerToken", "token", "password"]
-        .iter()
-        .find_map(|k| data.get(*k))
-        .map(|b| String::from_utf8_lossy(&b.0).to_string())
-        .ok_or_else(|| {
+    Ok(secret_data(secret))
+}
+
+fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    data
+}
+
+fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
+    data.get(key)
+        .map(|v| String::from_utf8_lossy(v).trim_end().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Credentials in the formats of Flux's GitRepository Secret.
+pub fn credentials_from(
+    data: &BTreeMap<String, Vec<u8>>,
+    secret: &str,
+) -> Result<Credentials, Error> {
+    if let Some(identity) = text(data, "identity") {
+        let known_hosts = text(data, "known_hosts").ok_or_else(|| {
             Error::Other(format!(
-                "Secret {ns}/{secret_name} has no token or password"
+                "Secret {secret} has an SSH `identity` but no `known_hosts`: FluxUp verifies the \
+                 server's host key (`ssh-keyscan <host>` prints it; check it before you trust it)"
             ))
         })?;
-    let branch = repo
-        .spec
-        .r#ref
-        .and_then(|r| r.branch)
-        .unwrap_or_else(|| "main".into());
-    Ok((Gitea::new(&base, &path, &token)?, branch))
+        return Ok(Credentials::Ssh {
+            identity,
+            known_hosts,
+            passphrase: text(data, "password"),
+        });
+    }
+    if let Some(token) = text(data, "bearerToken") {
+        return Ok(Credentials::Bearer(token));
+    }
+    match (text(data, "username"), text(data, "password")) {
+        (Some(username), Some(password)) => Ok(Credentials::Basic { username, password }),
+        (None, Some(password)) => Ok(Credentials::Basic {
+            username: "git".into(),
+            password,
+        }),
+        // FluxUp's Secrets before 0.2 held a Gitea API token as `token`.
+        _ => match text(data, "token") {
+            Some(password) => Ok(Credentials::Basic {
+                username: "git".into(),
+                password,
+            }),
+            None => Err(Error::Other(format!(
+                "Secret {secret} has no Git credentials: give it `username` and `password`, \
+                 `bearerToken`, or `identity` and `known_hosts`"
+            ))),
+        },
+    }
+}
+
+/// A signing key: `git.asc` (OpenPGP) or `identity` (SSH).
+pub fn signing_from(data: &BTreeMap<String, Vec<u8>>, secret: &str) -> Result<Signing, Error> {
+    if let Some(armored) = text(data, "git.asc") {
+        return Ok(Signing::OpenPgp {
+            armored,
+            passphrase: text(data, "passphrase"),
+        });
+    }
+    if let Some(private_key) = text(data, "identity") {
+        return Ok(Signing::Ssh { private_key });
+    }
+    Err(Error::Other(format!(
+        "Secret {secret} has no signing key: give it `git.asc` (OpenPGP) or `identity` (SSH)"
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn flux_secret_formats_are_read_as_flux_reads_them() {
+        let c = credentials_from(&data(&[("username", "u"), ("password", "p")]), "s").unwrap();
+        assert!(
+            matches!(c, Credentials::Basic { ref username, ref password } if username == "u" && password == "p")
+        );
+        let c = credentials_from(&data(&[("bearerToken", "t")]), "s").unwrap();
+        assert!(matches!(c, Credentials::Bearer(ref t) if t == "t"));
+        let c = credentials_from(
+            &data(&[
+                ("identity", "KEY"),
+                ("known_hosts", "h k"),
+                ("password", "pp"),
+            ]),
+            "s",
+        )
+        .unwrap();
+        assert!(
+            matches!(c, Credentials::Ssh { ref passphrase, .. } if passphrase.as_deref() == Some("pp"))
+        );
+    }
+
+    #[test]
+    fn an_ssh_key_without_known_hosts_is_refused_not_trusted() {
+        let e = credentials_from(&data(&[("identity", "KEY")]), "fleet/git").unwrap_err();
+        assert!(e.to_string().contains("known_hosts"), "{e}");
+        let e = credentials_from(&data(&[("ca.crt", "x")]), "fleet/git").unwrap_err();
+        assert!(e.to_string().contains("no Git credentials"), "{e}");
+    }
+
+    #[test]
+    fn signing_keys_in_both_formats() {
+        assert!(matches!(
+            signing_from(&data(&[("git.asc", "A"), ("passphrase", "p")]), "s").unwrap(),
+            Signing::OpenPgp {
+                passphrase: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            signing_from(&data(&[("identity", "K")]), "s").unwrap(),
+            Signing::Ssh { .. }
+        ));
+        assert!(signing_from(&data(&[]), "s").is_err());
+    }
 }

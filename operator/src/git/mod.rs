@@ -1,8 +1,10 @@
 //! Git, as FluxUp needs it: read a file at a branch's head, write it back only if nobody changed
-//! it meanwhile, and find a commit by its trailer. Backends implement [`GitBackend`]; Gitea's API
-//! is the first ([`gitea::Gitea`]). [`bump::commit_version_bump`] is the whole version bump.
+//! it meanwhile, and find a commit by its trailer. Backends implement [`GitBackend`]: any Git
+//! server over HTTPS or SSH through the `git` command ([`cli::GitCli`], what FluxUp commits
+//! with), and Gitea's API ([`gitea::Gitea`]). [`bump::commit_version_bump`] is the whole bump.
 
 pub mod bump;
+pub mod cli;
 pub mod cluster;
 pub mod gitea;
 pub mod message;
