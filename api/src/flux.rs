@@ -194,6 +194,15 @@ pub struct GitRepositoryRef {
     /// Tag to follow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
+    /// Semver range of tags to follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Commit to follow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Any Git reference to follow (`refs/heads/main`, `refs/pull/1/head`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A Flux HelmRepository (`source.toolkit.fluxcd.io/v1`).

@@ -256,16 +256,11 @@ pub struct HttpHealthCheck {
     pub path: Option<String>,
 }
 
-/// Git settings for this app's commits.
+/// Git settings for this app's commits. FluxUp commits to the branch the Kustomization's
+/// GitRepository follows (a GitRepository that follows a tag or a commit takes no commits).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSettings {
-    /// Branch to commit to. Default: the branch the Kustomization's GitRepository follows.
-    /// Another branch is for review: Flux rolls nothing out until it reaches the branch Flux
-    /// follows, so FluxUp commits there and waits (see the README, Git).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 255))]
-    pub branch: Option<String>,
     /// Secret in the ManagedApp's namespace with the credentials FluxUp pushes with, in the
     /// format of Flux's GitRepository Secret: `username` and `password` (a token as the
     /// password), `bearerToken`, or `identity` and `known_hosts` for SSH; `ca.crt` for a

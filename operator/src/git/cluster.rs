@@ -1,25 +1,23 @@
 //! The Git repository of a ManagedApp, from the cluster: the Flux GitRepository its
 //! Kustomization follows, with the credentials of that GitRepository's Secret (or of the
 //! ManagedApp's `spec.git.credentialsSecretRef`), the signing key of `spec.git.signingKeySecretRef`
-//! and the branch to commit to.
+//! and the branch Flux follows, which FluxUp commits to.
 
 use super::cli::{Credentials, GitCli, Signing};
 use crate::operation::Error;
 use crate::references;
 use fluxup_api::ManagedApp;
-use fluxup_api::flux::GitRepository;
+use fluxup_api::flux::{GitRepository, GitRepositoryRef};
 use fluxup_api::object_parts;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
 
-/// Where an app's version bumps go: the repository, the branch FluxUp commits to and the
-/// branch Flux follows (the same unless `spec.git.branch` names another).
+/// Where an app's version bumps go: the repository and the branch Flux follows.
 #[derive(Debug, Clone)]
 pub struct AppRepository {
     pub git: GitCli,
     pub branch: String,
-    pub flux_branch: String,
 }
 
 /// The app's Git repository, as a generic Git backend, and the branch to commit to.
@@ -28,7 +26,7 @@ pub async fn for_app(client: &Client, app: &ManagedApp) -> Result<(GitCli, Strin
     Ok((repo.git, repo.branch))
 }
 
-/// The app's repository with both branches; see [`AppRepository`].
+/// The app's repository; see [`AppRepository`].
 pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppRepository, Error> {
     let source = app
         .status
@@ -93,26 +91,31 @@ pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppReposito
         git = git.with_author(&author.name, &author.email);
     }
     let reference = repo.spec.r#ref.clone().unwrap_or_default();
-    let flux_branch = match (&reference.branch, &reference.tag) {
-        (Some(branch), _) => branch.clone(),
-        (None, Some(tag)) if settings.branch.is_none() => {
+    let branch = branch_of(&reference);
+    let branch = match branch {
+        Some(b) => b,
+        None => {
             return Err(Error::Other(format!(
-                "GitRepository {ns}/{name} follows tag {tag}, not a branch: set spec.git.branch \
-                 to the branch FluxUp should commit to"
+                "GitRepository {ns}/{name} follows a tag, a semver range or a commit, not a \
+                 branch: a commit would never be rolled out, so FluxUp makes none"
             )));
         }
-        // Flux's default when a GitRepository names no ref.
-        _ => "master".to_string(),
     };
-    let branch = settings
-        .branch
-        .clone()
-        .unwrap_or_else(|| flux_branch.clone());
-    Ok(AppRepository {
-        git,
-        branch,
-        flux_branch,
-    })
+    Ok(AppRepository { git, branch })
+}
+
+/// The branch a GitRepository follows, if it follows one, by Flux's precedence (commit, name,
+/// semver, tag, branch; `master` when it names nothing).
+pub fn branch_of(reference: &GitRepositoryRef) -> Option<String> {
+    if reference.commit.is_some() {
+        None
+    } else if let Some(name) = &reference.name {
+        name.strip_prefix("refs/heads/").map(str::to_string)
+    } else if reference.semver.is_some() || reference.tag.is_some() {
+        None
+    } else {
+        Some(reference.branch.clone().unwrap_or_else(|| "master".into()))
+    }
 }
 
 /// A Secret the ManagedApp names, read only if the person who last wrote the ManagedApp may
@@ -258,6 +261,43 @@ mod tests {
         assert!(e.to_string().contains("known_hosts"), "{e}");
         let e = credentials_from(&data(&[("ca.crt", "x")]), "fleet/git").unwrap_err();
         assert!(e.to_string().contains("no Git credentials"), "{e}");
+    }
+
+    #[test]
+    fn the_branch_flux_follows_by_flux_precedence() {
+        let r =
+            |json: serde_json::Value| -> GitRepositoryRef { serde_json::from_value(json).unwrap() };
+        assert_eq!(
+            branch_of(&r(serde_json::json!({}))).as_deref(),
+            Some("master")
+        );
+        assert_eq!(
+            branch_of(&r(serde_json::json!({"branch": "main"}))).as_deref(),
+            Some("main")
+        );
+        assert_eq!(
+            branch_of(&r(
+                serde_json::json!({"name": "refs/heads/prod", "tag": "v1", "branch": "main"})
+            ))
+            .as_deref(),
+            Some("prod")
+        );
+        assert_eq!(
+            branch_of(&r(serde_json::json!({"branch": "main", "tag": "v1"}))),
+            None
+        );
+        assert_eq!(
+            branch_of(&r(serde_json::json!({"branch": "main", "semver": ">=1"}))),
+            None
+        );
+        assert_eq!(
+            branch_of(&r(serde_json::json!({"branch": "main", "commit": "abc"}))),
+            None
+        );
+        assert_eq!(
+            branch_of(&r(serde_json::json!({"name": "refs/pull/1/head"}))),
+            None
+        );
     }
 
     #[test]
