@@ -222,6 +222,15 @@ pub struct HelmRepositorySpec {
     /// `default` (index.yaml) or `oci`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
+    /// Secret with `username` and `password` (or, for OCI, a `.dockerconfigjson`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<crate::common::LocalObjectReference>,
+    /// Secret with `ca.crt` (and a client certificate, which FluxUp does not use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<crate::common::LocalObjectReference>,
+    /// An OCI HelmRepository's registry speaks plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 /// A Flux OCIRepository (`source.toolkit.fluxcd.io/v1`), the usual source of `chartRef` charts.
@@ -244,6 +253,13 @@ pub struct OCIRepositorySpec {
     /// The registry speaks plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// Secret with the registry's credentials: a `.dockerconfigjson` (kubernetes.io/dockerconfigjson)
+    /// or `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<crate::common::LocalObjectReference>,
+    /// Secret with `ca.crt` for a registry with a private certificate authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_secret_ref: Option<crate::common::LocalObjectReference>,
 }
 
 /// `spec.ref` of an OCIRepository.

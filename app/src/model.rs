@@ -320,6 +320,18 @@ pub fn web_link(url: &str) -> Option<String> {
 }
 
 /// Everything the app page shows.
+/// The chart versions FluxUp knows from the app's status alone (the best update, then those held
+/// back), newest first: what the picker offers when the chart source cannot be listed.
+pub fn known_versions(detail: &AppDetail) -> Vec<String> {
+    let mut out: Vec<String> = detail.row.available.iter().cloned().collect();
+    for held in detail.held_back.iter().filter(|h| h.name == "chart") {
+        if !out.contains(&held.version) {
+            out.push(held.version.clone());
+        }
+    }
+    out
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct AppDetail {
     pub row: AppRow,

@@ -44,6 +44,12 @@ pub enum Error {
     BadTags,
     #[error("the chart source could not be read (the registry asks for a token FluxUp cannot get)")]
     Token,
+    #[error(
+        "the chart source asks for credentials: give its Flux object a secretRef, as Flux needs too"
+    )]
+    NeedsCredentials,
+    #[error("the chart source refused the credentials of its secretRef")]
+    Refused,
     #[error("chart {chart} is not in {url}")]
     NoSuchChart { chart: String, url: String },
 }
@@ -71,19 +77,9 @@ pub async fn of_app(
     let Some(source) = resolved.chart_source else {
         return Err("the app's chart source is not resolved".into());
     };
-    let insecure = if source.kind == "OCIRepository" {
-        let (ns, name) = source.name.split_once('/').unwrap_or_default();
-        kube::Api::<fluxup_api::flux::OCIRepository>::namespaced(client.clone(), ns)
-            .get(name)
-            .await
-            .ok()
-            .and_then(|r| r.spec.insecure)
-            .unwrap_or(false)
-    } else {
-        false
-    };
+    let access = access_of(client, &source).await?;
     let chart = resolved.chart.unwrap_or_default();
-    let versions = list(&source, &chart, insecure)
+    let versions = list(&source, &chart, &access)
         .await
         .map_err(|e| e.to_string())?;
     Ok(AppVersions {
@@ -94,13 +90,17 @@ pub async fn of_app(
 }
 
 /// Versions of `chart` in `source`, newest first; what is not a version (e.g. `latest`) is left
-/// out. `insecure` allows plain HTTP for an OCI registry (OCIRepository `spec.insecure`).
-pub async fn list(source: &ChartSource, chart: &str, insecure: bool) -> Result<Vec<String>, Error> {
+/// out. `access` holds what the source's Flux object says about reaching it.
+pub async fn list(
+    source: &ChartSource,
+    chart: &str,
+    access: &Access,
+) -> Result<Vec<String>, Error> {
     let url = source.url.clone().unwrap_or_default();
     let mut versions = match source.kind.as_str() {
-        "HelmRepository" if url.starts_with("oci://") => oci_tags(&url, chart, insecure).await?,
-        "HelmRepository" => helm_index(&url, chart).await?,
-        "OCIRepository" => oci_tags(&url, "", insecure).await?,
+        "HelmRepository" if url.starts_with("oci://") => oci_tags(&url, chart, access).await?,
+        "HelmRepository" => helm_index(&url, chart, access).await?,
+        "OCIRepository" => oci_tags(&url, "", access).await?,
         other => return Err(Error::Unsupported(format!("{other} {}", source.name))),
     };
     versions.retain(|v| parse_version(v).is_some());
@@ -179,14 +179,214 @@ fn parse_url(text: &str) -> Result<Url, Error> {
     Url::parse(text).map_err(|_| Error::Fetch(outbound::Error::BadUrl))
 }
 
-/// GET `url` through the guard; the body of a 2xx answer, capped at `limit`.
-async fn get(url: &Url, token: Option<&str>, limit: usize) -> Result<Vec<u8>, Error> {
+/// GET `url` through the guard, with `auth` and the source's certificate authority.
+async fn send(url: &Url, auth: &Auth, access: &Access) -> Result<reqwest::Response, Error> {
     let guard = outbound::guard();
-    let mut request = guard.get(url)?.timeout(TIMEOUT);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+    let mut request = guard
+        .request_trusting(reqwest::Method::GET, url, access.ca.as_deref())?
+        .timeout(TIMEOUT);
+    request = match auth {
+        Auth::None => request,
+        Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
+        Auth::Bearer(token) => request.bearer_auth(token),
+    };
+    Ok(guard.send(request).await?)
+}
+
+/// The body of a 2xx answer to GET `url`, capped at `limit`.
+async fn get(url: &Url, auth: &Auth, access: &Access, limit: usize) -> Result<Vec<u8>, Error> {
+    let response = send(url, auth, access).await?;
+    if matches!(response.status().as_u16(), 401 | 403) {
+        return Err(if access.basic.is_some() {
+            Error::Refused
+        } else {
+            Error::NeedsCredentials
+        });
     }
-    Ok(outbound::success_body(guard.send(request).await?, limit).await?)
+    Ok(outbound::success_body(response, limit).await?)
+}
+
+/// How a request proves who it is.
+#[derive(Debug, Clone)]
+enum Auth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// What a source's Flux object says about reaching it: credentials from its `secretRef`, a
+/// certificate authority from its `certSecretRef`, plain HTTP from `insecure`.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub basic: Option<(String, String)>,
+    pub ca: Option<String>,
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("basic", &self.basic.as_ref().map(|(u, _)| u))
+            .field("ca", &self.ca.is_some())
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+impl Access {
+    fn auth(&self) -> Auth {
+        match &self.basic {
+            Some((u, p)) => Auth::Basic(u.clone(), p.clone()),
+            None => Auth::None,
+        }
+    }
+
+    /// Part of a cache key: listings read with credentials are kept apart from those read
+    /// without, and from other credentials', so no one sees a listing their access could not read.
+    fn key(&self) -> String {
+        use sha2::{Digest as _, Sha256};
+        let mut hash = Sha256::new();
+        if let Some((u, p)) = &self.basic {
+            hash.update(format!("{u}\0{p}"));
+        }
+        hash.update([0]);
+        if let Some(ca) = &self.ca {
+            hash.update(ca);
+        }
+        let digest = hash.finalize();
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The access `source`'s Flux object gives, read with `client`: FluxUp's own in the controller,
+/// the person's in the dashboard, so a person who may not read the Secret gets no listing made
+/// with it.
+pub async fn access_of(client: &kube::Client, source: &ChartSource) -> Result<Access, String> {
+    use fluxup_api::flux::{HelmRepository, OCIRepository};
+    let (ns, name) = source.name.split_once('/').unwrap_or_default();
+    let (secret, cert, insecure) = match source.kind.as_str() {
+        "OCIRepository" => {
+            match kube::Api::<OCIRepository>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+            {
+                Ok(r) => (r.spec.secret_ref, r.spec.cert_secret_ref, r.spec.insecure),
+                Err(_) => (None, None, None),
+            }
+        }
+        "HelmRepository" => {
+            match kube::Api::<HelmRepository>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+            {
+                Ok(r) => (r.spec.secret_ref, r.spec.cert_secret_ref, r.spec.insecure),
+                Err(_) => (None, None, None),
+            }
+        }
+        _ => (None, None, None),
+    };
+    let read = |secret: String| {
+        let client = client.clone();
+        async move {
+            let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, ns);
+            match api.get(&secret).await {
+                Ok(s) => Ok(secret_data(s)),
+                Err(kube::Error::Api(e)) if e.code == 403 => Err(format!(
+                    "the chart source's credentials are in Secret {ns}/{secret}, which you may \
+                     not read"
+                )),
+                Err(kube::Error::Api(e)) if e.code == 404 => Err(format!(
+                    "the chart source names Secret {ns}/{secret}, which does not exist"
+                )),
+                Err(e) => Err(format!("Secret {ns}/{secret} could not be read: {e}")),
+            }
+        }
+    };
+    let host = source
+        .url
+        .as_deref()
+        .and_then(|u| u.split_once("://").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    let mut access = Access {
+        insecure: insecure.unwrap_or(false),
+        ..Default::default()
+    };
+    if let Some(r) = secret {
+        let data = read(r.name.clone()).await?;
+        access.basic = credentials(&data, &host);
+        if access.basic.is_none() {
+            return Err(format!(
+                "Secret {ns}/{} has neither username and password nor a .dockerconfigjson entry \
+                 for {host}",
+                r.name
+            ));
+        }
+        access.ca = text(&data, "ca.crt");
+    }
+    if let Some(r) = cert {
+        access.ca = text(&read(r.name).await?, "ca.crt").or(access.ca);
+    }
+    Ok(access)
+}
+
+fn secret_data(secret: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.insert(k, v.into_bytes());
+    }
+    data
+}
+
+fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
+    data.get(key)
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `username` and `password`, or the `.dockerconfigjson` entry for `host` (as `docker login`
+/// writes it: `username`/`password` or `auth`, base64 of `user:password`).
+pub fn credentials(data: &BTreeMap<String, Vec<u8>>, host: &str) -> Option<(String, String)> {
+    if let (Some(u), Some(p)) = (text(data, "username"), text(data, "password")) {
+        return Some((u, p));
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        #[serde(default)]
+        auths: BTreeMap<String, Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        username: Option<String>,
+        password: Option<String>,
+        auth: Option<String>,
+    }
+    let config: Config = serde_json::from_slice(data.get(".dockerconfigjson")?).ok()?;
+    let entry = config.auths.iter().find_map(|(server, entry)| {
+        let server = server
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let server = server.split('/').next().unwrap_or_default();
+        (server == host).then_some(entry)
+    })?;
+    match (&entry.username, &entry.password, &entry.auth) {
+        (Some(u), Some(p), _) => Some((u.clone(), p.clone())),
+        (_, _, Some(auth)) => {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth)
+                .ok()?;
+            let (u, p) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+            Some((u.to_string(), p.to_string()))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -200,9 +400,10 @@ struct IndexEntry {
     version: String,
 }
 
-async fn helm_index(base: &str, chart: &str) -> Result<Vec<String>, Error> {
+async fn helm_index(base: &str, chart: &str, access: &Access) -> Result<Vec<String>, Error> {
     let url = parse_url(&format!("{}/index.yaml", base.trim_end_matches('/')))?;
-    let listing = cached(url.to_string(), read_index(url)).await?;
+    let key = format!("{url}#{}", access.key());
+    let listing = cached(key, read_index(url, access.clone())).await?;
     let Listing::Charts(charts) = listing.as_ref() else {
         return Err(Error::BadIndex);
     };
@@ -215,8 +416,8 @@ async fn helm_index(base: &str, chart: &str) -> Result<Vec<String>, Error> {
         })
 }
 
-async fn read_index(url: Url) -> Result<Listing, Error> {
-    let body = get(&url, None, INDEX_LIMIT).await?;
+async fn read_index(url: Url, access: Access) -> Result<Listing, Error> {
+    let body = get(&url, &access.auth(), &access, INDEX_LIMIT).await?;
     let index: Index = serde_yaml::from_slice(&body).map_err(|error| {
         tracing::debug!(%url, %error, "not a Helm repository index");
         Error::BadIndex
@@ -243,8 +444,9 @@ struct Token {
 }
 
 /// `oci://host/path` (+ `/chart` for a HelmRepository of type oci) → the repository's tags,
-/// following the registry's Bearer challenge for an anonymous pull token.
-async fn oci_tags(url: &str, chart: &str, insecure: bool) -> Result<Vec<String>, Error> {
+/// every page of them, answering the registry's challenge (Basic, or a Bearer pull token,
+/// anonymous or with the source's credentials).
+async fn oci_tags(url: &str, chart: &str, access: &Access) -> Result<Vec<String>, Error> {
     let address = url.trim_start_matches("oci://").trim_end_matches('/');
     let address = if chart.is_empty() {
         address.to_string()
@@ -254,13 +456,13 @@ async fn oci_tags(url: &str, chart: &str, insecure: bool) -> Result<Vec<String>,
     let (host, repository) = address
         .split_once('/')
         .ok_or_else(|| Error::Unsupported(format!("OCI address {url}")))?;
-    let scheme = if insecure { "http" } else { "https" };
+    let scheme = if access.insecure { "http" } else { "https" };
     let tags_url = parse_url(&format!(
-        "{scheme}://{host}/v2/{repository}/tags/list?n=1000"
+        "{scheme}://{host}/v2/{repository}/tags/list?n={PAGE}"
     ))?;
     let listing = cached(
-        tags_url.to_string(),
-        read_tags(tags_url, repository.to_string()),
+        format!("{tags_url}#{}", access.key()),
+        read_tags(tags_url, repository.to_string(), access.clone()),
     )
     .await?;
     match listing.as_ref() {
@@ -269,34 +471,76 @@ async fn oci_tags(url: &str, chart: &str, insecure: bool) -> Result<Vec<String>,
     }
 }
 
-async fn read_tags(url: Url, repository: String) -> Result<Listing, Error> {
-    let guard = outbound::guard();
-    let response = guard.send(guard.get(&url)?.timeout(TIMEOUT)).await?;
-    let response = if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-        let challenge = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let token = anonymous_token(&challenge, &repository).await?;
-        guard
-            .send(guard.get(&url)?.timeout(TIMEOUT).bearer_auth(token))
-            .await?
-    } else {
-        response
-    };
-    let body = outbound::success_body(response, SMALL).await?;
-    let list: TagList = serde_json::from_slice(&body).map_err(|error| {
-        tracing::debug!(%url, %error, "not an OCI tag list");
-        Error::BadTags
-    })?;
-    Ok(Listing::Tags(list.tags.unwrap_or_default()))
+/// Tags asked for per page.
+const PAGE: usize = 1000;
+/// Pages read at most (a repository of 50,000 tags).
+const MAX_PAGES: usize = 50;
+
+async fn read_tags(url: Url, repository: String, access: Access) -> Result<Listing, Error> {
+    let mut auth = access.auth();
+    let mut tags = Vec::new();
+    let mut next = Some(url.clone());
+    let mut pages = 0;
+    while let Some(page) = next.take() {
+        pages += 1;
+        if pages > MAX_PAGES {
+            break;
+        }
+        let mut response = send(&page, &auth, &access).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let challenge = response
+                .headers()
+                .get(reqwest::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            auth = if challenge.to_ascii_lowercase().starts_with("bearer") {
+                Auth::Bearer(pull_token(&challenge, &repository, &access).await?)
+            } else if access.basic.is_some() && matches!(auth, Auth::None) {
+                access.auth()
+            } else {
+                return Err(if access.basic.is_some() {
+                    Error::Refused
+                } else {
+                    Error::NeedsCredentials
+                });
+            };
+            response = send(&page, &auth, &access).await?;
+        }
+        if matches!(response.status().as_u16(), 401 | 403) {
+            return Err(if access.basic.is_some() {
+                Error::Refused
+            } else {
+                Error::NeedsCredentials
+            });
+        }
+        next = next_page(&page, response.headers());
+        let body = outbound::success_body(response, SMALL).await?;
+        let list: TagList = serde_json::from_slice(&body).map_err(|error| {
+            tracing::debug!(%url, %error, "not an OCI tag list");
+            Error::BadTags
+        })?;
+        tags.extend(list.tags.unwrap_or_default());
+    }
+    Ok(Listing::Tags(tags))
 }
 
-/// `Bearer realm="https://auth/token",service="registry"` → a pull token for `repository`. The
+/// The next page of a tag list, from the `Link: <…>; rel="next"` header (OCI distribution spec),
+/// only on the same registry.
+fn next_page(current: &Url, headers: &reqwest::header::HeaderMap) -> Option<Url> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    let target = link
+        .split(',')
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))?;
+    let inner = target.split('<').nth(1)?.split('>').next()?;
+    let next = current.join(inner).ok()?;
+    (next.origin() == current.origin() && next.path().ends_with("/tags/list")).then_some(next)
+}
+
+/// `Bearer realm="https://auth/token",service="registry"` → a pull token for `repository`,
+/// with the source's credentials if it has them. The
 /// realm is the registry's word, so it is fetched through the guard like the registry itself.
-async fn anonymous_token(challenge: &str, repository: &str) -> Result<String, Error> {
+async fn pull_token(challenge: &str, repository: &str, access: &Access) -> Result<String, Error> {
     let params: BTreeMap<String, String> = challenge
         .trim_start_matches("Bearer ")
         .split(',')
@@ -314,7 +558,7 @@ async fn anonymous_token(challenge: &str, repository: &str) -> Result<String, Er
         }
         query.append_pair("scope", &format!("repository:{repository}:pull"));
     }
-    let body = get(&url, None, SMALL).await?;
+    let body = get(&url, &access.auth(), access, SMALL).await?;
     serde_json::from_slice::<Token>(&body)
         .map(|t| t.token)
         .map_err(|error| {
@@ -326,6 +570,13 @@ async fn anonymous_token(challenge: &str, repository: &str) -> Result<String, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn insecure() -> Access {
+        Access {
+            insecure: true,
+            ..Default::default()
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -386,14 +637,21 @@ mod tests {
         .await;
         outbound::allow(&format!("127.0.0.1:{port}")).unwrap();
         let source = helm(format!("http://127.0.0.1:{port}/"));
-        let lists = futures::future::join_all((0..20).map(|_| list(&source, "web", false))).await;
+        let access = Access::default();
+        let lists = futures::future::join_all((0..20).map(|_| list(&source, "web", &access))).await;
         for l in lists {
             assert_eq!(l.unwrap(), ["1.2.0", "1.0.0"]);
         }
         // Another chart of the same repository: the same index.yaml.
-        assert_eq!(list(&source, "api", false).await.unwrap(), ["3.0.0"]);
         assert_eq!(
-            list(&source, "nope", false).await.unwrap_err().to_string(),
+            list(&source, "api", &Access::default()).await.unwrap(),
+            ["3.0.0"]
+        );
+        assert_eq!(
+            list(&source, "nope", &Access::default())
+                .await
+                .unwrap_err()
+                .to_string(),
             format!("chart nope is not in http://127.0.0.1:{port}/")
         );
         assert_eq!(count.load(Ordering::SeqCst), 1);
@@ -435,7 +693,10 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                list(&source, "web", true).await.unwrap_err().to_string(),
+                list(&source, "web", &insecure())
+                    .await
+                    .unwrap_err()
+                    .to_string(),
                 says
             );
         }
@@ -467,9 +728,13 @@ mod tests {
             })
             .await;
             outbound::allow(&format!("127.0.0.1:{port}")).unwrap();
-            let error = list(&oci(format!("oci://127.0.0.1:{port}/charts/x")), "", true)
-                .await
-                .unwrap_err();
+            let error = list(
+                &oci(format!("oci://127.0.0.1:{port}/charts/x")),
+                "",
+                &insecure(),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(
                 error.to_string(),
                 "the chart source could not be read (refused: address in a range FluxUp does not fetch from)"
@@ -503,10 +768,14 @@ mod tests {
         outbound::allow(&format!("127.0.0.1:{port},127.0.0.1:{auth}")).unwrap();
         // The server always challenges, so the second answer is a 401 too: the token was asked
         // for and the request repeated with it.
-        let error = list(&oci(format!("oci://127.0.0.1:{port}/charts/x")), "", true)
-            .await
-            .unwrap_err();
-        assert_eq!(error, Error::Fetch(outbound::Error::Status(401)));
+        let error = list(
+            &oci(format!("oci://127.0.0.1:{port}/charts/x")),
+            "",
+            &insecure(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error, Error::NeedsCredentials);
         assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
@@ -519,17 +788,93 @@ mod tests {
             (oci("oci://127.0.0.1:6443/x".into()), ""),
         ] {
             assert_eq!(
-                list(&source, chart, true).await.unwrap_err(),
+                list(&source, chart, &insecure()).await.unwrap_err(),
                 Error::Fetch(outbound::Error::Refused),
                 "{source:?}"
             );
         }
         assert_eq!(
-            list(&helm("ftp://example.com/".into()), "x", false)
+            list(&helm("ftp://example.com/".into()), "x", &Access::default())
                 .await
                 .unwrap_err()
                 .to_string(),
             "the chart source could not be read (not an http(s) URL with a host)"
         );
+    }
+
+    #[test]
+    fn registry_credentials_in_flux_secret_formats() {
+        use base64::Engine as _;
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let plain = data(&[("username", "u"), ("password", "p")]);
+        assert_eq!(credentials(&plain, "any"), Some(("u".into(), "p".into())));
+        let auth = base64::engine::general_purpose::STANDARD.encode("robot:s3:cret");
+        let docker = format!(
+            r#"{{"auths":{{"https://ghcr.io/v2/":{{"auth":"{auth}"}},"registry.local:5000":{{"username":"a","password":"b"}}}}}}"#
+        );
+        let docker = data(&[(".dockerconfigjson", &docker)]);
+        assert_eq!(
+            credentials(&docker, "ghcr.io"),
+            Some(("robot".into(), "s3:cret".into()))
+        );
+        assert_eq!(
+            credentials(&docker, "registry.local:5000"),
+            Some(("a".into(), "b".into()))
+        );
+        assert_eq!(credentials(&docker, "quay.io"), None);
+    }
+
+    #[test]
+    fn tag_pages_follow_link_headers_on_the_same_registry_only() {
+        let current = Url::parse("https://r.example/v2/charts/x/tags/list?n=1000").unwrap();
+        let headers = |link: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::LINK, link.parse().unwrap());
+            h
+        };
+        let next = next_page(
+            &current,
+            &headers(r#"</v2/charts/x/tags/list?n=1000&last=1.9.0>; rel="next""#),
+        );
+        assert_eq!(
+            next.map(|u| u.to_string()).as_deref(),
+            Some("https://r.example/v2/charts/x/tags/list?n=1000&last=1.9.0")
+        );
+        assert_eq!(
+            next_page(
+                &current,
+                &headers(r#"<https://evil.example/v2/charts/x/tags/list>; rel="next""#)
+            ),
+            None
+        );
+        assert_eq!(
+            next_page(&current, &headers(r#"</v2/_catalog>; rel="next""#)),
+            None
+        );
+        assert_eq!(
+            next_page(&current, &reqwest::header::HeaderMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn listings_with_other_credentials_are_cached_apart() {
+        let none = Access::default();
+        let with = Access {
+            basic: Some(("u".into(), "p".into())),
+            ..Default::default()
+        };
+        let other = Access {
+            basic: Some(("u".into(), "q".into())),
+            ..Default::default()
+        };
+        assert_ne!(none.key(), with.key());
+        assert_ne!(with.key(), other.key());
+        assert!(!format!("{with:?}").contains("\"p\""), "{with:?}");
     }
 }

@@ -94,6 +94,8 @@ pub enum Error {
     Unreachable,
     #[error("HTTP {0}")]
     Status(u16),
+    #[error("the certificate authority (ca.crt) is not a PEM bundle FluxUp can use")]
+    BadCa,
 }
 
 /// An IP network: an address and how many leading bits count.
@@ -422,19 +424,10 @@ pub struct Guard {
 impl Guard {
     pub fn new(rules: Rules) -> Guard {
         let rules = Arc::new(RwLock::new(rules));
-        let builder = || {
-            reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .connect_timeout(Duration::from_secs(10))
-                .user_agent(concat!("fluxup/", env!("CARGO_PKG_VERSION")))
-                .no_proxy()
-                .referer(false)
-                .redirect(same_host_redirects())
-        };
         // Building fails only when TLS cannot be set up at all, as reqwest::Client::new would.
         Guard {
-            allowed: builder().build().expect("the HTTP client builds"),
-            filtered: builder()
+            allowed: client_builder().build().expect("the HTTP client builds"),
+            filtered: client_builder()
                 .dns_resolver(Arc::new(Filtering {
                     rules: rules.clone(),
                 }))
@@ -442,6 +435,34 @@ impl Guard {
                 .expect("the HTTP client builds"),
             rules,
         }
+    }
+
+    /// Like [`Guard::request`], trusting the certificate authorities in `ca_pem` (a source's
+    /// `ca.crt`) besides the system's. A client is built for the call: sources with a private
+    /// authority are few and their answers are cached by the caller.
+    pub fn request_trusting(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+        ca_pem: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder, Error> {
+        let Some(pem) = ca_pem else {
+            return self.request(method, url);
+        };
+        let route = self.check(url)?;
+        let certificates =
+            reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|_| Error::BadCa)?;
+        let mut builder = client_builder();
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        if route == Route::Filtered {
+            builder = builder.dns_resolver(Arc::new(Filtering {
+                rules: self.rules.clone(),
+            }));
+        }
+        let client = builder.build().map_err(|_| Error::BadCa)?;
+        Ok(client.request(method, url.clone()))
     }
 
     /// Adds exceptions, as `FLUXUP_OUTBOUND_ALLOW` does (for tests and embedders).
@@ -520,6 +541,16 @@ impl Guard {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
         request.send().await.map_err(|e| classify(&e))
     }
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("fluxup/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .referer(false)
+        .redirect(same_host_redirects())
 }
 
 /// The process's guard, with the rules from the environment.

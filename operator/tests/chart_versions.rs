@@ -54,10 +54,21 @@ async fn every_published_version_newest_first_from_both_kinds_of_source() -> any
     let published = ["2.1.0-rc.1", "2.0.0", "1.1.0", "1.0.1", "1.0.0"];
 
     let helm = source("HelmRepository", sb.env("HELM_REPO_URL")?.to_string());
-    assert_eq!(list(&helm, "webapp", false).await?, published);
+    assert_eq!(list(&helm, "webapp", &Default::default()).await?, published);
 
     let oci = source("OCIRepository", format!("{}/api", sb.env("OCI_CHARTS")?));
-    assert_eq!(list(&oci, "", true).await?, published);
+    assert_eq!(
+        list(
+            &oci,
+            "",
+            &fluxup_operator::chart_versions::Access {
+                insecure: true,
+                ..Default::default()
+            }
+        )
+        .await?,
+        published
+    );
 
     // What the picker and the preflight call.
     let found = of_app(&sb.client, &app_with(&helm)?)
@@ -66,7 +77,7 @@ async fn every_published_version_newest_first_from_both_kinds_of_source() -> any
     assert_eq!(found.versions, published);
 
     // A chart the repository does not have is named in the error.
-    match list(&helm, "no-such-chart", false).await {
+    match list(&helm, "no-such-chart", &Default::default()).await {
         Err(e @ Error::NoSuchChart { .. }) => {
             assert!(
                 e.to_string()
@@ -83,7 +94,7 @@ async fn every_published_version_newest_first_from_both_kinds_of_source() -> any
         format!("{}/no/such/dir", sb.env("HELM_REPO_URL")?),
     );
     assert_eq!(
-        list(&missing, "webapp", false)
+        list(&missing, "webapp", &Default::default())
             .await
             .unwrap_err()
             .to_string(),
@@ -121,7 +132,16 @@ async fn chart_sources_pointing_inside_are_refused() -> anyhow::Result<()> {
         source("OCIRepository", "oci://169.254.169.254/x".into()),
     ];
     for attempt in &attempts {
-        let error = list(attempt, "webapp", true).await.unwrap_err();
+        let error = list(
+            attempt,
+            "webapp",
+            &fluxup_operator::chart_versions::Access {
+                insecure: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
         assert_eq!(error.to_string(), REFUSED, "{attempt:?}");
         // The same words for the picker and the preflight.
         let said = of_app(&sb.client, &app_with(attempt)?).await.unwrap_err();
@@ -130,8 +150,19 @@ async fn chart_sources_pointing_inside_are_refused() -> anyhow::Result<()> {
 
     // The allowed sources still list, after all those refusals.
     let helm = source("HelmRepository", sb.env("HELM_REPO_URL")?.to_string());
-    assert!(!list(&helm, "webapp", false).await?.is_empty());
+    assert!(!list(&helm, "webapp", &Default::default()).await?.is_empty());
     let oci = source("OCIRepository", format!("{}/api", sb.env("OCI_CHARTS")?));
-    assert!(!list(&oci, "", true).await?.is_empty());
+    assert!(
+        !list(
+            &oci,
+            "",
+            &fluxup_operator::chart_versions::Access {
+                insecure: true,
+                ..Default::default()
+            }
+        )
+        .await?
+        .is_empty()
+    );
     Ok(())
 }

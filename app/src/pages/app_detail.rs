@@ -145,6 +145,9 @@ fn Versions(detail: AppDetail) -> impl IntoView {
 #[component]
 fn UpgradePanel(detail: AppDetail) -> impl IntoView {
     let (namespace, app) = (detail.row.namespace.clone(), detail.row.name.clone());
+    // What FluxUp knows without the chart source (Renovate's findings): offered when the
+    // source cannot be listed, so a private source does not block an upgrade.
+    let known = crate::model::known_versions(&detail);
     let versions = Resource::new(
         {
             let (namespace, app) = (namespace.clone(), app.clone());
@@ -156,7 +159,16 @@ fn UpgradePanel(detail: AppDetail) -> impl IntoView {
         <Card title="Upgrade">
             <Transition fallback=|| view! { <p class="text-sm text-slate-500 dark:text-slate-400">"Reading the chart's versions…"</p> }>
                 {move || versions.get().map(|result| match result {
-                    Err(e) => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Err(e) if known.is_empty() => view! { <ErrorNote error=e.to_string()/> }.into_any(),
+                    Err(e) => view! {
+                        <p role="status" id="versions-warning" class="mb-3 rounded-md border border-amber-300 bg-amber-50 px-3 py-2 text-sm text-amber-900 dark:border-amber-700 dark:bg-amber-950 dark:text-amber-100">
+                            {format!(
+                                "FluxUp could not list the chart's versions ({}); these are the ones Renovate found. The dry run checks the rest.",
+                                crate::pages::widgets::server_message(&e.to_string())
+                            )}
+                        </p>
+                        <UpgradeForm namespace=namespace.clone() app=app.clone() versions=known.clone()/>
+                    }.into_any(),
                     Ok(v) if v.is_empty() => view! {
                         <p class="text-sm text-slate-600 dark:text-slate-300">"The chart source offers no other version."</p>
                     }.into_any(),

@@ -114,14 +114,19 @@ pub fn DataTable(
 }
 
 /// An error, where it happened, in words.
-#[component]
-pub fn ErrorNote(error: String) -> impl IntoView {
-    // Server function errors arrive as "error running server function: <message>".
-    let message = error
+/// A server function's error without its prefix: they arrive as "error running server function:
+/// <message>".
+pub fn server_message(error: &str) -> String {
+    error
         .rsplit_once(": ")
         .filter(|_| error.starts_with("error running server function"))
         .map(|(_, m)| m.to_string())
-        .unwrap_or(error);
+        .unwrap_or_else(|| error.to_string())
+}
+
+#[component]
+pub fn ErrorNote(error: String) -> impl IntoView {
+    let message = server_message(&error);
     view! {
         <p role="alert" class="mt-4 rounded-md border border-red-300 bg-red-50 px-3 py-2 text-sm text-red-800 dark:border-red-700 dark:bg-red-950 dark:text-red-200">
             {message}

@@ -128,7 +128,15 @@ async fn version_exists(client: &Client, app: &ManagedApp, target: &str) -> Pref
                     .join(", ")
             ),
         ),
-        Err(why) => check(false, why),
+        // A source FluxUp cannot list (a private registry whose Secret it may not read, a
+        // registry it cannot reach) does not block a version someone chose: Flux reports a
+        // version that does not exist, and the upgrade fails then with everything released.
+        Err(why) => check(
+            true,
+            format!(
+                "not checked: the chart's versions could not be listed ({why}); Flux will say if {target} does not exist"
+            ),
+        ),
     }
 }
 
