@@ -35,6 +35,8 @@ HELMREPO_PORT=$((PORT_BASE + 34))         # static Helm repository (python3 -m h
 DEX_TELEMETRY_PORT=$((PORT_BASE + 35))    # Dex /healthz, /metrics
 GITEA_SSH_PORT=$((PORT_BASE + 36))        # Gitea's built-in SSH server (git over ssh)
 PLAIN_GIT_SSH_PORT=$((PORT_BASE + 37))    # git-ssh: OpenSSH's sshd serving bare repositories
+REGISTRY_AUTH_PORT=$((PORT_BASE + 38))    # registry-auth: a second registry, HTTP basic auth (htpasswd)
+REGISTRY_AUTH_DEBUG_PORT=$((PORT_BASE + 39)) # registry-auth /debug/health
 
 # ---------------------------------------------------------------------------
 # Cache directories (one per component and version).
@@ -235,7 +237,7 @@ cmd_build_full() {
 FULL_COMPONENTS=(
   source-controller kustomize-controller helm-controller notification-controller
   csi-hostpath csi-provisioner csi-snapshotter snapshot-controller
-  registry helm-repo gitea dex git-ssh
+  registry registry-auth helm-repo gitea dex git-ssh
 )
 FLUX_NAMESPACE=flux-system
 CSI_DRIVER=hostpath.sandbox.fluxup.dev
@@ -255,6 +257,11 @@ PLAIN_GIT_STATE=$STATE/git-ssh
 PLAIN_GIT_ROOT=$PLAIN_GIT_STATE/repos
 HELMREPO_STATE=$STATE/helm-repo
 REGISTRY_STATE=$STATE/registry
+# registry-auth: the same distribution binary, its own storage, and basic auth from an htpasswd
+# file (bcrypt), as a private chart registry of a Flux user. One user, read and write.
+REGISTRY_AUTH_STATE=$STATE/registry-auth
+REGISTRY_AUTH_USER=fluxup-reader
+REGISTRY_AUTH_PASSWORD=sandbox-registry-secret
 DEX_STATE=$STATE/dex
 OIDC_CLIENT_ID=fluxup
 OIDC_CLIENT_SECRET=fluxup-sandbox-secret
@@ -279,6 +286,7 @@ full_port_of() {
     csi-snapshotter) echo "$CSI_SNAPSHOTTER_PORT" ;;
     snapshot-controller) echo "$SNAPSHOT_CONTROLLER_PORT" ;;
     registry) echo "$REGISTRY_PORT" ;;
+    registry-auth) echo "$REGISTRY_AUTH_PORT" ;;
     helm-repo) echo "$HELMREPO_PORT" ;;
     gitea) echo "$GITEA_PORT" ;;
     dex) echo "$DEX_PORT" ;;
@@ -293,7 +301,7 @@ full_ports() {
   echo "$NOTIFICATION_METRICS_PORT $NOTIFICATION_HEALTH_PORT $NOTIFICATION_RECEIVER_PORT"
   echo "$CSI_PROVISIONER_PORT $CSI_SNAPSHOTTER_PORT $SNAPSHOT_CONTROLLER_PORT"
   echo "$REGISTRY_PORT $REGISTRY_DEBUG_PORT $HELMREPO_PORT $GITEA_PORT $DEX_PORT $DEX_TELEMETRY_PORT"
-  echo "$GITEA_SSH_PORT $PLAIN_GIT_SSH_PORT"
+  echo "$GITEA_SSH_PORT $PLAIN_GIT_SSH_PORT $REGISTRY_AUTH_PORT $REGISTRY_AUTH_DEBUG_PORT"
 }
 
 # ssh_answers <port>: an SSH server on 127.0.0.1:<port> sends its version banner.
@@ -310,6 +318,9 @@ full_health() {
     csi-provisioner | csi-snapshotter | snapshot-controller)
       "${c[@]}" "http://127.0.0.1:$(full_port_of "$1")/metrics" ;;
     registry) "${c[@]}" "http://127.0.0.1:$REGISTRY_PORT/v2/" ;;
+    registry-auth) # refuses a client without credentials, answers one with them
+      [[ $(curl -sS --max-time 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/") == 401 ]] &&
+        "${c[@]}" -u "$REGISTRY_AUTH_USER:$REGISTRY_AUTH_PASSWORD" "http://127.0.0.1:$REGISTRY_AUTH_PORT/v2/" ;;
     helm-repo) "${c[@]}" "http://127.0.0.1:$HELMREPO_PORT/index.yaml" ;;
     gitea) "${c[@]}" "http://127.0.0.1:$GITEA_PORT/api/healthz" && ssh_answers "$GITEA_SSH_PORT" ;;
     dex) "${c[@]}" "http://127.0.0.1:$DEX_PORT/dex/.well-known/openid-configuration" ;;
@@ -327,7 +338,7 @@ full_built() {
     csi-hostpath) [[ -f $HOSTPATH_DIR/.complete ]] ;;
     csi-provisioner) [[ -f $PROVISIONER_DIR/.complete ]] ;;
     csi-snapshotter | snapshot-controller) [[ -f $SNAPSHOTTER_DIR/.complete ]] ;;
-    registry) [[ -f $REGISTRY_DIR/.complete ]] ;;
+    registry | registry-auth) [[ -f $REGISTRY_DIR/.complete ]] ;;
     helm-repo) [[ -f $HELM_DIR/.complete ]] ;; # needs helm to index the charts
     gitea) [[ -f $GITEA_DIR/.complete ]] ;;
     dex) [[ -f $DEX_DIR/.complete ]] ;;
@@ -488,6 +499,33 @@ http:
   headers: {X-Content-Type-Options: [nosniff]}
 YAML
   start registry env OTEL_TRACES_EXPORTER=none "$REGISTRY_DIR/bin/registry" serve "$REGISTRY_STATE/config.yml"
+}
+
+start_registry_auth() {
+  full_built registry || return 0
+  mkdir -p "$REGISTRY_AUTH_STATE/data"
+  # bcrypt, the only hash distribution's htpasswd accepts; Debian's libxcrypt makes it. Cost 4
+  # (rounds=16, bcrypt's minimum): the registry checks the hash on every request.
+  python3 -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))' \
+    "$REGISTRY_AUTH_USER" "$REGISTRY_AUTH_PASSWORD" >"$REGISTRY_AUTH_STATE/htpasswd"
+  cat >"$REGISTRY_AUTH_STATE/config.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+  accesslog: {disabled: true}
+storage:
+  filesystem: {rootdirectory: $REGISTRY_AUTH_STATE/data}
+  delete: {enabled: true}
+auth:
+  htpasswd:
+    realm: fluxup-sandbox
+    path: $REGISTRY_AUTH_STATE/htpasswd
+http:
+  addr: 127.0.0.1:$REGISTRY_AUTH_PORT
+  debug: {addr: 127.0.0.1:$REGISTRY_AUTH_DEBUG_PORT}
+  headers: {X-Content-Type-Options: [nosniff]}
+YAML
+  start registry-auth env OTEL_TRACES_EXPORTER=none "$REGISTRY_DIR/bin/registry" serve "$REGISTRY_AUTH_STATE/config.yml"
 }
 
 start_helm_repo() {
@@ -742,6 +780,10 @@ write_env_full() {
       echo "REGISTRY_HOST=127.0.0.1:$REGISTRY_PORT"
       echo "REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT"
       echo "OCI_CHARTS=oci://127.0.0.1:$REGISTRY_PORT/charts"
+      echo "REGISTRY_AUTH_HOST=127.0.0.1:$REGISTRY_AUTH_PORT"
+      echo "REGISTRY_AUTH_USER=$REGISTRY_AUTH_USER"
+      echo "REGISTRY_AUTH_PASSWORD=$REGISTRY_AUTH_PASSWORD"
+      echo "OCI_CHARTS_AUTH=oci://127.0.0.1:$REGISTRY_AUTH_PORT/charts"
     fi
     if full_built helm-repo; then
       echo "HELM_REPO_URL=http://127.0.0.1:$HELMREPO_PORT"
@@ -780,7 +822,7 @@ stop_full() {
   # Consumers of the API and of each other first, the servers last.
   stop_group kustomize-controller helm-controller notification-controller \
     csi-provisioner csi-snapshotter snapshot-controller
-  stop_group source-controller csi-hostpath registry helm-repo gitea dex git-ssh
+  stop_group source-controller csi-hostpath registry registry-auth helm-repo gitea dex git-ssh
 }
 
 # up_full: the tier-2 components, on a control plane that is up.
@@ -806,6 +848,7 @@ up_full() {
   start_flux
   start_csi
   start_registry
+  start_registry_auth
   start_helm_repo
   start_gitea
   start_dex
