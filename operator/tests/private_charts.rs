@@ -2,7 +2,8 @@
 //! Flux user with a private registry has it: the demo's `api` app pulls its chart from it with an
 //! OCIRepository `secretRef` (a kubernetes.io/dockerconfigjson Secret). FluxUp lists every
 //! version with those credentials, says what is missing when there are none, never lists for a
-//! person who may not read the Secret, and upgrades and rolls the app back through Flux.
+//! person who may not read the Secret, warns without blocking when the registry refuses it, and
+//! upgrades and rolls the app back through Flux.
 
 mod common;
 
@@ -148,6 +149,62 @@ async fn a_chart_behind_credentials_is_listed_upgraded_and_rolled_back() -> anyh
         version_check.contains(&format!("{target} is in")),
         "the preflight checked the version in the private registry: {version_check}"
     );
+    // Credentials the registry refuses: the version is not checked, and says so, but the
+    // upgrade is not blocked (Flux will say if the version does not exist).
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(sb.client.clone(), NS);
+    let original = secrets.get("api-registry").await?;
+    let mut auths = serde_json::Map::new();
+    auths.insert(
+        sb.env("REGISTRY_AUTH_HOST")?.to_string(),
+        json!({"username": sb.env("REGISTRY_AUTH_USER")?, "password": "not-the-password"}),
+    );
+    let wrong = json!({ "auths": auths });
+    secrets
+        .patch(
+            "api-registry",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"stringData": {".dockerconfigjson": wrong.to_string()}}),
+            ),
+        )
+        .await?;
+    let unlisted = run_request(
+        &sb,
+        NS,
+        APP,
+        &format!("api-{run}-unlisted-dry"),
+        chart(target),
+        true,
+    )
+    .await;
+    secrets
+        .patch(
+            "api-registry",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": original.data})),
+        )
+        .await?;
+    let unlisted = unlisted?.status();
+    assert_eq!(
+        unlisted.phase,
+        Some(UpgradePhase::Succeeded),
+        "{:?}",
+        unlisted.message
+    );
+    let checks = unlisted.dry_run.context("dry run result")?.checks;
+    let version_check = checks
+        .iter()
+        .find(|c| c.name == "version")
+        .context("a version check")?;
+    assert!(
+        version_check.passed
+            && version_check
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("not checked") && m.contains("refused the credentials")),
+        "{version_check:?}"
+    );
+
     let up = format!("api-{run}-private");
     let ended = run_request(&sb, NS, APP, &up, chart(target), false).await?;
     let status = ended.status();

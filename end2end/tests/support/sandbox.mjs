@@ -31,7 +31,7 @@ export const sandbox = sandboxEnv();
 
 /** The sandbox's chart repository, registry and Gitea listen on 127.0.0.1, which FluxUp refuses
  * to fetch from unless told: its `FLUXUP_OUTBOUND_ALLOW`. */
-export const outboundAllow = [sandbox.HELM_REPO_URL, sandbox.REGISTRY_HOST, sandbox.GITEA_URL]
+export const outboundAllow = [sandbox.HELM_REPO_URL, sandbox.REGISTRY_HOST, sandbox.REGISTRY_AUTH_HOST, sandbox.GITEA_URL]
   .filter(Boolean).join(',');
 
 /** Runs kubectl against the sandbox; `input` goes to its stdin. */

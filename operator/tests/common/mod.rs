@@ -20,7 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// Lets FluxUp fetch from the sandbox's chart repository, registry and Gitea: they listen on
 /// 127.0.0.1, which FluxUp refuses unless told (`FLUXUP_OUTBOUND_ALLOW` for `fluxup serve`).
 pub fn allow_sandbox_servers(sb: &Sandbox) {
-    for key in ["HELM_REPO_URL", "REGISTRY_HOST", "GITEA_URL"] {
+    for key in [
+        "HELM_REPO_URL",
+        "REGISTRY_HOST",
+        "REGISTRY_AUTH_HOST",
+        "GITEA_URL",
+    ] {
         if let Ok(address) = sb.env(key) {
             fluxup_operator::outbound::allow(address).expect("a sandbox address");
         }

@@ -72,11 +72,16 @@ pub fn sigkill(mut child: Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sandbox's chart repository, registry and Gitea, as `FLUXUP_OUTBOUND_ALLOW` takes them.
+/// The sandbox's chart repository, registries and Gitea, as `FLUXUP_OUTBOUND_ALLOW` takes them.
 pub fn sandbox_servers(sb: &Sandbox) -> String {
-    ["HELM_REPO_URL", "REGISTRY_HOST", "GITEA_URL"]
-        .iter()
-        .filter_map(|k| sb.env(k).ok())
-        .collect::<Vec<_>>()
-        .join(",")
+    [
+        "HELM_REPO_URL",
+        "REGISTRY_HOST",
+        "REGISTRY_AUTH_HOST",
+        "GITEA_URL",
+    ]
+    .iter()
+    .filter_map(|k| sb.env(k).ok())
+    .collect::<Vec<_>>()
+    .join(",")
 }
