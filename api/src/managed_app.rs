@@ -283,8 +283,10 @@ pub struct GitSettings {
 /// The author and committer of FluxUp's commits.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct CommitAuthor {
+    /// The name, e.g. `FluxUp Bot`.
     #[schemars(length(min = 1, max = 256))]
     pub name: String,
+    /// The email, e.g. `fluxup@example.com`.
     #[schemars(length(min = 3, max = 256))]
     pub email: String,
 }
