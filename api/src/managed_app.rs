@@ -189,6 +189,12 @@ pub struct ChartPolicy {
     #[schemars(length(min = 1, max = 256))]
     pub constraint: Option<String>,
 
+    /// Versions a person chose to skip (the dashboard's "Skip this version"): never offered,
+    /// shown as held back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub skip: Vec<String>,
+
     /// Where the chart version is written in Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitLocation>,
@@ -210,6 +216,11 @@ pub struct ImagePolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub constraint: Option<String>,
+
+    /// Tags a person chose to skip: never offered, shown as held back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub skip: Vec<String>,
 
     /// Dotted path of the image's block in the HelmRelease values, e.g. `image` or
     /// `postgresql.image`. Default: found by matching `name` against the values' `repository`

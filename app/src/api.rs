@@ -139,6 +139,22 @@ pub async fn create_app(namespace: String, name: String) -> Result<AppRow, Serve
         .map_err(|r| ServerFnError::new(r.message))
 }
 
+/// Skips `version` of `part` (`chart` or an image) for app `namespace/name`: it is held back from
+/// then on (`spec.versionPolicy…skip`), as the person.
+#[server(endpoint = "skip_version")]
+pub async fn skip_version(
+    namespace: String,
+    name: String,
+    part: String,
+    version: String,
+) -> Result<(), ServerFnError> {
+    let (backend, viewer) = context()?;
+    backend
+        .skip_version(&viewer, &namespace, &name, &part, &version)
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}
+
 /// Every snapshot FluxUp took that the person may see, with its namespace.
 #[server(endpoint = "list_snapshots")]
 pub async fn list_snapshots() -> Result<Vec<(String, crate::model::SnapshotLine)>, ServerFnError> {

@@ -703,6 +703,49 @@ impl Backend {
         Ok(AppRow::from(&created))
     }
 
+    /// Adds `version` to the skip list of `part` (`chart` or an image's name) in ManagedApp
+    /// `namespace/app`, as the person: kubectl shows it in the spec, and the controller holds
+    /// that version back from then on. A concurrent change of the app is refused, not merged.
+    pub async fn skip_version(
+        &self,
+        viewer: &Viewer,
+        namespace: &str,
+        app: &str,
+        part: &str,
+        version: &str,
+    ) -> Result<(), Refusal> {
+        if version.trim().is_empty() || version.len() > 128 {
+            return Err(Refusal::new(422, "no version to skip"));
+        }
+        let api = Api::<ManagedApp>::namespaced(self.client_for(viewer)?, namespace);
+        let mut current = api.get(app).await?;
+        let policy = current
+            .spec
+            .version_policy
+            .get_or_insert_with(Default::default);
+        let skip = if part == "chart" {
+            &mut policy.chart.get_or_insert_with(Default::default).skip
+        } else {
+            if !policy.images.iter().any(|i| i.name == part) {
+                policy.images.push(fluxup_api::ImagePolicy {
+                    name: part.to_string(),
+                    ..Default::default()
+                });
+            }
+            &mut policy
+                .images
+                .iter_mut()
+                .find(|i| i.name == part)
+                .ok_or_else(|| Refusal::new(422, "no such image"))?
+                .skip
+        };
+        if !skip.iter().any(|v| v == version) {
+            skip.push(version.to_string());
+        }
+        api.replace(app, &PostParams::default(), &current).await?;
+        Ok(())
+    }
+
     /// The settings page: `viewer` and the notification sinks (names, kinds and filters only).
     pub async fn settings(&self, viewer: &Viewer) -> Settings {
         use fluxup_api::ownership::{NOTIFICATIONS_CONFIG_MAP, NOTIFICATIONS_KEY};

@@ -440,3 +440,49 @@ test('badges per part, health and state columns, and the summary that filters th
     patch(null);
   }
 });
+
+test('skip this version: stored in the spec, held back in status and on the page', async () => {
+  const get = () => JSON.parse(kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'json']));
+  const current = await until('the app to know its chart', async () => {
+    const v = get().status?.currentVersion;
+    return { ok: Boolean(v?.chart), value: v };
+  });
+  const next = { '1.0.0': '1.0.1', '1.0.1': '1.1.0', '1.1.0': '2.0.0' };
+  const target = next[current.chart] ?? assert.fail(`no demo chart after ${current.chart}`);
+  const patch = (detected) => kubectl(['patch', 'managedapp', '-n', NS, APP, '--subresource=status',
+    '--type=merge', '-p', JSON.stringify({ status: { detected } })]);
+  patch({ source: 'dashboard-test', updates: [{ name: 'chart', current: current.chart, version: target }] });
+  try {
+    await until('the operator to offer the chart update', async () => {
+      const u = get().status?.availableUpdate;
+      return { ok: u?.chart === target, value: u };
+    });
+    const page = await operator.newPage();
+    await until('the page to offer it', async () => {
+      await page.goto(`${server.url}/apps/${NS}/${APP}`);
+      await page.waitForSelector('[data-hydrated="true"]');
+      const text = await page.locator('#available-version').textContent();
+      return { ok: text.includes(target), value: text };
+    });
+    await page.click('#skip-version');
+    // kubectl sees what the person chose, in the spec, and the controller holds it back.
+    const skipped = await until('the version to be held back', async () => {
+      const app = get();
+      const held = (app.status?.heldBack ?? []).find((h) => h.name === 'chart' && h.version === target);
+      return { ok: Boolean(held) && !app.status?.availableUpdate?.chart, value: { spec: app.spec.versionPolicy, held } };
+    });
+    assert.deepEqual(skipped.spec.chart.skip, [target]);
+    assert.match(skipped.held.reason, /skipped by a person/);
+    await until('the page to show it held back', async () => {
+      await page.goto(`${server.url}/apps/${NS}/${APP}`);
+      await page.waitForSelector('[data-hydrated="true"]');
+      const text = await page.locator('main').textContent();
+      return { ok: text.includes('skipped by a person') && (await page.locator('#available-version').textContent()).includes('up to date'), value: text.slice(0, 400) };
+    });
+    await page.close();
+  } finally {
+    kubectl(['patch', 'managedapp', '-n', NS, APP, '--type=json', '-p',
+      JSON.stringify([{ op: 'remove', path: '/spec/versionPolicy/chart/skip' }])]);
+    patch(null);
+  }
+});

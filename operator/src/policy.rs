@@ -355,13 +355,18 @@ pub struct Verdict {
 }
 
 /// Judges every candidate newer than `current`, newest first. Candidates that are not versions,
-/// or not newer, are dropped.
+/// or not newer, are dropped; those in `skip` (a person skipped them) are held back first.
 pub fn judge(
     current: &str,
     candidates: &[String],
     auto_update: AutoUpdate,
     constraint: Option<&Constraint>,
+    skip: &[String],
 ) -> Vec<Verdict> {
+    let skipped = |version: &Version| {
+        skip.iter()
+            .any(|s| parse_version(s).is_some_and(|s| &s == version))
+    };
     let Some(current_version) = parse_version(current) else {
         return Vec::new();
     };
@@ -378,7 +383,9 @@ pub fn judge(
         .into_iter()
         .filter_map(|(version, text)| {
             let update = update_type(&current_version, &version)?;
-            let held_back = if !size_allowed(auto_update, update) {
+            let held_back = if skipped(&version) {
+                Some("skipped by a person (versionPolicy skip)".to_string())
+            } else if !size_allowed(auto_update, update) {
                 Some(format!(
                     "a {} update; autoUpdate is {}",
                     update_word(update),
@@ -820,7 +827,7 @@ mod tests {
             .to_vec();
         let offered = |auto: AutoUpdate, constraint: Option<&str>| -> Vec<String> {
             let c = constraint.map(|c| Constraint::parse(c).unwrap());
-            judge("12.4.0", &candidates, auto, c.as_ref())
+            judge("12.4.0", &candidates, auto, c.as_ref(), &[])
                 .into_iter()
                 .filter(|v| v.held_back.is_none())
                 .map(|v| v.version)
@@ -847,7 +854,7 @@ mod tests {
     fn held_back_updates_say_why() {
         let candidates = vec!["13.0.0".to_string(), "12.5.0".to_string()];
         let c = Constraint::parse("<12.5.0").unwrap();
-        let verdicts = judge("12.4.0", &candidates, AutoUpdate::Minor, Some(&c));
+        let verdicts = judge("12.4.0", &candidates, AutoUpdate::Minor, Some(&c), &[]);
         assert_eq!(
             verdicts[0].held_back.as_deref(),
             Some("a major update; autoUpdate is minor")
@@ -862,7 +869,7 @@ mod tests {
     fn release_candidates_only_for_apps_already_on_one() {
         let candidates: Vec<String> = ["2.1.0-rc.1", "2.0.0"].map(String::from).to_vec();
         let versions = |current: &str| -> Vec<String> {
-            judge(current, &candidates, AutoUpdate::None, None)
+            judge(current, &candidates, AutoUpdate::None, None, &[])
                 .into_iter()
                 .map(|v| v.version)
                 .collect()
@@ -873,6 +880,31 @@ mod tests {
 
     #[test]
     fn unknown_current_version_offers_nothing() {
-        assert!(judge("latest", &["1.0.0".into()], AutoUpdate::None, None).is_empty());
+        assert!(judge("latest", &["1.0.0".into()], AutoUpdate::None, None, &[]).is_empty());
+    }
+
+    #[test]
+    fn a_skipped_version_is_held_back_and_the_next_one_offered() {
+        let candidates: Vec<String> = ["12.4.2", "12.4.1", "12.5.0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let verdicts = judge(
+            "12.4.0",
+            &candidates,
+            AutoUpdate::Patch,
+            None,
+            &["v12.4.2".into()],
+        );
+        let held: Vec<(&str, Option<&str>)> = verdicts
+            .iter()
+            .map(|v| (v.version.as_str(), v.held_back.as_deref()))
+            .collect();
+        assert_eq!(
+            held[1],
+            ("12.4.2", Some("skipped by a person (versionPolicy skip)"))
+        );
+        assert_eq!(held[2], ("12.4.1", None));
+        assert!(held[0].1.is_some_and(|r| r.contains("minor update")));
     }
 }

@@ -181,8 +181,12 @@ pub fn operator_cluster_role() -> ClusterRole {
         &["create", "delete"],
     ));
     // "Add an app": the dashboard proposes a ManagedApp for a HelmRelease, reading the release
-    // and the claims in its namespace as the person.
-    rules.push(rule(&["fluxup.dev"], &["managedapps"], &["create"]));
+    // and the claims in its namespace as the person; "Skip this version" updates its policy.
+    rules.push(rule(
+        &["fluxup.dev"],
+        &["managedapps"],
+        &["create", "update"],
+    ));
     // The snapshots page: delete one of FluxUp's snapshots.
     rules.push(rule(
         &["snapshot.storage.k8s.io"],

@@ -77,6 +77,41 @@ fn Card(title: &'static str, children: Children) -> impl IntoView {
     }
 }
 
+/// "Skip this version": the version is held back from then on (stored in the app's spec).
+#[component]
+fn SkipButton(namespace: String, app: String, part: String, version: String) -> impl IntoView {
+    let label = format!("Skip {version}");
+    let skip = Action::new(move |_: &()| {
+        let (namespace, app, part, version) = (
+            namespace.clone(),
+            app.clone(),
+            part.clone(),
+            version.clone(),
+        );
+        async move { crate::api::skip_version(namespace, app, part, version).await }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(())) = skip.value().get() {
+            // The controller holds the version back within moments; show it.
+            #[cfg(feature = "hydrate")]
+            let _ = leptos::prelude::window().location().reload();
+        }
+    });
+    view! {
+        <button
+            type="button"
+            id="skip-version"
+            class="rounded border border-slate-300 px-2 py-0.5 text-xs hover:bg-slate-100 disabled:opacity-50 dark:border-slate-600 dark:hover:bg-slate-700"
+            title="Never offer this version (stored in the ManagedApp's versionPolicy)"
+            disabled=move || skip.pending().get()
+            on:click=move |_| { skip.dispatch(()); }
+        >
+            {label}
+        </button>
+        {move || skip.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+    }
+}
+
 #[component]
 fn Versions(detail: AppDetail) -> impl IntoView {
     let row = detail.row;
@@ -94,7 +129,10 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 <dt class="text-slate-500 dark:text-slate-400">"Available"</dt>
                 <dd id="available-version">
                     {match row.available {
-                        Some(v) => view! { <span class="font-mono">{v}</span>" "<UpdateBadge kind=row.available_type largest=available_largest/> }.into_any(),
+                        Some(v) => view! {
+                            <span class="font-mono">{v.clone()}</span>" "<UpdateBadge kind=row.available_type largest=available_largest/>" "
+                            <SkipButton namespace=row.namespace.clone() app=row.name.clone() part="chart".to_string() version=v/>
+                        }.into_any(),
                         None => view! { "up to date" }.into_any(),
                     }}
                 </dd>
@@ -130,7 +168,7 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 {detail.source_url.as_deref().and_then(crate::model::web_link).map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Source"</a> })}
             </p>
             {(!detail.held_back.is_empty()).then(|| view! {
-                <h3 class="mt-4 text-sm font-medium">"Held back by the policy"</h3>
+                <h3 class="mt-4 text-sm font-medium">"Held back"</h3>
                 <ul class="mt-1 space-y-1 text-sm">
                     {detail.held_back.into_iter().map(|h| view! {
                         <li><span class="font-mono">{h.name}" "{h.version}</span>": "{h.reason}</li>

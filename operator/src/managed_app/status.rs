@@ -47,6 +47,7 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
             &candidates,
             chart_policy.auto_update,
             constraint.as_ref(),
+            &chart_policy.skip,
         );
         for v in &verdicts {
             match &v.held_back {
@@ -106,7 +107,8 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
             .filter(|u| u.version != tag)
             .map(|u| u.version.clone())
             .collect();
-        let verdicts = judge(&tag, &candidates, auto, constraint.as_ref());
+        let skip = rule.map(|r| r.skip.as_slice()).unwrap_or_default();
+        let verdicts = judge(&tag, &candidates, auto, constraint.as_ref(), skip);
         for v in verdicts.iter().filter(|v| v.held_back.is_some()) {
             held_back.push(HeldBackUpdate {
                 name: image.name.clone(),
@@ -541,6 +543,38 @@ mod tests {
             cond.message
         );
         assert_eq!(status.available_update, None);
+    }
+
+    #[test]
+    fn a_skipped_chart_version_is_held_back_and_the_next_offered() {
+        let policy = VersionPolicy {
+            chart: Some(ChartPolicy {
+                skip: vec!["1.1.0".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let app = app(
+            policy,
+            vec![
+                update("chart", "1.1.0", UpdateType::Minor, None),
+                update("chart", "1.0.1", UpdateType::Patch, None),
+            ],
+        );
+        let status = desired_status(&app, &ready("1.0.0", vec![]), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            status.available_update.and_then(|u| u.chart).as_deref(),
+            Some("1.0.1")
+        );
+        let held: Vec<(&str, &str)> = status
+            .held_back
+            .iter()
+            .map(|h| (h.version.as_str(), h.reason.as_str()))
+            .collect();
+        assert_eq!(
+            held,
+            [("1.1.0", "skipped by a person (versionPolicy skip)")]
+        );
     }
 
     #[test]
