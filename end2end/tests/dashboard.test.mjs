@@ -464,7 +464,10 @@ test('skip this version: stored in the spec, held back in status and on the page
       const text = await page.locator('#available-version').textContent();
       return { ok: text.includes(target), value: text };
     });
+    // The page reloads itself once the version is skipped.
+    const reloaded = page.waitForEvent('load');
     await page.click('#skip-version');
+    await reloaded;
     // kubectl sees what the person chose, in the spec, and the controller holds it back.
     const skipped = await until('the version to be held back', async () => {
       const app = get();
