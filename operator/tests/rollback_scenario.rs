@@ -265,12 +265,23 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
         upgrade_status.rollback_ref.map(|r| r.name),
         Some(rb.clone())
     );
-    let last = app(&sb, NS, APP)
-        .await?
-        .status
-        .and_then(|s| s.last_upgrade)
-        .context("lastUpgrade")?;
-    assert_eq!(last.status.as_deref(), Some("RolledBack"));
+    // The ManagedApp's controller writes its lastUpgrade on its own time, after the upgrade's.
+    eventually(
+        "the app's lastUpgrade to say RolledBack",
+        Duration::from_secs(30),
+        || async {
+            let last = app(&sb, NS, APP)
+                .await?
+                .status
+                .and_then(|s| s.last_upgrade)
+                .context("lastUpgrade")?;
+            Ok(match last.status.as_deref() {
+                Some("RolledBack") => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        },
+    )
+    .await?;
 
     // A rollback may name a snapshot instead: FluxUp finds the upgrade that took it from its
     // labels (shown here as a dry run). A snapshot FluxUp did not take is refused.
