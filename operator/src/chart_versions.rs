@@ -10,6 +10,7 @@
 
 use crate::outbound::{self, SMALL};
 use crate::policy::parse_version;
+use crate::secrets;
 use fluxup_api::ChartSource;
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
@@ -290,7 +291,7 @@ pub async fn access_of(client: &kube::Client, source: &ChartSource) -> Result<Ac
         async move {
             let api = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, ns);
             match api.get(&secret).await {
-                Ok(s) => Ok(secret_data(s)),
+                Ok(s) => Ok(secrets::data(s)),
                 Err(kube::Error::Api(e)) if e.code == 403 => Err(format!(
                     "the chart source's credentials are in Secret {ns}/{secret}, which you may \
                      not read"
@@ -323,37 +324,21 @@ pub async fn access_of(client: &kube::Client, source: &ChartSource) -> Result<Ac
                 r.name
             ));
         }
-        access.ca = text(&data, "ca.crt");
+        access.ca = secrets::text(&data, "ca.crt");
     }
     if let Some(r) = cert {
-        access.ca = text(&read(r.name).await?, "ca.crt").or(access.ca);
+        access.ca = secrets::text(&read(r.name).await?, "ca.crt").or(access.ca);
     }
     Ok(access)
-}
-
-fn secret_data(secret: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
-    data
-}
-
-fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
-    data.get(key)
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
-        .filter(|v| !v.is_empty())
 }
 
 /// `username` and `password`, or the `.dockerconfigjson` entry for `host` (as `docker login`
 /// writes it: `username`/`password` or `auth`, base64 of `user:password`).
 pub fn credentials(data: &BTreeMap<String, Vec<u8>>, host: &str) -> Option<(String, String)> {
-    if let (Some(u), Some(p)) = (text(data, "username"), text(data, "password")) {
+    if let (Some(u), Some(p)) = (
+        secrets::text(data, "username"),
+        secrets::text(data, "password"),
+    ) {
         return Some((u, p));
     }
     #[derive(Deserialize)]

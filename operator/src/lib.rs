@@ -21,6 +21,7 @@ pub mod references;
 pub mod renovate;
 pub mod renovate_jobs;
 pub mod rollback;
+pub mod secrets;
 pub mod snapshots;
 pub mod upgrade;
 pub mod yaml_edit;

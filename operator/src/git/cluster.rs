@@ -6,6 +6,7 @@
 use super::cli::{Credentials, GitCli, Signing};
 use crate::operation::Error;
 use crate::references;
+use crate::secrets;
 use fluxup_api::ManagedApp;
 use fluxup_api::flux::{GitRepository, GitRepositoryRef};
 use fluxup_api::object_parts;
@@ -60,13 +61,16 @@ pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppReposito
                 let secret = Api::<Secret>::namespaced(client.clone(), ns)
                     .get(&r.name)
                     .await?;
-                Some((format!("{ns}/{}", r.name), secret_data(secret)))
+                Some((format!("{ns}/{}", r.name), secrets::data(secret)))
             }
             None => None,
         },
     };
     let (credentials, ca) = match &credentials {
-        Some((where_, data)) => (credentials_from(data, where_)?, text(data, "ca.crt")),
+        Some((where_, data)) => (
+            credentials_from(data, where_)?,
+            secrets::text(data, "ca.crt"),
+        ),
         None => (Credentials::None, None),
     };
     let signing = match &settings.signing_key_secret_ref {
@@ -143,26 +147,7 @@ async fn person_secret(
     let secret = Api::<Secret>::namespaced(client.clone(), ns)
         .get(name)
         .await?;
-    Ok(secret_data(secret))
-}
-
-fn secret_data(secret: Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut data: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.insert(k, v.into_bytes());
-    }
-    data
-}
-
-fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Option<String> {
-    data.get(key)
-        .map(|v| String::from_utf8_lossy(v).trim_end().to_string())
-        .filter(|v| !v.is_empty())
+    Ok(secrets::data(secret))
 }
 
 /// Credentials in the formats of Flux's GitRepository Secret.
@@ -170,8 +155,8 @@ pub fn credentials_from(
     data: &BTreeMap<String, Vec<u8>>,
     secret: &str,
 ) -> Result<Credentials, Error> {
-    if let Some(identity) = text(data, "identity") {
-        let known_hosts = text(data, "known_hosts").ok_or_else(|| {
+    if let Some(identity) = secrets::text(data, "identity") {
+        let known_hosts = secrets::text(data, "known_hosts").ok_or_else(|| {
             Error::Other(format!(
                 "Secret {secret} has an SSH `identity` but no `known_hosts`: FluxUp verifies the \
                  server's host key (`ssh-keyscan <host>` prints it; check it before you trust it)"
@@ -180,20 +165,23 @@ pub fn credentials_from(
         return Ok(Credentials::Ssh {
             identity,
             known_hosts,
-            passphrase: text(data, "password"),
+            passphrase: secrets::text(data, "password"),
         });
     }
-    if let Some(token) = text(data, "bearerToken") {
+    if let Some(token) = secrets::text(data, "bearerToken") {
         return Ok(Credentials::Bearer(token));
     }
-    match (text(data, "username"), text(data, "password")) {
+    match (
+        secrets::text(data, "username"),
+        secrets::text(data, "password"),
+    ) {
         (Some(username), Some(password)) => Ok(Credentials::Basic { username, password }),
         (None, Some(password)) => Ok(Credentials::Basic {
             username: "git".into(),
             password,
         }),
         // FluxUp's Secrets before 0.2 held a Gitea API token as `token`.
-        _ => match text(data, "token") {
+        _ => match secrets::text(data, "token") {
             Some(password) => Ok(Credentials::Basic {
                 username: "git".into(),
                 password,
@@ -208,13 +196,13 @@ pub fn credentials_from(
 
 /// A signing key: `git.asc` (OpenPGP) or `identity` (SSH).
 pub fn signing_from(data: &BTreeMap<String, Vec<u8>>, secret: &str) -> Result<Signing, Error> {
-    if let Some(armored) = text(data, "git.asc") {
+    if let Some(armored) = secrets::text(data, "git.asc") {
         return Ok(Signing::OpenPgp {
             armored,
-            passphrase: text(data, "passphrase"),
+            passphrase: secrets::text(data, "passphrase"),
         });
     }
-    if let Some(private_key) = text(data, "identity") {
+    if let Some(private_key) = secrets::text(data, "identity") {
         return Ok(Signing::Ssh { private_key });
     }
     Err(Error::Other(format!(
