@@ -57,7 +57,7 @@ const LINK_PATTERN: &str = r#"^https?://[^\x00-\x20\x7F-\x9F"<>|`]+$"#;
         name = "Healthy",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
-        description = "Whether the HelmRelease is Ready and everything the app needs is found (the Ready condition)"
+        description = "Whether the HelmRelease and its workloads are ready and everything the app needs is found (the Ready condition)"
     ),
     printcolumn(
         name = "State",
@@ -106,7 +106,7 @@ pub struct ManagedAppSpec {
 /// Snapshots taken before an upgrade, and how long they are kept.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.enabled || (has(self.pvcs) && size(self.pvcs) > 0)").message("volumeSnapshots.pvcs must list at least one PersistentVolumeClaim when snapshots are enabled"))]
+#[x_kube(validation = Rule::new("!has(self.excludePVCs) || size(self.excludePVCs) == 0 || !has(self.pvcs) || size(self.pvcs) == 0").message("volumeSnapshots.excludePVCs leaves out claims FluxUp finds itself: set pvcs or excludePVCs, not both"))]
 pub struct VolumeSnapshotPolicy {
     /// Take snapshots before each upgrade. Default: true.
     #[serde(default = "default_true")]
@@ -117,9 +117,16 @@ pub struct VolumeSnapshotPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot_class_name: Option<String>,
 
-    /// The PersistentVolumeClaims to snapshot, in the ManagedApp's namespace.
+    /// The PersistentVolumeClaims to snapshot, in the ManagedApp's namespace. Empty: the
+    /// claims of the release, found anew before each upgrade — those helm-controller labels as
+    /// the HelmRelease's (`helm.toolkit.fluxcd.io/name` and `/namespace`) and those of its
+    /// StatefulSets' `volumeClaimTemplates` — as `status.resolved.pvcs` lists them.
     #[serde(default)]
     pub pvcs: Vec<LocalObjectReference>,
+
+    /// Claims found for the release that are not snapshotted (with `pvcs` empty), e.g. a cache.
+    #[serde(default, rename = "excludePVCs", skip_serializing_if = "Vec::is_empty")]
+    pub exclude_pvcs: Vec<LocalObjectReference>,
 
     /// Scale the workloads that mount these PVCs to zero while the snapshots are taken, so each
     /// is a copy of a stopped app. Set to false only for apps that tolerate live snapshots.
@@ -237,7 +244,10 @@ pub struct ImagePolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
-    /// Wait for the HelmRelease to be Ready at the new version. Default: true.
+    /// Once the HelmRelease is Ready at the new version, also wait for the app's Deployments
+    /// and StatefulSets to be rolled out and ready, as `kubectl rollout status` does (those
+    /// `status.workloads` lists). Default: true. With false, the HelmRelease's Ready (and the
+    /// HTTP check, when set) decides.
     #[serde(default = "default_true")]
     pub wait_for_ready: bool,
 
@@ -247,7 +257,16 @@ pub struct HealthCheck {
     #[schemars(length(max = 32))]
     pub timeout: Option<String>,
 
-    /// An HTTP GET that must answer 2xx once the app is up.
+    /// How long the app must stay healthy before the upgrade (or rollback) counts as done,
+    /// e.g. `2m`. A check that fails during it fails the upgrade at once. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')").message("healthCheck.soak must be a duration such as 2m or 90s"))]
+    #[schemars(length(max = 32))]
+    pub soak: Option<String>,
+
+    /// An HTTP GET that must answer 2xx once the app is up. FluxUp calls the Service at its
+    /// cluster IP when it runs in the cluster, and through the API server's service proxy
+    /// when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<HttpHealthCheck>,
 }
@@ -262,16 +281,26 @@ pub struct HttpHealthCheck {
     /// Port of the Service.
     #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("healthCheck.httpGet.port must be between 1 and 65535"))]
     pub port: i32,
-    /// Path to request, e.g. `/healthz`. Default: `/`.
+    /// Path to request, e.g. `/healthz` (a query may follow). Default: `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^/[A-Za-z0-9._~!$&()*+,;=:@%/?-]*$') && !self.contains('..')").message("healthCheck.httpGet.path must start with / and hold only URL path characters, without .."))]
+    #[schemars(length(max = 1024))]
     pub path: Option<String>,
 }
 
 /// Git settings for this app's commits. FluxUp commits to the branch the Kustomization's
-/// GitRepository follows (a GitRepository that follows a tag or a commit takes no commits).
+/// GitRepository follows (a GitRepository that follows a tag or a commit takes no commits),
+/// to `branch`, or to a pull request's branch (`pullRequest`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.branch) || !has(self.pullRequest)").message("git.branch and git.pullRequest cannot both be set: each pull request comes from a branch of its own"))]
 pub struct GitSettings {
+    /// Push the version bumps to this branch instead of the one Flux follows, e.g. a branch a
+    /// person or CI promotes. An upgrade then waits, with Flux held, until its commit reaches
+    /// the branch Flux follows; only then are the snapshots taken and Flux resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub branch: Option<String>,
     /// Secret in the ManagedApp's namespace with the credentials FluxUp pushes with, in the
     /// format of Flux's GitRepository Secret: `username` and `password` (a token as the
     /// password), `bearerToken`, or `identity` and `known_hosts` for SSH; `ca.crt` for a
@@ -289,6 +318,36 @@ pub struct GitSettings {
     /// a signed commit as verified only when this email belongs to the key's owner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<CommitAuthor>,
+    /// Propose each upgrade as a pull request instead of pushing to the branch Flux follows.
+    /// FluxUp holds Flux, opens the pull request and waits for a person to merge it; only then
+    /// does it stop the workloads, take the snapshots and let Flux roll the merge out. Closing
+    /// the pull request unmerged fails the upgrade with nothing changed. Gitea and Forgejo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestSettings>,
+}
+
+/// How FluxUp opens pull requests for an app's upgrades.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestSettings {
+    /// The forge's web address, e.g. `https://gitea.example.com`. Default: the scheme, host and
+    /// port of the GitRepository's URL when it is http(s); required for a repository over SSH.
+    #[serde(default, rename = "apiURL", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("git.pullRequest.apiURL must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub api_url: Option<String>,
+    /// Secret in the ManagedApp's namespace with `token`, an API token that may open pull
+    /// requests. The person who writes the ManagedApp must be allowed to read it. Default: the
+    /// Git credentials (`username` and `password`, or `bearerToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<LocalObjectReference>,
+    /// How long to wait for the merge before the upgrade fails (FluxUp then closes the pull
+    /// request and resumes Flux), as a duration such as `24h`. Flux stays suspended for the
+    /// app's Kustomization while it waits. Default: 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$')").message("git.pullRequest.timeout must be a duration such as 24h or 30m"))]
+    #[schemars(length(max = 32))]
+    pub timeout: Option<String>,
 }
 
 /// The author and committer of FluxUp's commits.
@@ -334,6 +393,11 @@ pub struct ManagedAppStatus {
     /// is written, and the workloads that mount the app's volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<ResolvedApp>,
+
+    /// The release's Deployments and StatefulSets (those Flux's helm-controller labels as the
+    /// HelmRelease's, and those that mount the app's volumes), and how many replicas are ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadHealth>,
 
     /// Updates Renovate found for this app in its last usable run, before the version policy.
     /// A run whose output cannot be used leaves these as they were (see the `Scanned` condition).
@@ -458,6 +522,13 @@ pub struct ResolvedApp {
     /// Deployments and StatefulSets in the app's namespace that mount its snapshotted PVCs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadReference>,
+    /// The claims snapshotted before each upgrade: `volumeSnapshots.pvcs`, or the ones found
+    /// for the release when that is empty (`pvcsFound`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pvcs: Vec<String>,
+    /// `pvcs` were found from the release, not listed in the spec.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pvcs_found: bool,
 }
 
 /// The Flux source of a chart.
@@ -500,6 +571,40 @@ pub struct WorkloadReference {
     /// The PVCs it mounts (for a StatefulSet: the claims its templates create).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pvcs: Vec<String>,
+}
+
+/// How one of the app's workloads is doing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadHealth {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: String,
+    /// As `namespace/name`.
+    pub name: String,
+    /// Replicas asked for.
+    pub replicas: i32,
+    /// Replicas ready now.
+    pub ready_replicas: i32,
+    /// Whether its controller has acted on its latest spec (`status.observedGeneration`).
+    pub rolled_out: bool,
+}
+
+impl WorkloadHealth {
+    /// Ready: every replica asked for is ready, on the latest spec.
+    pub fn is_ready(&self) -> bool {
+        self.rolled_out && self.ready_replicas >= self.replicas
+    }
+
+    /// In a person's words: `Deployment web/api: 1 of 2 replicas ready`.
+    pub fn describe(&self) -> String {
+        let Self { kind, name, .. } = self;
+        if !self.rolled_out {
+            format!("{kind} {name}: its latest change is not rolled out yet")
+        } else {
+            let (ready, asked) = (self.ready_replicas, self.replicas);
+            format!("{kind} {name}: {ready} of {asked} replicas ready")
+        }
+    }
 }
 
 /// Updates one Renovate run found for an app.

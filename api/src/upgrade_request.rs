@@ -82,6 +82,10 @@ pub enum UpgradePhase {
     Preflight,
     /// Suspending the Flux Kustomization.
     Suspending,
+    /// Pull-request or branch mode: the bump is proposed as a pull request (or pushed to
+    /// `spec.git.branch`), and the upgrade waits for it to be merged into the branch Flux
+    /// follows (Flux stays suspended, so the merge rolls nothing out yet).
+    AwaitingMerge,
     /// Scaling the workloads that mount the volumes to zero.
     Quiescing,
     /// Taking VolumeSnapshots and waiting until they are ready to use.
@@ -102,9 +106,10 @@ pub enum UpgradePhase {
 
 impl UpgradePhase {
     /// The phases an upgrade works through, in order, before it ends.
-    pub const STEPS: [UpgradePhase; 7] = [
+    pub const STEPS: [UpgradePhase; 8] = [
         Self::Preflight,
         Self::Suspending,
+        Self::AwaitingMerge,
         Self::Quiescing,
         Self::Snapshotting,
         Self::Committing,
@@ -164,6 +169,15 @@ pub struct UpgradeRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradeRecord>,
 
+    /// The pull request of an upgrade in pull-request mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRecord>,
+
+    /// Branch mode (`spec.git.branch`): the commit pushed there, until it reaches the branch
+    /// Flux follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<PushedCommit>,
+
     /// Result of the health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckResult>,
@@ -180,6 +194,44 @@ pub struct UpgradeRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The pull request that proposes an upgrade's version bump.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestRecord {
+    /// Its number on the forge.
+    pub number: i64,
+    /// Its web page.
+    pub url: String,
+    /// The branch FluxUp pushed the bump to (`fluxup/<request>-<uid>`).
+    pub branch: String,
+    /// `open`, `merged` or `closed`, as last seen.
+    pub state: String,
+    /// The commit the merge made on the branch Flux follows: what Flux rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+    /// The commit that put the previous versions back, when the upgrade failed after the merge
+    /// and before Flux rolled it out (so Flux never runs a version without its snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_commit: Option<String>,
+}
+
+/// The commit of an upgrade in branch mode.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PushedCommit {
+    /// The branch it was pushed to (`spec.git.branch`).
+    pub branch: String,
+    /// The commit.
+    pub commit: String,
+    /// The head of the branch Flux follows once the commit had reached it: what Flux rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_as: Option<String>,
+    /// The commit that put the previous versions back, when the upgrade failed after the commit
+    /// reached the branch Flux follows and before Flux rolled it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert_commit: Option<String>,
 }
 
 /// A workload scaled down by FluxUp, and the replica count it had.
@@ -258,7 +310,8 @@ pub struct UpgradeRecord {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckResult {
-    /// `Pending`, `Passed` or `Failed`.
+    /// `Pending` (not yet healthy), `Soaking` (healthy, for less than the soak time),
+    /// `Passed` or `Failed`.
     pub status: String,
     /// When it was last checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -266,6 +319,15 @@ pub struct HealthCheckResult {
     /// What was seen, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When every check first passed (the soak time counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since: Option<Time>,
+    /// The soak time the app asked for, e.g. `2m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+    /// Each check (`release`, `workloads`, `http`) as last seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PreflightCheck>,
 }
 
 /// Result of a dry run.

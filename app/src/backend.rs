@@ -15,6 +15,7 @@ use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::snapshot::VolumeSnapshotClass;
 use fluxup_api::{ManagedApp, RollbackRequest, UpgradeRequest};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -613,7 +614,7 @@ impl Backend {
     }
 
     /// The ManagedApp FluxUp proposes for HelmRelease `namespace/name`: its Kustomization, the
-    /// release's volumes (claims labelled with its instance, else every claim in the namespace)
+    /// release's volumes (the claims it made, found as the ManagedApp controller finds them)
     /// and the default VolumeSnapshotClass. Read as `viewer`.
     pub async fn propose(
         &self,
@@ -633,30 +634,27 @@ impl Backend {
                 ),
             ));
         };
-        let release = hr
-            .spec
-            .release_name
-            .clone()
-            .unwrap_or_else(|| name.to_string());
         let target = hr
             .spec
             .target_namespace
             .clone()
             .unwrap_or_else(|| namespace.to_string());
+        // The claims the release made, found as the ManagedApp controller finds them.
         let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &target)
             .list(&Default::default())
             .await?;
-        let labelled: Vec<String> = claims
-            .items
-            .iter()
-            .filter(|c| c.labels().get("app.kubernetes.io/instance") == Some(&release))
-            .map(|c| c.name_any())
-            .collect();
-        let pvcs = if labelled.is_empty() {
-            claims.items.iter().map(|c| c.name_any()).collect()
-        } else {
-            labelled
-        };
+        let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), &target)
+            .list(&Default::default())
+            .await?;
+        let pvcs = fluxup_operator::managed_app::resolve::found_claims(
+            (namespace, name),
+            &claims.items.into_iter().map(Arc::new).collect::<Vec<_>>(),
+            &stateful_sets
+                .items
+                .into_iter()
+                .map(Arc::new)
+                .collect::<Vec<_>>(),
+        );
         // Names and annotations are all it needs (a class has no `spec` to read, either). A
         // cluster without snapshot classes proposes none.
         let classes = Api::<VolumeSnapshotClass>::all(self.client.clone())

@@ -116,9 +116,7 @@ pub fn held_back_words(reason: &str) -> String {
 /// What a condition of the app means, as a question the page answers yes or no.
 pub fn condition_words(kind: &str) -> String {
     match kind {
-        "Ready" => {
-            "Healthy (the HelmRelease is ready and everything the app needs is found)".into()
-        }
+        "Ready" => "Healthy (the HelmRelease and its workloads are ready, and everything the app needs is found)".into(),
         "UpdateAvailable" => "Update available".into(),
         "Scanned" => "Checked for updates".into(),
         other => state_words(other),
@@ -343,6 +341,8 @@ pub struct AppDetail {
     pub source_url: Option<String>,
     pub held_back: Vec<HeldBack>,
     pub conditions: Vec<ConditionLine>,
+    /// The release's workloads, each with how many replicas are ready, in words.
+    pub workloads: Vec<WorkloadLine>,
     pub snapshots: Vec<SnapshotLine>,
     /// Upgrades and rollbacks, newest first.
     pub history: Vec<Operation>,
@@ -373,6 +373,13 @@ pub struct ConditionLine {
     pub ok: bool,
     pub reason: String,
     pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct WorkloadLine {
+    /// `Deployment web/api: 1 of 2 replicas ready`.
+    pub words: String,
+    pub ready: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -441,6 +448,14 @@ impl AppDetail {
                     ok: c.status == "True",
                     reason: c.reason.clone(),
                     message: c.message.clone(),
+                })
+                .collect(),
+            workloads: status
+                .workloads
+                .iter()
+                .map(|w| WorkloadLine {
+                    words: w.describe(),
+                    ready: w.is_ready(),
                 })
                 .collect(),
             snapshots,
@@ -602,6 +617,21 @@ pub struct Operation {
     pub diff: Option<String>,
     /// For upgrades: whether a rollback can undo it (it changed something and is not undone).
     pub can_roll_back: bool,
+    /// Pull-request mode: the pull request's number and web page (an http(s) link only).
+    pub pull_request: Option<(i64, String)>,
+    /// After the rollout: each health check (release, workloads, http) with its result.
+    pub health: Vec<Check>,
+    /// The health checks' state (`Pending`, `Soaking`, `Passed`, `Failed`), and with a soak
+    /// time, since when the app is healthy (RFC 3339) and for how long it must stay so.
+    pub health_state: Option<String>,
+    pub soak: Option<Soak>,
+}
+
+/// The soak after an upgrade: healthy since, for how long it must stay healthy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Soak {
+    pub since: Option<String>,
+    pub duration: String,
 }
 
 impl Operation {
@@ -618,7 +648,7 @@ pub struct Check {
     pub message: String,
 }
 
-const UPGRADE_PHASES: [UpgradePhase; 7] = UpgradePhase::STEPS;
+const UPGRADE_PHASES: [UpgradePhase; 8] = UpgradePhase::STEPS;
 const ROLLBACK_PHASES: [RollbackPhase; 6] = RollbackPhase::STEPS;
 
 /// The phases of an operation that stands at `at` (an index into `all`, or past the end when it
@@ -669,20 +699,22 @@ fn meta_strings(meta: &ObjectMeta) -> (String, String, String, Option<String>) {
     )
 }
 
-fn checks_and_diff(result: Option<&fluxup_api::DryRunResult>) -> (Vec<Check>, Option<String>) {
-    let Some(result) = result else {
-        return (Vec::new(), None);
-    };
-    let checks = result
-        .checks
+fn checks_of(checks: &[fluxup_api::PreflightCheck]) -> Vec<Check> {
+    checks
         .iter()
         .map(|c| Check {
             name: c.name.clone(),
             passed: c.passed,
             message: c.message.clone().unwrap_or_default(),
         })
-        .collect();
-    (checks, result.diff.clone())
+        .collect()
+}
+
+fn checks_and_diff(result: Option<&fluxup_api::DryRunResult>) -> (Vec<Check>, Option<String>) {
+    let Some(result) = result else {
+        return (Vec::new(), None);
+    };
+    (checks_of(&result.checks), result.diff.clone())
 }
 
 impl From<&UpgradeRequest> for Operation {
@@ -694,11 +726,23 @@ impl From<&UpgradeRequest> for Operation {
         let succeeded = phase == UpgradePhase::Succeeded;
         // A failed upgrade stopped in the phase its `message` names; the status keeps the last
         // phase only as `Failed`, so the failed line is the first not done.
-        let at = UPGRADE_PHASES
-            .iter()
-            .position(|p| *p == phase)
-            .unwrap_or(if ended { failed_at(&status) } else { 0 });
-        let names: Vec<String> = UPGRADE_PHASES.iter().map(|p| format!("{p:?}")).collect();
+        // Waiting for a merge is a phase only of upgrades proposed as pull requests or pushed
+        // to another branch.
+        let steps: Vec<UpgradePhase> = UPGRADE_PHASES
+            .into_iter()
+            .filter(|p| {
+                *p != UpgradePhase::AwaitingMerge
+                    || status.pull_request.is_some()
+                    || status.pushed.is_some()
+                    || phase == UpgradePhase::AwaitingMerge
+            })
+            .collect();
+        let at = steps.iter().position(|p| *p == phase).unwrap_or(if ended {
+            failed_at(&status, &steps)
+        } else {
+            0
+        });
+        let names: Vec<String> = steps.iter().map(|p| format!("{p:?}")).collect();
         let (checks, diff) = checks_and_diff(status.dry_run.as_ref());
         let record = status.upgrade.clone().unwrap_or_default();
         Operation {
@@ -727,6 +771,22 @@ impl From<&UpgradeRequest> for Operation {
             can_roll_back: !req.spec.dry_run
                 && record.git_commit.is_some()
                 && phase != UpgradePhase::RolledBack,
+            pull_request: status
+                .pull_request
+                .as_ref()
+                .and_then(|pr| web_link(&pr.url).map(|url| (pr.number, url))),
+            health: status
+                .health_check
+                .as_ref()
+                .map(|h| checks_of(&h.checks))
+                .unwrap_or_default(),
+            health_state: status.health_check.as_ref().map(|h| h.status.clone()),
+            soak: status.health_check.as_ref().and_then(|h| {
+                h.soak.clone().map(|duration| Soak {
+                    since: h.healthy_since.as_ref().map(|t| t.0.to_string()),
+                    duration,
+                })
+            }),
             namespace,
             name,
             created,
@@ -734,25 +794,24 @@ impl From<&UpgradeRequest> for Operation {
     }
 }
 
-/// Where a failed upgrade stopped: past Committing when it committed, else at Preflight.
-fn failed_at(status: &fluxup_api::UpgradeRequestStatus) -> usize {
+/// Where a failed upgrade stopped: past Committing when it committed, at Snapshotting when it
+/// took snapshots, at the merge when it opened a pull request (or pushed to another branch),
+/// else at Preflight.
+fn failed_at(status: &fluxup_api::UpgradeRequestStatus, steps: &[UpgradePhase]) -> usize {
     let committed = status
         .upgrade
         .as_ref()
         .is_some_and(|u| u.git_commit.is_some());
-    if committed {
-        UPGRADE_PHASES
-            .iter()
-            .position(|p| *p == UpgradePhase::Reconciling)
-            .unwrap_or(0)
+    let at = if committed {
+        UpgradePhase::Reconciling
     } else if status.snapshot.is_some() {
-        UPGRADE_PHASES
-            .iter()
-            .position(|p| *p == UpgradePhase::Snapshotting)
-            .unwrap_or(0)
+        UpgradePhase::Snapshotting
+    } else if status.pull_request.is_some() || status.pushed.is_some() {
+        UpgradePhase::AwaitingMerge
     } else {
-        0
-    }
+        return 0;
+    };
+    steps.iter().position(|p| *p == at).unwrap_or(0)
 }
 
 impl From<&RollbackRequest> for Operation {
@@ -791,6 +850,10 @@ impl From<&RollbackRequest> for Operation {
             checks,
             diff,
             can_roll_back: false,
+            pull_request: None,
+            health: Vec::new(),
+            health_state: None,
+            soak: None,
             namespace,
             name,
             created,
@@ -864,6 +927,40 @@ mod tests {
         assert!(!op.ended);
         assert_eq!(op.target.as_deref(), Some("2.0.0"));
         assert_eq!(op.requested_by.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn an_upgrade_by_pull_request_waits_for_the_merge_and_links_it() {
+        let pr = json!({"number": 7, "url": "https://git.example.com/fleet/pulls/7",
+                        "branch": "fluxup/web-1-abcd", "state": "open"});
+        let op = Operation::from(&upgrade(
+            json!({"phase": "AwaitingMerge", "pullRequest": pr}),
+            false,
+        ));
+        use PhaseState::*;
+        assert_eq!(
+            states(&op)[..4],
+            [
+                ("Preflight".to_string(), Done),
+                ("Suspending".to_string(), Done),
+                ("AwaitingMerge".to_string(), Current),
+                ("Quiescing".to_string(), Waiting),
+            ]
+        );
+        assert_eq!(
+            op.pull_request,
+            Some((7, "https://git.example.com/fleet/pulls/7".to_string()))
+        );
+        // Closed unmerged: it failed at the merge. A link that is not a web page is not shown.
+        let mut closed = pr.clone();
+        closed["url"] = json!("javascript:alert(1)");
+        let failed = Operation::from(&upgrade(
+            json!({"phase": "Failed", "pullRequest": closed}),
+            false,
+        ));
+        let at = failed.phases.iter().find(|p| p.state == Failed).unwrap();
+        assert_eq!(at.name, "AwaitingMerge");
+        assert_eq!(failed.pull_request, None);
     }
 
     #[test]

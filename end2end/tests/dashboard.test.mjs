@@ -116,10 +116,20 @@ test('dry run shows the diff; the approved upgrade advances live to Succeeded; t
   assert.equal(await progress.getAttribute('data-phase'), 'Succeeded', await progress.textContent());
   assert.ok(seen.size >= 3, `phases seen live: ${[...seen]}`);
   assert.equal(
-    await progress.locator('li[data-state="done"]').count(),
-    await progress.locator('li').count(),
+    await progress.locator('ol > li[data-state="done"]').count(),
+    await progress.locator('ol > li').count(),
     'every phase done',
   );
+  // Each health check with its result, as the request's status records them.
+  const health = progress.locator('[data-field="health"]');
+  await health.waitFor();
+  assert.equal(await health.getAttribute('data-state'), 'Passed');
+  assert.deepEqual(
+    await health.locator('li').evaluateAll((items) => items.map((li) => [li.dataset.check, li.dataset.passed])),
+    [['release', 'true'], ['workloads', 'true']],
+    await health.textContent(),
+  );
+  assert.match(await health.locator('li[data-check="release"]').textContent(), new RegExp(`is Ready at ${target.replaceAll('.', '\\.')}`));
   assert.equal(deployed(), target, 'Flux runs the new version');
   assert.deepEqual(await accessibilityViolations(page), [], 'the finished progress meets WCAG 2.1 AA');
 
@@ -296,6 +306,29 @@ test('add an app: FluxUp proposes the ManagedApp for a HelmRelease, and creates 
   await page.click('#created-app');
   await page.waitForURL(`${server.url}/apps/${ns}/extra`);
   await page.close();
+
+  // The same through the REST API, as the caller: refused for the viewer, created for the operator.
+  kubectl(['delete', 'managedapp', '-n', ns, 'extra', '--wait=true']);
+  const as = (token) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json' });
+  const body = JSON.stringify({ namespace: ns, helmRelease: 'extra' });
+  const operatorToken = await idToken(sandbox.DEMO_USER);
+  const refused = [
+    [await fetch(`${server.url}/api/v1/apps`, { method: 'POST', headers: as(await idToken(sandbox.VIEWER_USER)), body }), 403],
+    [await fetch(`${server.url}/api/v1/apps`, { method: 'POST', headers: as(operatorToken), body: JSON.stringify({ namespace: ns }) }), 422],
+    [await fetch(`${server.url}/api/v1/apps`, {
+      method: 'POST', headers: as(operatorToken), body: JSON.stringify({ namespace: ns, helmRelease: 'no-such-release' }),
+    }), 404],
+  ];
+  for (const [res, status] of refused) {
+    assert.equal(res.status, status, await res.clone().text());
+    assert.equal(typeof (await res.json()).error, 'string');
+  }
+  assert.equal(JSON.parse(kubectl(['get', 'managedapps', '-n', ns, '-o', 'json'])).items.length, 0, 'nothing created');
+  const created = await fetch(`${server.url}/api/v1/apps`, { method: 'POST', headers: as(operatorToken), body });
+  assert.equal(created.status, 201, await created.clone().text());
+  assert.equal((await created.json()).name, 'extra');
+  const made = JSON.parse(kubectl(['get', 'managedapp', '-n', ns, 'extra', '-o', 'json']));
+  assert.deepEqual(made.spec.kustomizationRef, { name: 'webapp', namespace: 'flux-system' });
 });
 
 test('snapshots: listed with their upgrade; the viewer may not delete one; the operator deletes it after confirming', async () => {
@@ -439,6 +472,38 @@ test('badges per part, health and state columns, and the summary that filters th
   } finally {
     patch(null);
   }
+});
+
+test('health counts the workloads Flux installed, and the app page lists each', async () => {
+  const get = () => JSON.parse(kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'json']));
+  // helm-controller labels what it installs as the HelmRelease's: the status finds the
+  // chart's Deployment from those labels alone (this app snapshots no volumes).
+  const status = await until('the status to list the release\'s workloads', async () => {
+    const s = get().status;
+    return { ok: (s?.workloads?.length ?? 0) > 0, value: s };
+  });
+  const release = get().spec.helmReleaseRef.name;
+  const deployment = JSON.parse(kubectl(['get', 'deployment', '-n', NS, '-l',
+    `helm.toolkit.fluxcd.io/name=${release},helm.toolkit.fluxcd.io/namespace=${NS}`, '-o', 'json'])).items[0];
+  assert.ok(deployment, 'the release has a Deployment');
+  const listed = status.workloads.find((w) => w.name === `${NS}/${deployment.metadata.name}`);
+  assert.ok(listed, `status lists ${NS}/${deployment.metadata.name}`);
+  assert.equal(listed.replicas, deployment.spec.replicas);
+
+  const page = await operator.newPage();
+  await page.goto(`${server.url}/apps/${NS}/${APP}`);
+  await page.waitForSelector('[data-hydrated="true"]');
+  const lines = await page.locator('#workloads li').allTextContents();
+  assert.deepEqual(
+    lines.map((l) => l.trim()),
+    status.workloads.map((w) => w.rolledOut
+      ? `${w.kind} ${w.name}: ${w.readyReplicas} of ${w.replicas} replicas ready`
+      : `${w.kind} ${w.name}: its latest change is not rolled out yet`),
+  );
+  const ready = status.conditions.find((c) => c.type === 'Ready');
+  const allReady = status.workloads.every((w) => w.rolledOut && w.readyReplicas >= w.replicas);
+  if (!allReady) assert.equal(ready.reason, 'WorkloadsNotReady');
+  await page.close();
 });
 
 test('skip this version: stored in the spec, held back in status and on the page', async () => {

@@ -24,6 +24,7 @@ pub mod rollback;
 pub mod secrets;
 pub mod snapshots;
 pub mod upgrade;
+pub mod workload_health;
 pub mod yaml_edit;
 
 /// Which namespaces the controllers watch.

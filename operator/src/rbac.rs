@@ -106,6 +106,11 @@ pub fn controller_cluster_role() -> ClusterRole {
             ),
             // Which pods mount a claim a rollback replaces (a slim cache).
             rule(&[""], &["pods"], &["list", "watch"]),
+            // The app's HTTP health check (`healthCheck.httpGet`): its Service is read by name
+            // (an ExternalName one is refused), and, outside the cluster, called through the
+            // API server's service proxy, which forwards only to the Service's pods.
+            rule(&[""], &["services"], &["get"]),
+            rule(&[""], &["services/proxy"], &["get"]),
             // Git credentials (the GitRepository's secretRef) and notification secrets, each
             // read by name when used: no list, no watch.
             rule(&[""], &["secrets"], &["get"]),
@@ -157,6 +162,9 @@ fn viewer_rules() -> Vec<PolicyRule> {
         rule(&["snapshot.storage.k8s.io"], &["volumesnapshots"], READ),
         rule(&["helm.toolkit.fluxcd.io"], &["helmreleases"], READ),
         rule(&[""], &["persistentvolumeclaims"], READ),
+        // "Add an app" finds a release's claims as the ManagedApp controller does: its own and
+        // those of its StatefulSets' claim templates.
+        rule(&["apps"], &["statefulsets"], READ),
         // The version picker reads the app's chart source as the person.
         rule(
             &["source.toolkit.fluxcd.io"],

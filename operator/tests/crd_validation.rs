@@ -165,9 +165,12 @@ async fn cel_rules_refuse_bad_specs_with_clear_messages() {
             "retentionPolicy.maxAge must be a duration such as 168h",
         ),
         (
-            "snapshots enabled without PVCs",
-            managed_app("no-pvcs", json!({"volumeSnapshots": {"enabled": true}})),
-            "volumeSnapshots.pvcs must list at least one PersistentVolumeClaim",
+            "claims listed and left out at once",
+            managed_app(
+                "pvcs-and-excludes",
+                json!({"volumeSnapshots": {"pvcs": pvcs, "excludePVCs": [{"name": "cache"}]}}),
+            ),
+            "volumeSnapshots.excludePVCs leaves out claims FluxUp finds itself",
         ),
         (
             "health check timeout in words",

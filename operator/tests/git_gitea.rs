@@ -2,54 +2,15 @@
 //! a second attempt of the same request commits nothing, and a concurrent push is detected by
 //! Gitea and the bump is redone on the new head without losing the other change.
 
+mod common;
+
 use anyhow::Context as _;
-use fluxup_operator::git::bump::{Outcome, VersionEdit, commit_version_bump};
+use common::radarr::{DIGEST, FILE, edits, message, original};
+use fluxup_operator::git::bump::{Outcome, commit_version_bump};
 use fluxup_operator::git::gitea::Gitea;
-use fluxup_operator::git::message::BumpMessage;
 use fluxup_operator::git::{Commit, FileAtHead, FileUpdate, GitBackend, GitError};
-use fluxup_operator::yaml_edit::Document;
 use fluxup_sandbox::{Gitea as GiteaAdmin, Sandbox};
 use std::sync::atomic::{AtomicBool, Ordering};
-
-const FILE: &str = "apps/radarr/helmrelease.yaml";
-const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-fn edits(chart: &str, tag: &str) -> Vec<VersionEdit<'static>> {
-    vec![
-        VersionEdit {
-            file: FILE,
-            document: Document {
-                kind: Some("OCIRepository"),
-                name: Some("app-template"),
-                namespace: None,
-            },
-            field: "spec.ref.tag",
-            value: chart.into(),
-        },
-        VersionEdit {
-            file: FILE,
-            document: Document {
-                kind: Some("HelmRelease"),
-                name: None,
-                namespace: None,
-            },
-            field: "spec.values.controllers.radarr.containers.app.image.tag",
-            value: format!("{tag}@{DIGEST}"),
-        },
-    ]
-}
-
-fn message(request: &str, chart: &str) -> String {
-    BumpMessage {
-        app: "radarr".into(),
-        changes: vec![("chart".into(), chart.into())],
-        previous_version: Some("4.2.0".into()),
-        snapshots: vec![],
-        request: request.into(),
-        operation: request.into(),
-    }
-    .render()
-}
 
 /// The lines a commit removed and added, from Gitea's own diff.
 fn changed_lines(
@@ -141,10 +102,7 @@ async fn a_version_bump_is_one_exact_commit_even_when_retried_or_raced() -> anyh
     allow_gitea(&sb)?;
     let admin = sb.gitea()?;
     let repo = admin.create_repo(sb.ns())?;
-    let original = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/yaml-corpus/app-template.yaml"),
-    )?;
+    let original = original()?;
     admin.commit_files(&repo, "main", "add radarr", &[(FILE, &original)])?;
     let gitea = Gitea::new(sb.env("GITEA_URL")?, &repo, &admin.token)?;
 

@@ -8,62 +8,17 @@
 //! time of a commit on a fleet repository of 5,000 files, cold and warm.
 
 use anyhow::{Context as _, bail};
-use fluxup_operator::git::bump::{Outcome, VersionEdit, commit_version_bump};
+mod common;
+
+use common::radarr::{DIGEST, FILE, edits, message, original};
+use fluxup_operator::git::bump::{Outcome, commit_version_bump};
 use fluxup_operator::git::cli::{Credentials, GitCli, Signing};
-use fluxup_operator::git::message::BumpMessage;
 use fluxup_operator::git::{Commit, FileAtHead, FileUpdate, GitBackend, GitError};
-use fluxup_operator::yaml_edit::Document;
 use fluxup_sandbox::{Sandbox, git_ssh_command, ssh_keypair};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-const FILE: &str = "apps/radarr/helmrelease.yaml";
-const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
-
-fn edits(chart: &str, tag: &str) -> Vec<VersionEdit<'static>> {
-    vec![
-        VersionEdit {
-            file: FILE,
-            document: Document {
-                kind: Some("OCIRepository"),
-                name: Some("app-template"),
-                namespace: None,
-            },
-            field: "spec.ref.tag",
-            value: chart.into(),
-        },
-        VersionEdit {
-            file: FILE,
-            document: Document {
-                kind: Some("HelmRelease"),
-                name: None,
-                namespace: None,
-            },
-            field: "spec.values.controllers.radarr.containers.app.image.tag",
-            value: format!("{tag}@{DIGEST}"),
-        },
-    ]
-}
-
-fn message(request: &str, chart: &str) -> String {
-    BumpMessage {
-        app: "radarr".into(),
-        changes: vec![("chart".into(), chart.into())],
-        previous_version: Some("4.2.0".into()),
-        snapshots: vec![],
-        request: request.into(),
-        operation: request.into(),
-    }
-    .render()
-}
-
-fn original() -> anyhow::Result<String> {
-    Ok(std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/yaml-corpus/app-template.yaml"),
-    )?)
-}
 
 /// A person at a terminal with their own clone: how the test seeds a repository, pushes a change
 /// of its own, and checks what FluxUp pushed.
@@ -350,6 +305,29 @@ async fn bumps_on(label: &str, git: &GitCli, person: &Person) -> anyhow::Result<
     Ok(())
 }
 
+/// The backend for `url` over SSH with the private key in file `key`.
+fn over_ssh(url: &str, key: &Path, known_hosts: &str) -> anyhow::Result<GitCli> {
+    Ok(GitCli::new(
+        url,
+        Credentials::Ssh {
+            identity: std::fs::read_to_string(key)?,
+            known_hosts: known_hosts.to_string(),
+            passphrase: None,
+        },
+    )?)
+}
+
+/// The backend for Gitea's `url` with `password` as basic auth, as a Flux Secret gives it.
+fn basic(url: &str, username: &str, password: &str) -> anyhow::Result<GitCli> {
+    Ok(GitCli::new(
+        url,
+        Credentials::Basic {
+            username: username.into(),
+            password: password.into(),
+        },
+    )?)
+}
+
 fn allow(sb: &Sandbox) -> anyhow::Result<()> {
     let gitea = sb.gitea()?;
     let plain = sb.plain_git()?;
@@ -375,24 +353,18 @@ async fn any_git_server_over_https_or_ssh() -> anyhow::Result<()> {
     let repo = admin.create_repo(&format!("{}-http", sb.ns()))?;
     let url = admin.clone_url(&repo);
     let person = Person::http(&url, &admin.token)?;
-    let basic = GitCli::new(
-        &url,
-        Credentials::Basic {
-            username: admin.user.clone(),
-            password: admin.token.clone(),
-        },
-    )?;
-    bumps_on("gitea-http", &basic, &person).await?;
+    bumps_on(
+        "gitea-http",
+        &basic(&url, &admin.user, &admin.token)?,
+        &person,
+    )
+    .await?;
     let bearer = GitCli::new(&url, Credentials::Bearer(admin.token.clone()))?;
     bearer.check_writable("main").await?;
-    let wrong = GitCli::new(
-        &url,
-        Credentials::Basic {
-            username: admin.user.clone(),
-            password: "not-the-token".into(),
-        },
-    )?;
-    let refused = wrong.check_writable("main").await.unwrap_err();
+    let refused = basic(&url, &admin.user, "not-the-token")?
+        .check_writable("main")
+        .await
+        .unwrap_err();
     assert!(
         !refused.to_string().contains("not-the-token"),
         "the secret appears in {refused}"
@@ -405,16 +377,7 @@ async fn any_git_server_over_https_or_ssh() -> anyhow::Result<()> {
     let known_hosts = admin.ssh_known_hosts()?;
     let url = admin.ssh_url(&repo);
     let person = Person::ssh(&url, &key, &known_hosts)?;
-    let ssh = |known_hosts: &str| {
-        GitCli::new(
-            &url,
-            Credentials::Ssh {
-                identity: std::fs::read_to_string(&key).unwrap(),
-                known_hosts: known_hosts.to_string(),
-                passphrase: None,
-            },
-        )
-    };
+    let ssh = |known_hosts: &str| over_ssh(&url, &key, known_hosts);
     bumps_on("gitea-ssh", &ssh(&known_hosts)?, &person).await?;
 
     // A host key that is not the server's: refused, and nothing is pushed.
@@ -441,14 +404,7 @@ async fn any_git_server_over_https_or_ssh() -> anyhow::Result<()> {
     // A read-only deploy key is found out by the writability check, before any commit.
     let (ro_key, ro_public) = ssh_keypair(keys.path(), "read-only")?;
     admin.add_deploy_key(&repo, "read-only", &ro_public, false)?;
-    let read_only = GitCli::new(
-        &url,
-        Credentials::Ssh {
-            identity: std::fs::read_to_string(&ro_key)?,
-            known_hosts: known_hosts.clone(),
-            passphrase: None,
-        },
-    )?;
+    let read_only = over_ssh(&url, &ro_key, &known_hosts)?;
     read_only.read_file("main", FILE).await?;
     let e = read_only.check_writable("main").await.unwrap_err();
     assert!(e.to_string().contains("may not push"), "{e}");
@@ -459,31 +415,17 @@ async fn any_git_server_over_https_or_ssh() -> anyhow::Result<()> {
     plain.authorize(&public)?;
     let known_hosts = plain.known_hosts()?;
     let person = Person::ssh(&url, &key, &known_hosts)?;
-    let identity = std::fs::read_to_string(&key)?;
-    let git = GitCli::new(
-        &url,
-        Credentials::Ssh {
-            identity: identity.clone(),
-            known_hosts: known_hosts.clone(),
-            passphrase: None,
-        },
-    )?;
+    let git = over_ssh(&url, &key, &known_hosts)?;
     bumps_on("plain-ssh", &git, &person).await?;
 
     // 4. Signed commits: an SSH signature and an OpenPGP one, both checked by git itself.
     let (signer, signer_public) = ssh_keypair(keys.path(), "signer")?;
-    let signed = GitCli::new(
-        &url,
-        Credentials::Ssh {
-            identity: identity.clone(),
-            known_hosts: known_hosts.clone(),
-            passphrase: None,
-        },
-    )?
-    .with_signing(Some(Signing::Ssh {
-        private_key: std::fs::read_to_string(&signer)?,
-    }))
-    .with_author("FluxUp Bot", "bot@example.com");
+    let signed = git
+        .clone()
+        .with_signing(Some(Signing::Ssh {
+            private_key: std::fs::read_to_string(&signer)?,
+        }))
+        .with_author("FluxUp Bot", "bot@example.com");
     let commit = bump(&signed, "5.0.0").await?;
     let allowed = keys.path().join("allowed_signers");
     std::fs::write(&allowed, format!("bot@example.com {signer_public}\n"))?;
@@ -544,13 +486,7 @@ async fn any_git_server_over_https_or_ssh() -> anyhow::Result<()> {
     files.push((FILE.to_string(), original()?));
     let refs: Vec<(&str, String)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
     person.seed(&refs)?;
-    let fleet = GitCli::new(
-        &url,
-        Credentials::Basic {
-            username: admin.user.clone(),
-            password: admin.token.clone(),
-        },
-    )?;
+    let fleet = basic(&url, &admin.user, &admin.token)?;
     for (round, version) in [("first (clone)", "6.0.0"), ("second (cached)", "6.1.0")] {
         let started = Instant::now();
         bump(&fleet, version).await?;

@@ -9,11 +9,10 @@ mod common;
 use anyhow::{Context as _, bail};
 use common::*;
 use fluxup_api::flux::HelmRelease;
-use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase};
+use fluxup_api::{RollbackPhase, UpgradePhase};
 use fluxup_operator::managed_app::resolve::without_flux_digest;
 use fluxup_sandbox::{Sandbox, eventually, git_ssh_command, ssh_keypair};
 use kube::Api;
-use kube::api::PostParams;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
@@ -180,27 +179,8 @@ async fn upgrade_and_roll_back(
     assert_eq!(running(sb, &release).await?.as_deref(), Some("1.0.1"));
 
     let back = format!("{up}-back");
-    let req: RollbackRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
-        "metadata": {"name": back},
-        "spec": {"upgradeRequestRef": {"name": up}},
-    }))?;
-    let api = Api::<RollbackRequest>::namespaced(sb.client.clone(), &ns);
-    api.create(&PostParams::default(), &req).await?;
-    let ended = eventually(
-        &format!("rollback {back}"),
-        Duration::from_secs(240),
-        || async {
-            let r = api.get(&back).await?;
-            let phase = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-            Ok(if phase.is_terminal() {
-                Ok(r)
-            } else {
-                Err(format!("{:?}", r.status))
-            })
-        },
-    )
-    .await?;
+    create_rollback(sb, &ns, &back, &up).await?;
+    let (ended, _) = follow_rollback(sb, &ns, &back).await?;
     let status = ended.status.unwrap_or_default();
     assert_eq!(
         status.phase,

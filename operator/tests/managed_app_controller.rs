@@ -701,3 +701,87 @@ async fn unusable_renovate_output_keeps_the_last_findings_and_says_why() -> anyh
     .await?;
     Ok(())
 }
+
+/// A Deployment of the HelmRelease `web`, labelled as helm-controller labels what it applies.
+fn release_deployment(ns: &str, node_selector: Value) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {
+            "helm.toolkit.fluxcd.io/name": "web", "helm.toolkit.fluxcd.io/namespace": ns}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"nodeSelector": node_selector,
+                                  "containers": [{"name": "web", "image": "ghcr.io/example/web:1.4.2"}]}},
+        },
+    })
+}
+
+#[tokio::test]
+async fn health_is_the_releases_and_its_workloads() -> anyhow::Result<()> {
+    let fx = start("mapp-health").await?;
+    let ns = fx.ns().to_string();
+    web_app(&fx, json!({})).await?;
+    fx.flux_installed("web", "webapp", "1.2.0", "1.4.2").await?;
+    fx.status_until("web", "Ready, with no workloads yet", |s| {
+        is(s, "Ready", "True", "Resolved")
+    })
+    .await?;
+
+    // Flux installed the release, but its pod cannot be scheduled: the HelmRelease is Ready,
+    // the app is not healthy, and the condition says which workload and why.
+    fx.apply(release_deployment(
+        &ns,
+        json!({"fluxup.dev/no-such-node": "true"}),
+    ))
+    .await?;
+    // (First the Deployment controller has not seen the new spec; then it counts replicas.)
+    let app = fx
+        .status_until("web", "WorkloadsNotReady", |s| {
+            is(s, "Ready", "False", "WorkloadsNotReady")
+                && condition(s, "Ready").is_some_and(|c| c.message.contains("replicas ready"))
+        })
+        .await?;
+    let status = app.status.unwrap();
+    assert_eq!(
+        condition(&status, "Ready").unwrap().message,
+        format!(
+            "HelmRelease {ns}/web is Ready at chart 1.2.0, but not its workloads: \
+             Deployment {ns}/web: 0 of 1 replicas ready"
+        )
+    );
+    assert_eq!(status.state, Some(fluxup_api::AppState::Degraded));
+    assert_eq!(status.workloads.len(), 1);
+    assert_eq!(status.workloads[0].name, format!("{ns}/web"));
+
+    // A Deployment of another release in the namespace is not the app's.
+    let mut other = release_deployment("elsewhere", json!({"fluxup.dev/no-such-node": "true"}));
+    other["metadata"]["name"] = json!("other");
+    fx.apply(other).await?;
+
+    // The person fixes the Deployment; the scheduler places the pod on kwok's node, and the
+    // app is healthy again without anything else happening.
+    fx.apply(release_deployment(&ns, json!({}))).await?;
+    let app = fx
+        .status_until("web", "healthy again", |s| {
+            is(s, "Ready", "True", "Resolved")
+        })
+        .await?;
+    let status = app.status.unwrap();
+    assert_eq!(
+        condition(&status, "Ready").unwrap().message,
+        format!("HelmRelease {ns}/web is Ready at chart 1.2.0; its workload is ready")
+    );
+    assert_eq!(
+        status.workloads,
+        vec![fluxup_api::WorkloadHealth {
+            kind: "Deployment".into(),
+            name: format!("{ns}/web"),
+            replicas: 1,
+            ready_replicas: 1,
+            rolled_out: true,
+        }]
+    );
+    Ok(())
+}

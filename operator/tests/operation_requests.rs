@@ -182,6 +182,16 @@ async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> 
 /// Grants an upgrade and a rollback of the datastore do not use, and where they are used.
 const ELSEWHERE: &[(&str, &str, &str)] = &[
     (
+        "services",
+        "get",
+        "an app's HTTP health check (health_checks)",
+    ),
+    (
+        "services/proxy",
+        "get",
+        "an app's HTTP health check (health_checks)",
+    ),
+    (
         "rollbackrequests",
         "create",
         "auto-rollback (upgrade_failures)",

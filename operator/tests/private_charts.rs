@@ -13,9 +13,8 @@ use fluxup_api::{ChartSource, RollbackPhase, RollbackRequest, UpgradePhase};
 use fluxup_operator::chart_versions::{self, Access, list, of_app};
 use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::ResourceExt as _;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt as _};
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,15 +22,6 @@ use tokio_util::sync::CancellationToken;
 const NS: &str = "api";
 /// A ManagedApp of the demo's api release that names the file its chart version lives in.
 const APP: &str = "api-private";
-
-async fn as_person(sb: &Sandbox, user: &str) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(sb.env("KUBECONFIG")?)?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    config.auth_info.impersonate = Some(user.into());
-    config.auth_info.impersonate_groups = Some(vec!["system:authenticated".into()]);
-    Ok(Client::try_from(config)?)
-}
 
 #[tokio::test]
 async fn a_chart_behind_credentials_is_listed_upgraded_and_rolled_back() -> anyhow::Result<()> {
@@ -218,26 +208,8 @@ async fn a_chart_behind_credentials_is_listed_upgraded_and_rolled_back() -> anyh
     assert_eq!(deployed(&sb, NS).await?, target);
 
     let back = format!("{up}-back");
-    let api = Api::<RollbackRequest>::namespaced(sb.client.clone(), NS);
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({
-            "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
-            "metadata": {"name": back},
-            "spec": {"upgradeRequestRef": {"name": up}},
-        }))?,
-    )
-    .await?;
-    let ended = eventually("the rollback", Duration::from_secs(240), || async {
-        let r = api.get(&back).await?;
-        let phase = r.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
-        Ok(if phase.is_terminal() {
-            Ok(r)
-        } else {
-            Err(format!("{:?}", r.status))
-        })
-    })
-    .await?;
+    create_rollback(&sb, NS, &back, &up).await?;
+    let (ended, _) = follow_rollback(&sb, NS, &back).await?;
     assert_eq!(
         ended.status.as_ref().and_then(|s| s.phase),
         Some(RollbackPhase::Succeeded),

@@ -27,61 +27,6 @@ const APP: &str = "datastore-rollback";
 const CLAIM: &str = "data-datastore-0";
 const FILE: &str = "apps/datastore/ocirepository.yaml";
 
-async fn create_rollback(sb: &Sandbox, name: &str, upgrade: &str) -> anyhow::Result<()> {
-    let req: RollbackRequest = serde_json::from_value(json!({
-        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
-        "metadata": {"name": name},
-        "spec": {"upgradeRequestRef": {"name": upgrade}},
-    }))?;
-    Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
-        .create(&PostParams::default(), &req)
-        .await?;
-    Ok(())
-}
-
-async fn rollback_phase(sb: &Sandbox, name: &str) -> anyhow::Result<RollbackRequest> {
-    Ok(Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
-        .get(name)
-        .await?)
-}
-
-/// Follows a rollback to its end; returns it and its phase timeline.
-async fn follow_rollback(
-    sb: &Sandbox,
-    name: &str,
-) -> anyhow::Result<(RollbackRequest, Vec<(RollbackPhase, Duration)>)> {
-    let started = Instant::now();
-    let mut timeline: Vec<(RollbackPhase, Duration)> = Vec::new();
-    loop {
-        let req = rollback_phase(sb, name).await?;
-        let phase = req
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .unwrap_or_default();
-        if timeline.last().map(|(p, _)| *p) != Some(phase) {
-            timeline.push((phase, started.elapsed()));
-        }
-        if phase.is_terminal() {
-            return Ok((req, timeline));
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "rollback {name} stuck in {phase:?}: {:?}",
-            req.status
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn timeline_text(timeline: &[(RollbackPhase, Duration)]) -> String {
-    timeline
-        .iter()
-        .map(|(p, t)| format!("{p:?} {:.1} s", t.as_secs_f64()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The demo repository's file as it is on `main`.
 fn git_file(sb: &Sandbox, repo: &str) -> anyhow::Result<String> {
     let (code, body) =
@@ -178,7 +123,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
         .create(&PostParams::default(), &req)
         .await?;
-    let (done, _) = follow_rollback(&sb, &dry).await?;
+    let (done, _) = follow_rollback(&sb, NS, &dry).await?;
     let status = done.status.unwrap_or_default();
     assert_eq!(
         status.phase,
@@ -208,7 +153,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
 
     // Roll back; the controller is killed once each phase is reached and started again.
     let rb = format!("{up}-rollback");
-    create_rollback(&sb, &rb, &up).await?;
+    create_rollback(&sb, NS, &rb, &up).await?;
     for kill_at in [
         RollbackPhase::Suspending,
         RollbackPhase::StoppingApp,
@@ -218,7 +163,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     ] {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let phase = rollback_phase(&sb, &rb)
+            let phase = rollback_phase(&sb, NS, &rb)
                 .await?
                 .status
                 .and_then(|s| s.phase)
@@ -234,9 +179,9 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
         rollbacker = start_rollbacker(&sb, &stop);
         println!("rollback controller killed in {kill_at:?}");
     }
-    let (done, timeline) = follow_rollback(&sb, &rb).await?;
+    let (done, timeline) = follow_rollback(&sb, NS, &rb).await?;
     let status = done.status.clone().unwrap_or_default();
-    println!("rollback: [{}]", timeline_text(&timeline));
+    println!("rollback: [{}]", rollback_timeline_text(&timeline));
     assert_eq!(
         status.phase,
         Some(RollbackPhase::Succeeded),
@@ -295,7 +240,7 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     Api::<RollbackRequest>::namespaced(sb.client.clone(), NS)
         .create(&PostParams::default(), &req)
         .await?;
-    let (done, _) = follow_rollback(&sb, &by_snapshot).await?;
+    let (done, _) = follow_rollback(&sb, NS, &by_snapshot).await?;
     let checks = done
         .status
         .and_then(|s| s.dry_run)
@@ -375,8 +320,8 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     }
     let uid_before = claim_uid(&sb).await?;
     let refused = format!("{up2}-rollback");
-    create_rollback(&sb, &refused, &up2).await?;
-    let (done, _) = follow_rollback(&sb, &refused).await?;
+    create_rollback(&sb, NS, &refused, &up2).await?;
+    let (done, _) = follow_rollback(&sb, NS, &refused).await?;
     let status = done.status.unwrap_or_default();
     assert_eq!(status.phase, Some(RollbackPhase::Failed));
     let message = status.message.unwrap_or_default();
@@ -403,8 +348,8 @@ async fn a_rollback_restores_data_git_and_version_together() -> anyhow::Result<(
     assert_eq!(ended.phase(), UpgradePhase::Failed);
     write_data(&dir, "half-migrated rows\n")?;
     let auto = rollback_linked(&sb, NS, &failing).await?;
-    let (done, timeline) = follow_rollback(&sb, &auto).await?;
-    println!("auto-rollback: [{}]", timeline_text(&timeline));
+    let (done, timeline) = follow_rollback(&sb, NS, &auto).await?;
+    println!("auto-rollback: [{}]", rollback_timeline_text(&timeline));
     let status = done.status.unwrap_or_default();
     assert_eq!(
         status.phase,

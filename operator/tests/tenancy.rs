@@ -12,25 +12,13 @@ use fluxup_api::ownership::HELD_BY_ANNOTATION;
 use fluxup_api::{ManagedApp, RollbackRequest, UpgradePhase, UpgradeRequest};
 use fluxup_sandbox::{Sandbox, eventually, seed_demo};
 use kube::api::PostParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const TENANT: &str = "tenant-a";
 const RULE: &str = "references stay in the ManagedApp's namespace";
-
-/// A client acting as `user` (impersonated by the harness's admin), as the API server sees a
-/// person who logged in.
-async fn as_person(sb: &Sandbox, user: &str) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(sb.env("KUBECONFIG")?)?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-    config.auth_info.impersonate = Some(user.into());
-    config.auth_info.impersonate_groups = Some(vec!["system:authenticated".into()]);
-    Ok(Client::try_from(config)?)
-}
 
 /// A ManagedApp in the test's namespace for the demo webapp, which lives elsewhere.
 fn borrowed_app(name: &str, ns: &str) -> ManagedApp {

@@ -176,26 +176,40 @@ async fn approved_upgrades_of_the_demo_apps_succeed_with_snapshots_first() -> an
         check_rolled_out(&sb, name, &ended, target).await?;
 
         // The app tells how its last upgrade went (once the request's clean-up is done), and is
-        // no longer Upgrading.
+        // no longer Upgrading (its own controller derives that from lastUpgrade a moment later).
         let last = eventually("lastUpgrade", Duration::from_secs(20), || async {
             let status = app(&sb, name, name).await?.status.unwrap_or_default();
             Ok(match status.last_upgrade {
-                Some(l) if l.status.as_deref() != Some(LastUpgrade::RUNNING) => {
-                    Ok((l, status.state))
+                Some(l)
+                    if l.status.as_deref() != Some(LastUpgrade::RUNNING)
+                        && status.state != Some(fluxup_api::AppState::Upgrading) =>
+                {
+                    Ok(l)
                 }
-                other => Err(format!("{other:?}")),
+                other => Err(format!("{other:?}, state {:?}", status.state)),
             })
         })
         .await?;
-        let (last, state) = last;
         assert_eq!(last.request_name.as_deref(), Some(request.as_str()));
         assert_eq!(last.status.as_deref(), Some("Succeeded"));
         assert_eq!(last.to_version.as_deref(), Some(target));
-        assert_ne!(state, Some(fluxup_api::AppState::Upgrading));
 
         if name == "datastore" {
+            // The demo's datastore lists no claims: FluxUp found its StatefulSet's.
+            let resolved = app(&sb, name, name)
+                .await?
+                .status
+                .and_then(|s| s.resolved)
+                .context("not resolved")?;
+            assert_eq!(resolved.pvcs, ["data-datastore-0"]);
+            assert!(resolved.pvcs_found, "the claims were found, not listed");
             let status = ended.status();
             let snap = status.snapshot.context("no snapshot recorded")?;
+            let (created, ready) = (snap.created_at.clone(), snap.ready_at.clone());
+            assert!(
+                matches!((&created, &ready), (Some(c), Some(r)) if r.0 >= c.0),
+                "the snapshots' createdAt {created:?} and readyAt {ready:?}"
+            );
             let snapshot = Api::<VolumeSnapshot>::namespaced(sb.client.clone(), name)
                 .get(&snap.pvcs[0].snapshot_name)
                 .await?;

@@ -12,8 +12,9 @@ use fluxup_app::model::OperationKind;
 use serde::Deserialize;
 
 /// Every route of the API, as `docs/api-v1.yaml` lists them (a test keeps the two the same).
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 11] = [
     ("get", "/apps"),
+    ("post", "/apps"),
     ("get", "/apps/{namespace}/{name}"),
     ("get", "/apps/{namespace}/{name}/updates"),
     ("post", "/apps/{namespace}/{name}/upgrade"),
@@ -46,6 +47,7 @@ pub fn routes(backend: Option<Backend>) -> Router {
 fn handler(method: &str, path: &str) -> MethodRouter<Option<Backend>> {
     match (method, path) {
         ("get", "/apps") => get(apps),
+        ("post", "/apps") => post(create_app),
         ("get", "/apps/{namespace}/{name}") => get(app),
         ("get", "/apps/{namespace}/{name}/updates") => get(updates),
         ("post", "/apps/{namespace}/{name}/upgrade") => post(upgrade),
@@ -100,6 +102,34 @@ async fn apps(
     let backend = connected(backend)?;
     backend.ready().await;
     Ok(Json(backend.rows(&viewer).await).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewAppBody {
+    namespace: String,
+    helm_release: String,
+}
+
+async fn create_app(
+    State(backend): State<Option<Backend>>,
+    Extension(viewer): Extension<Viewer>,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let backend = connected(backend)?;
+    let request: NewAppBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the body must be {{\"namespace\": \"<namespace>\", \"helmRelease\": \"<HelmRelease name>\"}}: {e}"
+            ),
+        )
+    })?;
+    let proposal = backend
+        .propose(&viewer, &request.namespace, &request.helm_release)
+        .await?;
+    let row = backend.create_app(&viewer, &proposal).await?;
+    Ok((StatusCode::CREATED, Json(row)).into_response())
 }
 
 async fn app(

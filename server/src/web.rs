@@ -68,10 +68,16 @@ fn provide_request_nonce() {
     }
 }
 
+/// The app's routes, listed once per process. Listing them renders the app with resource loads
+/// switched off by a process-wide flag, so a page rendering at that moment in another router
+/// (tests build many) would wait forever for a resource that never loads (leptos#4773).
+static ROUTES: std::sync::LazyLock<Vec<leptos_axum::AxumRouteListing>> =
+    std::sync::LazyLock::new(|| generate_route_list(App));
+
 /// The whole router. `backend` is the dashboard's view of the cluster; without one the pages
 /// say that FluxUp is not connected.
 pub fn router(options: LeptosOptions, backend: Option<Backend>, auth: Auth) -> Router {
-    let routes = generate_route_list(App);
+    let routes = ROUTES.clone();
     let context = {
         let backend = backend.clone();
         move || {

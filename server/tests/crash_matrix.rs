@@ -208,6 +208,7 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         "upgrade.snapshot.create",
         "upgrade.push",
         "upgrade.release.HelmRelease",
+        "upgrade.record-health",
         "upgrade.workload.unmark",
         "rollback.delete-claim",
         "rollback.create-claim",
@@ -223,5 +224,138 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         );
     }
     assert!(covered > 30, "only {covered} crash points");
+
+    // The same app in pull-request mode: every point of opening the pull request, waiting for
+    // the merge (the reviewer merges as soon as it is open) and rolling the merge out converges
+    // too, with one pull request, one snapshot taken after the merge, and the merge rolled out.
+    let snapshot_settings = json!({"volumeSnapshotClassName": "csi-snapclass",
+                                   "pvcs": [{"name": CLAIM}]});
+    apply_app(
+        &sb,
+        app_copy(
+            APP,
+            NS,
+            "apps/datastore/ocirepository.yaml",
+            json!({"volumeSnapshots": snapshot_settings, "git": {"pullRequest": {}}}),
+        ),
+    )
+    .await?;
+    let gitea = sb.gitea()?;
+    let by_pr = format!("datastore-{run}-pr");
+    let back_to = deployed(&sb, NS).await?;
+    let pr_target = if back_to == "1.0.1" { "1.0.0" } else { "1.0.1" };
+    create_request(&sb, NS, APP, &by_pr, chart(pr_target), false).await?;
+    let merged_at = std::cell::Cell::new(None::<Instant>);
+    let pr_points = crash_until_done(&sb, "upgrade-by-pull-request", &points, || async {
+        let r = upgrades.get(&by_pr).await?;
+        let status = r.status.unwrap_or_default();
+        if let Some(pr) = &status.pull_request
+            && merged_at.get().is_none()
+        {
+            // As a reviewer: merge it once it is open.
+            let (code, answer) = gitea.call(
+                "POST",
+                &format!("/repos/{repo}/pulls/{}/merge", pr.number),
+                Some(&json!({"Do": "merge"})),
+            )?;
+            anyhow::ensure!(code < 300, "merge: HTTP {code}: {answer}");
+            merged_at.set(Some(Instant::now()));
+        }
+        Ok(status.released_at.is_some())
+    })
+    .await?;
+    println!(
+        "upgrade by pull request: {} crash points, each converged: {}",
+        pr_points.len(),
+        pr_points.join(", ")
+    );
+    let ended = upgrades.get(&by_pr).await?;
+    let uid = ended.uid().context("uid")?;
+    let status = ended.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(UpgradePhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(deployed(&sb, NS).await?, pr_target);
+    let pulls = gitea.ok(
+        "GET",
+        &format!("/repos/{repo}/pulls?state=all&limit=50"),
+        None,
+    )?;
+    let mine: Vec<_> = pulls
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["head"]["ref"]
+                .as_str()
+                .is_some_and(|h| h.ends_with(&uid[..8]))
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "one pull request: {pulls}");
+    let merge_commit = mine[0]["merge_commit_sha"].as_str().unwrap_or_default();
+    assert_eq!(
+        status.upgrade.and_then(|u| u.git_commit).as_deref(),
+        Some(merge_commit),
+        "the merge is the upgrade's commit"
+    );
+    let snapshots = Api::<VolumeSnapshot>::namespaced(sb.client.clone(), NS)
+        .list(&ListParams::default().labels(&format!("{OPERATION_LABEL}={uid}")))
+        .await?;
+    assert_eq!(snapshots.items.len(), 1, "one snapshot");
+    let merged: k8s_openapi::jiff::Timestamp =
+        mine[0]["merged_at"].as_str().unwrap_or_default().parse()?;
+    let taken = snapshots.items[0]
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .context("no creation time")?
+        .0;
+    assert!(
+        merged <= taken,
+        "the snapshot ({taken}) was taken after the merge ({merged}), before Flux acted"
+    );
+    nothing_held(&sb, NS).await?;
+    for point in [
+        "upgrade.push-branch",
+        "upgrade.open-pull-request",
+        "upgrade.record-pull-request",
+        "upgrade.record-merge",
+    ] {
+        assert!(
+            pr_points.iter().any(|p| p == point),
+            "{point} was not crashed at"
+        );
+    }
+
+    // Rolled back (every rollback point was crashed at above, so this run ends without one):
+    // the demo runs what it ran before, for the tests after this one.
+    let pr_back = format!("{by_pr}-rollback");
+    let req: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": pr_back},
+        "spec": {"upgradeRequestRef": {"name": by_pr}},
+    }))?;
+    rollbacks.create(&PostParams::default(), &req).await?;
+    crash_until_done(&sb, "rollback-of-pull-request", &points, || async {
+        let r = rollbacks.get(&pr_back).await?;
+        Ok(r.status.is_some_and(|s| s.released_at.is_some()))
+    })
+    .await?;
+    let status = rollbacks.get(&pr_back).await?.status.unwrap_or_default();
+    assert_eq!(
+        status.phase,
+        Some(RollbackPhase::Succeeded),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(
+        deployed(&sb, NS).await?,
+        back_to,
+        "the previous version runs"
+    );
+    nothing_held(&sb, NS).await?;
     Ok(())
 }

@@ -334,6 +334,16 @@ fn Conditions(detail: AppDetail) -> impl IntoView {
                     </li>
                 }).collect_view()}
             </ul>
+            {(!detail.workloads.is_empty()).then(|| view! {
+                <h3 class="mt-4 text-sm font-medium">"Workloads"</h3>
+                <ul class="mt-1 space-y-1 text-sm" id="workloads">
+                    {detail.workloads.into_iter().map(|w| view! {
+                        <li class=if w.ready { "text-slate-700 dark:text-slate-200" } else { "text-amber-700 dark:text-amber-300" } data-ready=w.ready.to_string()>
+                            {w.words}
+                        </li>
+                    }).collect_view()}
+                </ul>
+            })}
         </Card>
     }
 }

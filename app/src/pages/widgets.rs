@@ -175,7 +175,54 @@ pub fn OperationProgress(start: Operation) -> impl IntoView {
                     format!("{result}{}", o.message)
                 }}
             </p>
+            {move || {
+                let o = op.get();
+                (!o.health.is_empty()).then(|| view! { <HealthChecks op=o/> })
+            }}
+            {move || op.get().pull_request.map(|(number, url)| view! {
+                <p class="mt-1 text-sm">
+                    <a href=url class="text-sky-700 hover:underline dark:text-sky-300" data-field="pull-request" rel="noopener noreferrer">
+                        {format!("Pull request #{number}")}
+                    </a>
+                </p>
+            })}
         </section>
+    }
+}
+
+/// The health checks after the rollout, each with its result, and the soak time.
+#[component]
+fn HealthChecks(op: Operation) -> impl IntoView {
+    let state = op.health_state.clone().unwrap_or_default();
+    let soak = op.soak.clone().map(|s| match s.since {
+        Some(since) => format!("Soak {}: healthy since {since}", s.duration),
+        None => format!("Soak {}: starts once every check passes", s.duration),
+    });
+    view! {
+        <div class="mt-3" data-field="health" data-state=state.clone()>
+            <h4 class="text-xs font-medium uppercase text-slate-500 dark:text-slate-400">
+                {format!("Health checks: {}", state.to_lowercase())}
+            </h4>
+            <ul class="mt-1 space-y-1 text-sm">
+                {op.health.into_iter().map(|c| {
+                    let (icon, colour) = if c.passed {
+                        ("✓", "text-emerald-700 dark:text-emerald-300")
+                    } else {
+                        ("✗", "text-red-700 dark:text-red-300")
+                    };
+                    let check = c.name.clone();
+                    view! {
+                        <li class=format!("flex gap-2 {colour}") data-check=check data-passed=c.passed.to_string()>
+                            <span aria-hidden="true" class="w-4">{icon}</span>
+                            <span class="font-medium">{c.name}</span>
+                            <span class="sr-only">{if c.passed { "passed" } else { "failed" }}</span>
+                            <span class="text-slate-600 dark:text-slate-300">{c.message}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+            {soak.map(|s| view! { <p class="mt-1 text-xs text-slate-500 dark:text-slate-400" data-field="soak">{s}</p> })}
+        </div>
     }
 }
 

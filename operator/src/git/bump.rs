@@ -73,10 +73,28 @@ pub async fn commit_version_bump(
     message: &str,
     operation: &str,
 ) -> Result<Outcome, BumpError> {
-    if let Some(commit) = git
-        .find_commit(branch, OPERATION_TRAILER, operation, HISTORY_DEPTH)
-        .await?
+    commit_version_bump_to(git, branch, branch, edits, message, operation).await
+}
+
+/// As [`commit_version_bump`], with the files read at `branch` and the commit pushed to
+/// `target` (a pull request's branch; the push creates it).
+pub async fn commit_version_bump_to(
+    git: &impl GitBackend,
+    branch: &str,
+    target: &str,
+    edits: &[VersionEdit<'_>],
+    message: &str,
+    operation: &str,
+) -> Result<Outcome, BumpError> {
+    let found = match git
+        .find_commit(target, OPERATION_TRAILER, operation, HISTORY_DEPTH)
+        .await
     {
+        // A pull request's branch that does not exist yet holds no commit of this request.
+        Err(GitError::NotFound { .. }) if target != branch => None,
+        other => other?,
+    };
+    if let Some(commit) = found {
         return Ok(Outcome::AlreadyCommitted(commit));
     }
     for _ in 0..ATTEMPTS {
@@ -102,7 +120,7 @@ pub async fn commit_version_bump(
         if updates.is_empty() {
             return Ok(Outcome::NothingToChange);
         }
-        match git.write_files(branch, &updates, message).await {
+        match git.write_files_to(branch, target, &updates, message).await {
             Ok(commit) => return Ok(Outcome::Committed(commit)),
             Err(GitError::Conflict { .. }) => {
                 tracing::info!(%branch, "the branch moved while committing; starting again from its new head");

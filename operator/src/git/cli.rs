@@ -601,10 +601,20 @@ async fn blob_at(
     Ok(None)
 }
 
-impl GitBackend for GitCli {
-    async fn check_writable(&self, branch: &str) -> Result<(), GitError> {
+impl GitCli {
+    /// The commit at the head of `branch` now.
+    pub async fn head(&self, branch: &str) -> Result<String, GitError> {
         let s = self.session().await?;
-        let head = self.fetch(&s, branch, 1).await?;
+        self.fetch(&s, branch, 1).await
+    }
+
+    /// Whether these credentials may push `base`'s head to `target` (the same branch, or a new
+    /// one a pull request would come from): a dry-run push, which changes nothing.
+    pub async fn check_writable_to(&self, base: &str, target: &str) -> Result<(), GitError> {
+        check_branch(target)?;
+        let branch = target;
+        let s = self.session().await?;
+        let head = self.fetch(&s, base, 1).await?;
         let url = self.remote.url();
         let refspec = format!("{head}:refs/heads/{branch}");
         let out = s
@@ -619,6 +629,12 @@ impl GitBackend for GitCli {
             )),
             other => other,
         })
+    }
+}
+
+impl GitBackend for GitCli {
+    async fn check_writable(&self, branch: &str) -> Result<(), GitError> {
+        self.check_writable_to(branch, branch).await
     }
 
     async fn read_file(&self, branch: &str, path: &str) -> Result<FileAtHead, GitError> {
@@ -654,9 +670,20 @@ impl GitBackend for GitCli {
         files: &[FileUpdate],
         message: &str,
     ) -> Result<Commit, GitError> {
+        self.write_files_to(branch, branch, files, message).await
+    }
+
+    async fn write_files_to(
+        &self,
+        branch: &str,
+        target: &str,
+        files: &[FileUpdate],
+        message: &str,
+    ) -> Result<Commit, GitError> {
         for f in files {
             check_path("file", &f.path)?;
         }
+        check_branch(target)?;
         let s = self.session().await?;
         let head = self.fetch(&s, branch, 1).await?;
         let index = s.scratch.path().join("index");
@@ -723,7 +750,7 @@ impl GitBackend for GitCli {
         }
         let sha = commit.stdout.trim().to_string();
         let url = self.remote.url();
-        let refspec = format!("{sha}:refs/heads/{branch}");
+        let refspec = format!("{sha}:refs/heads/{target}");
         let pushed = s
             .git(&["push", "--porcelain", &url, &refspec], None)
             .await?;
@@ -734,20 +761,20 @@ impl GitBackend for GitCli {
             {
                 return Err(GitError::Conflict {
                     path: files.first().map(|f| f.path.clone()).unwrap_or_default(),
-                    branch: branch.to_string(),
+                    branch: target.to_string(),
                 });
             }
             if let Some(line) = said.lines().find(|l| l.contains("[remote rejected]")) {
                 return Err(GitError::Refused(format!(
-                    "the server refused the push to {branch}: {}",
+                    "the server refused the push to {target}: {}",
                     line.trim()
                 )));
             }
-            return Err(remote_error(&pushed.stderr, branch));
+            return Err(remote_error(&pushed.stderr, target));
         }
         // The cache now knows the branch's new head without another fetch.
         s.git(
-            &["update-ref", &format!("refs/remotes/origin/{branch}"), &sha],
+            &["update-ref", &format!("refs/remotes/origin/{target}"), &sha],
             None,
         )
         .await?;

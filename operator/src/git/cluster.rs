@@ -3,13 +3,15 @@
 //! ManagedApp's `spec.git.credentialsSecretRef`), the signing key of `spec.git.signingKeySecretRef`
 //! and the branch Flux follows, which FluxUp commits to.
 
-use super::cli::{Credentials, GitCli, Signing};
+use super::GitError;
+use super::cli::{Credentials, GitCli, Remote, Scheme, Signing};
+use super::gitea::Gitea;
 use crate::operation::Error;
 use crate::references;
 use crate::secrets;
-use fluxup_api::ManagedApp;
 use fluxup_api::flux::{GitRepository, GitRepositoryRef};
 use fluxup_api::object_parts;
+use fluxup_api::{ManagedApp, PullRequestSettings};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
@@ -19,6 +21,8 @@ use std::collections::BTreeMap;
 pub struct AppRepository {
     pub git: GitCli,
     pub branch: String,
+    /// Pull-request mode (`spec.git.pullRequest`): the forge's API for this repository.
+    pub forge: Option<Gitea>,
 }
 
 /// The app's Git repository, as a generic Git backend, and the branch to commit to.
@@ -87,6 +91,10 @@ pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppReposito
         }
         None => None,
     };
+    let forge = match &settings.pull_request {
+        Some(pr) => Some(forge(client, app, pr, &repo.spec.url, &credentials).await?),
+        None => None,
+    };
     let mut git = GitCli::new(&repo.spec.url, credentials)
         .map_err(|e| Error::Other(format!("GitRepository {ns}/{name}: {e}")))?
         .with_ca_bundle(ca)
@@ -105,7 +113,58 @@ pub async fn repository(client: &Client, app: &ManagedApp) -> Result<AppReposito
             )));
         }
     };
-    Ok(AppRepository { git, branch })
+    Ok(AppRepository { git, branch, forge })
+}
+
+/// The forge API that opens the app's pull requests: at `apiURL` or the Git URL's server, as
+/// the token of `tokenSecretRef` or the Git credentials.
+async fn forge(
+    client: &Client,
+    app: &ManagedApp,
+    settings: &PullRequestSettings,
+    git_url: &str,
+    git_credentials: &Credentials,
+) -> Result<Gitea, Error> {
+    let remote = Remote::parse(git_url).map_err(|e| Error::Other(e.to_string()))?;
+    let base = match (&settings.api_url, remote.scheme) {
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, Scheme::Ssh) => {
+            return Err(Error::Other(
+                "spec.git.pullRequest.apiURL is needed for a repository over SSH: the forge's                  web address, e.g. https://gitea.example.com"
+                    .into(),
+            ));
+        }
+        (None, _) => {
+            let url = remote.url();
+            url[..url.len() - remote.path.len() - 1].to_string()
+        }
+    };
+    let repo = remote.path.trim_end_matches(".git");
+    let app_ns = app.namespace().unwrap_or_default();
+    let not_usable = |e: GitError| Error::Other(format!("spec.git.pullRequest: {e}"));
+    if let Some(r) = &settings.token_secret_ref {
+        let data = person_secret(
+            client,
+            app,
+            &app_ns,
+            &r.name,
+            "spec.git.pullRequest.tokenSecretRef",
+        )
+        .await?;
+        let token = secrets::text(&data, "token")
+            .ok_or_else(|| Error::Other(format!("Secret {app_ns}/{} has no `token`", r.name)))?;
+        return Gitea::new(&base, repo, &token).map_err(not_usable);
+    }
+    match git_credentials {
+        Credentials::Basic { username, password } => {
+            Gitea::with_password(&base, repo, username, password).map_err(not_usable)
+        }
+        Credentials::Bearer(token) => Gitea::new(&base, repo, token).map_err(not_usable),
+        _ => Err(Error::Other(
+            "spec.git.pullRequest.tokenSecretRef is needed: the Git credentials hold no token              the forge's API takes"
+                .into(),
+        )),
+    }
 }
 
 /// The branch a GitRepository follows, if it follows one, by Flux's precedence (commit, name,

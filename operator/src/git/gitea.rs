@@ -18,7 +18,8 @@ use std::time::Duration;
 pub struct Gitea {
     /// e.g. `https://git.example.com/api/v1/repos/fleet/cluster`
     repo_url: Url,
-    token: String,
+    /// The `Authorization` header's value: `token <token>` or `Basic <user:password>`.
+    authorization: String,
     author: (String, String),
 }
 
@@ -43,9 +44,117 @@ impl Gitea {
         url.set_path(&path);
         Ok(Gitea {
             repo_url: url,
-            token: token.to_string(),
+            authorization: format!("token {token}"),
             author: ("FluxUp".into(), "fluxup@users.noreply.local".into()),
         })
+    }
+
+    /// As [`Gitea::new`], signing in with a user's name and password (or a token as the
+    /// password), as Flux's `username`/`password` Secret holds them.
+    pub fn with_password(
+        base_url: &str,
+        repo: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<Self, GitError> {
+        let mut gitea = Self::new(base_url, repo, "")?;
+        gitea.authorization = format!(
+            "Basic {}",
+            STANDARD.encode(format!("{username}:{password}"))
+        );
+        Ok(gitea)
+    }
+
+    /// The repository's web page, e.g. `https://git.example.com/fleet/cluster`.
+    pub fn web_url(&self) -> String {
+        let mut url = self.repo_url.clone();
+        url.set_path(&url.path().replacen("/api/v1/repos/", "/", 1));
+        url.to_string()
+    }
+
+    /// The pull request whose head is `head` (the newest, open or not), if there is one.
+    pub async fn pull_request_for(&self, head: &str) -> Result<Option<PullRequest>, GitError> {
+        check_path("branch", head)?;
+        let mut url = self.url(["pulls"]);
+        url.query_pairs_mut()
+            .append_pair("state", "all")
+            .append_pair("sort", "recentupdate")
+            .append_pair("limit", "50");
+        let (status, body) = self.send(Method::GET, &url, |r| r).await?;
+        if status != 200 {
+            return Err(refused(status, &body));
+        }
+        let pulls: Vec<ApiPullRequest> =
+            serde_json::from_str(&body).map_err(|e| GitError::Refused(e.to_string()))?;
+        Ok(pulls
+            .into_iter()
+            .find(|p| p.head.r#ref == head)
+            .map(PullRequest::from))
+    }
+
+    /// Opens a pull request of `head` into `base`, or finds the one already open for `head`
+    /// (opened before a restart): one pull request per upgrade, however often this is called.
+    pub async fn open_pull_request(
+        &self,
+        base: &str,
+        head: &str,
+        title: &str,
+        body: &str,
+    ) -> Result<PullRequest, GitError> {
+        check_path("branch", base)?;
+        if let Some(found) = self.pull_request_for(head).await? {
+            return Ok(found);
+        }
+        let url = self.url(["pulls"]);
+        let request = serde_json::json!({"base": base, "head": head, "title": title, "body": body});
+        let (status, text) = self.send(Method::POST, &url, |r| r.json(&request)).await?;
+        match status {
+            201 => serde_json::from_str::<ApiPullRequest>(&text)
+                .map(PullRequest::from)
+                .map_err(|e| GitError::Refused(e.to_string())),
+            // Opened meanwhile by another call.
+            409 | 422 => self
+                .pull_request_for(head)
+                .await?
+                .ok_or_else(|| refused(status, &text)),
+            _ => Err(refused(status, &text)),
+        }
+    }
+
+    /// Pull request `number` as it is now.
+    pub async fn pull_request(&self, number: i64) -> Result<PullRequest, GitError> {
+        let n = number.to_string();
+        let (status, body) = self
+            .send(Method::GET, &self.url(["pulls", &n]), |r| r)
+            .await?;
+        if status != 200 {
+            return Err(refused(status, &body));
+        }
+        serde_json::from_str::<ApiPullRequest>(&body)
+            .map(PullRequest::from)
+            .map_err(|e| GitError::Refused(e.to_string()))
+    }
+
+    /// Closes pull request `number` unmerged (an upgrade that ended without it); a merged or
+    /// closed one is left as it is.
+    pub async fn close_pull_request(&self, number: i64) -> Result<PullRequest, GitError> {
+        let now = self.pull_request(number).await?;
+        if now.state != PullState::Open {
+            return Ok(now);
+        }
+        let n = number.to_string();
+        let request = serde_json::json!({"state": "closed"});
+        let (status, body) = self
+            .send(Method::PATCH, &self.url(["pulls", &n]), |r| {
+                r.json(&request)
+            })
+            .await?;
+        if status != 201 && status != 200 {
+            return Err(refused(status, &body));
+        }
+        serde_json::from_str::<ApiPullRequest>(&body)
+            .map(PullRequest::from)
+            .map_err(|e| GitError::Refused(e.to_string()))
     }
 
     /// The repository's API URL with `segments` after it, each percent-encoded.
@@ -70,7 +179,7 @@ impl Gitea {
         let request = guard.request(method, url).map_err(outbound_error)?;
         let request = with(request)
             .timeout(Duration::from_secs(30))
-            .header("Authorization", format!("token {}", self.token));
+            .header("Authorization", &self.authorization);
         let response = guard.send(request).await.map_err(outbound_error)?;
         let status = response.status().as_u16();
         let body = outbound::read_body(response, outbound::LARGE)
@@ -259,6 +368,72 @@ struct Permissions {
 struct Branch {
     #[serde(default)]
     user_can_push: bool,
+}
+
+/// A pull request, as FluxUp follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullRequest {
+    pub number: i64,
+    /// Its web page.
+    pub url: String,
+    pub state: PullState,
+    /// The commit the merge made on the base branch.
+    pub merge_commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullState {
+    Open,
+    Merged,
+    /// Closed without being merged.
+    Closed,
+}
+
+impl PullState {
+    pub fn word(self) -> &'static str {
+        match self {
+            PullState::Open => "open",
+            PullState::Merged => "merged",
+            PullState::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ApiPullRequest {
+    number: i64,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    merged: bool,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    head: ApiBranchRef,
+}
+
+#[derive(Deserialize)]
+struct ApiBranchRef {
+    #[serde(default)]
+    r#ref: String,
+}
+
+impl From<ApiPullRequest> for PullRequest {
+    fn from(p: ApiPullRequest) -> Self {
+        PullRequest {
+            number: p.number,
+            url: p.html_url,
+            state: if p.merged {
+                PullState::Merged
+            } else if p.state == "open" {
+                PullState::Open
+            } else {
+                PullState::Closed
+            },
+            merge_commit: p.merge_commit_sha.filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 impl GitBackend for Gitea {

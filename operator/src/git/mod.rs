@@ -69,6 +69,27 @@ pub trait GitBackend: Sync {
         message: &str,
     ) -> impl Future<Output = Result<Commit, GitError>> + Send;
 
+    /// As [`GitBackend::write_files`], but the commit is made on the head of `base` and pushed
+    /// to `target` (a pull request's branch, created by the push). Backends that push only to
+    /// the branch they read refuse a different `target`.
+    fn write_files_to(
+        &self,
+        base: &str,
+        target: &str,
+        files: &[FileUpdate],
+        message: &str,
+    ) -> impl Future<Output = Result<Commit, GitError>> + Send {
+        async move {
+            if base == target {
+                self.write_files(base, files, message).await
+            } else {
+                Err(GitError::NotSent(format!(
+                    "this Git backend commits only to the branch it read ({base}), not to {target}"
+                )))
+            }
+        }
+    }
+
     /// Whether this token may commit to `branch`: an archived repository, a read-only token or a
     /// protected branch is found before anything is changed, with what to fix.
     fn check_writable(&self, branch: &str) -> impl Future<Output = Result<(), GitError>> + Send;

@@ -113,6 +113,10 @@ impl Cluster for Stores {
     fn pvc(&self, ns: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
         self.pvcs.get(&key(ns, name))
     }
+    fn pvcs(&self, ns: &str) -> Vec<Arc<PersistentVolumeClaim>> {
+        self.pvcs
+            .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+    }
     fn deployments(&self, ns: &str) -> Vec<Arc<Deployment>> {
         self.deployments
             .state_filter(|d| d.metadata.namespace.as_deref() == Some(ns))
@@ -184,6 +188,23 @@ fn apps_with_volumes(apps: &Store<ManagedApp>, ns: Option<String>) -> Vec<Object
         .filter(|a| a.namespace() == ns && a.spec.volume_snapshots.is_some())
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
+}
+
+/// Apps a Deployment or StatefulSet concerns: those with volumes in its namespace (it may mount
+/// them), and the app of the HelmRelease whose labels it carries (its health).
+fn apps_of_workload(
+    apps: &Store<ManagedApp>,
+    meta: &kube::core::ObjectMeta,
+) -> Vec<ObjectRef<ManagedApp>> {
+    let mut out = apps_with_volumes(apps, meta.namespace.clone());
+    let labels = meta.labels.clone().unwrap_or_default();
+    if let (Some(ns), Some(name)) = (
+        labels.get(crate::workload_health::RELEASE_NAMESPACE_LABEL),
+        labels.get(crate::workload_health::RELEASE_NAME_LABEL),
+    ) {
+        out.extend(apps_of_release(apps, ns, name));
+    }
+    out
 }
 
 /// Runs the ManagedApp controller until `shutdown` resolves; in-flight reconciles finish first.
@@ -290,10 +311,10 @@ pub async fn run(
             apps_with_volumes(&a5, p.namespace())
         })
         .watches_stream(deploy_stream, move |d: Deployment| {
-            apps_with_volumes(&a6, d.namespace())
+            apps_of_workload(&a6, &d.metadata)
         })
         .watches_stream(sts_stream, move |s: StatefulSet| {
-            apps_with_volumes(&a7, s.namespace())
+            apps_of_workload(&a7, &s.metadata)
         })
         // Read by `/metrics` only: no app needs a reconcile for it.
         .watches_stream(snapshot_stream, |_: VolumeSnapshot| {

@@ -6,7 +6,7 @@ use crate::renovate::split_digest;
 use fluxup_api::flux::{HelmRelease, HelmRepository, Kustomization, OCIRepository};
 use fluxup_api::{
     ChartSource, ImageVersion, ManagedApp, ResolvedApp, VersionLocation, VersionSet,
-    WorkloadReference,
+    WorkloadHealth, WorkloadReference,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PodSpec};
@@ -20,6 +20,7 @@ pub trait Cluster {
     fn oci_repository(&self, namespace: &str, name: &str) -> Option<Arc<OCIRepository>>;
     fn kustomization(&self, namespace: &str, name: &str) -> Option<Arc<Kustomization>>;
     fn pvc(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>>;
+    fn pvcs(&self, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>>;
     fn deployments(&self, namespace: &str) -> Vec<Arc<Deployment>>;
     fn stateful_sets(&self, namespace: &str) -> Vec<Arc<StatefulSet>>;
 }
@@ -48,6 +49,8 @@ pub struct Resolution {
     pub current: Option<VersionSet>,
     /// The HelmRelease's own Ready condition, when it is not True (reason, message).
     pub release_not_ready: Option<(String, String)>,
+    /// The release's workloads and those that mount the app's volumes, ready or not.
+    pub workloads: Vec<WorkloadHealth>,
     pub problems: Vec<Problem>,
 }
 
@@ -256,7 +259,28 @@ pub fn resolve(app: &ManagedApp, cluster: &impl Cluster) -> Resolution {
         }
     }
 
-    resolved.workloads = workloads(app, &app_ns, cluster);
+    (resolved.pvcs, resolved.pvcs_found) =
+        snapshot_claims(app, &app_ns, (&hr_ns, hr_name), cluster);
+    resolved.workloads = workloads(&resolved.pvcs, &app_ns, cluster);
+    let target_ns = release.spec.target_namespace.as_deref().unwrap_or(&hr_ns);
+    let mut namespaces = vec![target_ns, app_ns.as_str()];
+    namespaces.dedup();
+    let (deployments, stateful_sets): (Vec<_>, Vec<_>) = (
+        namespaces
+            .iter()
+            .flat_map(|ns| cluster.deployments(ns))
+            .collect(),
+        namespaces
+            .iter()
+            .flat_map(|ns| cluster.stateful_sets(ns))
+            .collect(),
+    );
+    out.workloads = crate::workload_health::of_app(
+        (&hr_ns, hr_name),
+        (&app_ns, &resolved.workloads),
+        &deployments,
+        &stateful_sets,
+    );
     out.resolved = Some(resolved);
     out
 }
@@ -363,14 +387,75 @@ fn parse_image_string(s: &str) -> Option<ImageVersion> {
     })
 }
 
-/// Deployments and StatefulSets in the app's namespace that mount one of its snapshotted PVCs.
-fn workloads(app: &ManagedApp, ns: &str, cluster: &impl Cluster) -> Vec<WorkloadReference> {
-    let pvcs: Vec<&str> = app
-        .spec
-        .volume_snapshots
+/// The claims an app snapshots before an upgrade, and whether they were found rather than
+/// listed: `volumeSnapshots.pvcs`, or when that is empty, the release's claims in the app's
+/// namespace ([`found_claims`]) without `excludePVCs`. None when snapshots are off.
+fn snapshot_claims(
+    app: &ManagedApp,
+    app_ns: &str,
+    release: (&str, &str),
+    cluster: &impl Cluster,
+) -> (Vec<String>, bool) {
+    let Some(policy) = app.spec.volume_snapshots.as_ref().filter(|v| v.enabled) else {
+        return (Vec::new(), false);
+    };
+    if !policy.pvcs.is_empty() {
+        return (policy.pvcs.iter().map(|p| p.name.clone()).collect(), false);
+    }
+    let mut found = found_claims(
+        release,
+        &cluster.pvcs(app_ns),
+        &cluster.stateful_sets(app_ns),
+    );
+    found.retain(|c| !policy.exclude_pvcs.iter().any(|e| &e.name == c));
+    (found, true)
+}
+
+/// The claims a HelmRelease made, among `pvcs`: those helm-controller labels as the release's
+/// (a chart's own PersistentVolumeClaim templates), and those of the release's StatefulSets'
+/// `volumeClaimTemplates` (named `<template>-<statefulset>-<ordinal>`; helm-controller labels
+/// the StatefulSet, not the claims its controller makes). Sorted, each once. The add-an-app
+/// page proposes the same.
+pub fn found_claims(
+    (release_ns, release): (&str, &str),
+    pvcs: &[Arc<PersistentVolumeClaim>],
+    stateful_sets: &[Arc<StatefulSet>],
+) -> Vec<String> {
+    use crate::workload_health::of_release;
+    use kube::ResourceExt;
+    let from_templates: Vec<String> = stateful_sets
         .iter()
-        .flat_map(|v| v.pvcs.iter().map(|p| p.name.as_str()))
+        .filter(|s| of_release(s.labels(), release_ns, release))
+        .flat_map(|s| {
+            let name = s.name_any();
+            s.spec
+                .iter()
+                .flat_map(|spec| spec.volume_claim_templates.iter().flatten())
+                .filter_map(|t| t.metadata.name.clone())
+                .map(move |t| format!("{t}-{name}-"))
+                .collect::<Vec<_>>()
+        })
         .collect();
+    let mut claims: Vec<String> = pvcs
+        .iter()
+        .filter(|c| {
+            let name = c.name_any();
+            of_release(c.labels(), release_ns, release)
+                || from_templates.iter().any(|prefix| {
+                    name.strip_prefix(prefix.as_str())
+                        .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+        .map(|c| c.name_any())
+        .collect();
+    claims.sort();
+    claims.dedup();
+    claims
+}
+
+/// Deployments and StatefulSets in the app's namespace that mount one of its snapshotted PVCs.
+fn workloads(pvcs: &[String], ns: &str, cluster: &impl Cluster) -> Vec<WorkloadReference> {
+    let pvcs: Vec<&str> = pvcs.iter().map(String::as_str).collect();
     if pvcs.is_empty() {
         return Vec::new();
     }
@@ -490,6 +575,45 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn the_claims_a_release_made_are_its_own_and_its_stateful_sets() {
+        let helm = |name: &str| json!({"helm.toolkit.fluxcd.io/name": name, "helm.toolkit.fluxcd.io/namespace": "apps"});
+        let claim = |name: &str, labels: Value| {
+            Arc::new(
+                serde_json::from_value::<PersistentVolumeClaim>(
+                    json!({"metadata": {"name": name, "namespace": "apps", "labels": labels}}),
+                )
+                .unwrap(),
+            )
+        };
+        let pvcs = vec![
+            claim("data-db-0", json!({})),
+            claim("data-db-1", json!({})),
+            claim("data-db-old", json!({})),
+            claim("data-dbx-0", json!({})),
+            claim("uploads", helm("web")),
+            claim("other-uploads", helm("other")),
+            claim("scratch", json!({"app.kubernetes.io/instance": "web"})),
+        ];
+        let sts = |name: &str, labels: Value| {
+            Arc::new(
+                serde_json::from_value::<StatefulSet>(json!({
+                    "metadata": {"name": name, "namespace": "apps", "labels": labels},
+                    "spec": {"selector": {}, "serviceName": name, "template": {},
+                             "volumeClaimTemplates": [{"metadata": {"name": "data"}}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let found = found_claims(
+            ("apps", "web"),
+            &pvcs,
+            &[sts("db", helm("web")), sts("dbx", helm("other"))],
+        );
+        assert_eq!(found, ["data-db-0", "data-db-1", "uploads"]);
+        assert!(found_claims(("apps", "none"), &pvcs, &[]).is_empty());
     }
 
     #[test]

@@ -203,11 +203,31 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
             .as_ref()
             .map_or("", |r| r.helm_release.as_str());
         let chart = current.chart.as_deref().unwrap_or("an unknown version");
-        (
-            "True",
-            "Resolved".into(),
-            format!("HelmRelease {hr} is Ready at chart {chart}"),
-        )
+        let release = format!("HelmRelease {hr} is Ready at chart {chart}");
+        let not_ready: Vec<String> = res
+            .workloads
+            .iter()
+            .filter(|w| !w.is_ready())
+            .map(|w| w.describe())
+            .collect();
+        match res.workloads.len() {
+            _ if !not_ready.is_empty() => (
+                "False",
+                "WorkloadsNotReady".into(),
+                format!("{release}, but not its workloads: {}", not_ready.join("; ")),
+            ),
+            0 => ("True", "Resolved".into(), release),
+            1 => (
+                "True",
+                "Resolved".into(),
+                format!("{release}; its workload is ready"),
+            ),
+            n => (
+                "True",
+                "Resolved".into(),
+                format!("{release}; its {n} workloads are ready"),
+            ),
+        }
     };
     let held_note = (!held_back.is_empty()).then(|| {
         let list: Vec<String> = held_back
@@ -286,6 +306,7 @@ pub fn desired_status(app: &ManagedApp, res: &Resolution, now: Timestamp) -> Man
         available_update: available,
         held_back,
         resolved: res.resolved.clone(),
+        workloads: res.workloads.clone(),
         conditions,
         ..Default::default()
     }
@@ -333,6 +354,7 @@ pub fn changes(app: &ManagedApp, desired: &ManagedAppStatus) -> bool {
         || old.available_update != desired.available_update
         || old.held_back != desired.held_back
         || old.resolved != desired.resolved
+        || old.workloads != desired.workloads
         || old
             .conditions
             .iter()
@@ -607,6 +629,53 @@ mod tests {
                 ..app
             },
             &second
+        ));
+    }
+
+    #[test]
+    fn health_is_the_releases_and_its_workloads() {
+        let app = app(VersionPolicy::default(), vec![]);
+        let workload = |name: &str, ready: i32| fluxup_api::WorkloadHealth {
+            kind: "Deployment".into(),
+            name: format!("apps/{name}"),
+            replicas: 2,
+            ready_replicas: ready,
+            rolled_out: true,
+        };
+        let mut res = ready("1.0.0", vec![]);
+        res.workloads = vec![workload("web", 2), workload("worker", 2)];
+        let healthy = desired_status(&app, &res, Timestamp::UNIX_EPOCH);
+        let cond = &healthy.conditions[0];
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", "Resolved")
+        );
+        assert_eq!(
+            cond.message,
+            "HelmRelease apps/web is Ready at chart 1.0.0; its 2 workloads are ready"
+        );
+        assert_eq!(healthy.workloads, res.workloads);
+
+        // The release is Ready but a workload is not: not healthy, and the page says which.
+        res.workloads[1].ready_replicas = 1;
+        let sick = desired_status(&app, &res, Timestamp::UNIX_EPOCH);
+        let cond = &sick.conditions[0];
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "WorkloadsNotReady")
+        );
+        assert_eq!(
+            cond.message,
+            "HelmRelease apps/web is Ready at chart 1.0.0, but not its workloads: \
+             Deployment apps/worker: 1 of 2 replicas ready"
+        );
+        assert_eq!(sick.state, Some(AppState::Degraded));
+        assert!(changes(
+            &ManagedApp {
+                status: Some(healthy),
+                ..app
+            },
+            &sick
         ));
     }
 }

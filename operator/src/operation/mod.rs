@@ -4,6 +4,7 @@
 
 pub mod crash;
 pub mod flux;
+pub mod health;
 pub mod holds;
 pub mod plan;
 pub mod queue;
@@ -239,6 +240,24 @@ pub fn found_workloads(app: &ManagedApp) -> Vec<fluxup_api::WorkloadReference> {
         .as_ref()
         .and_then(|s| s.resolved.as_ref())
         .map(|r| r.workloads.clone())
+        .unwrap_or_default()
+}
+
+/// The claims an upgrade of `app` snapshots: `volumeSnapshots.pvcs`, or when that is empty,
+/// the ones the ManagedApp controller found for the release (`status.resolved.pvcs`). None
+/// when snapshots are off.
+pub fn snapshot_claims(app: &ManagedApp) -> Vec<String> {
+    let Some(policy) = app.spec.volume_snapshots.as_ref().filter(|v| v.enabled) else {
+        return Vec::new();
+    };
+    if !policy.pvcs.is_empty() {
+        return policy.pvcs.iter().map(|p| p.name.clone()).collect();
+    }
+    app.status
+        .as_ref()
+        .and_then(|s| s.resolved.as_ref())
+        .filter(|r| r.pvcs_found)
+        .map(|r| r.pvcs.clone())
         .unwrap_or_default()
 }
 

@@ -215,38 +215,71 @@ pub fn diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>)
     out
 }
 
+/// A branch name a pull request's push is checked with (never pushed: a dry run).
+const PROBE_BRANCH: &str = "fluxup/preflight";
+
 /// The `git` preflight check: the files of `plan` are readable on the branch Flux follows, the
-/// token may push to it, and the edits apply. Returns the check and the diff they would commit.
+/// token may push to it (in pull-request mode: may push a new branch, and the forge's API
+/// answers), and the edits apply. Returns the check and the diff they would commit.
 pub async fn check_git(
     client: &Client,
     app: &ManagedApp,
     plan: &Plan,
 ) -> (PreflightCheck, Option<String>) {
     let outcome = async {
-        let (git, branch) = git::cluster::for_app(client, app)
+        let repo = git::cluster::repository(client, app)
             .await
             .map_err(|e| e.to_string())?;
+        let (git, branch) = (&repo.git, repo.branch.clone());
+        // Branch mode: the bump is read and committed on the app's own branch.
+        let push_to = app.spec.git.as_ref().and_then(|g| g.branch.clone());
+        let read_on = push_to.clone().unwrap_or(branch.clone());
         let mut before = BTreeMap::new();
         for PlannedEdit { file, .. } in &plan.edits {
             let read = git
-                .read_file(&branch, file)
+                .read_file(&read_on, file)
                 .await
                 .map_err(|e| e.to_string())?;
             before.insert(file.clone(), read.content);
         }
-        git.check_writable(&branch)
-            .await
-            .map_err(|e| e.to_string())?;
+        let said = match (&repo.forge, &push_to) {
+            (_, Some(to)) => {
+                git.check_writable(to).await.map_err(|e| e.to_string())?;
+                format!(
+                    "branch {to} readable and writable; the bump rolls out once it reaches branch {branch}"
+                )
+            }
+            // Pull-request mode: a new branch may be pushed, and the forge's API answers.
+            (Some(forge), None) => {
+                git.check_writable_to(&branch, PROBE_BRANCH)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                forge
+                    .pull_request_for(PROBE_BRANCH)
+                    .await
+                    .map_err(|e| format!("the forge's pull-request API: {e}"))?;
+                format!(
+                    "branch {branch} readable; the bump is proposed as a pull request at {}",
+                    forge.web_url()
+                )
+            }
+            (None, None) => {
+                git.check_writable(&branch)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                format!("branch {branch} readable and writable")
+            }
+        };
         let after = apply_edits(&before, &version_edits(plan)).map_err(|e| e.to_string())?;
-        Ok::<_, String>((branch, diff(&before, &after)))
+        Ok::<_, String>((said, diff(&before, &after)))
     }
     .await;
     match outcome {
-        Ok((branch, diff)) => (
+        Ok((said, diff)) => (
             PreflightCheck {
                 name: "git".into(),
                 passed: true,
-                message: Some(format!("branch {branch} readable and writable")),
+                message: Some(said),
             },
             Some(diff),
         ),

@@ -1,11 +1,14 @@
 //! How a rollout is going: the HelmRelease at the versions of a plan (or failed at them), and
 //! the app's workloads ready.
 
+use super::found_workloads;
 use super::plan::{Plan, PlannedEdit};
 use crate::managed_app::resolve::without_flux_digest;
+use crate::workload_health;
+use fluxup_api::ManagedApp;
 use fluxup_api::flux::HelmRelease;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 
 /// The HelmRelease after the commit, as observed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,31 +73,44 @@ fn release_has_values(hr: &HelmRelease, edits: &[PlannedEdit]) -> bool {
     })
 }
 
+/// Whether every workload of the app is ready on its latest spec: those its status lists (the
+/// ManagedApp controller finds the ones helm-controller labels as the HelmRelease's) and those
+/// that mount the app's volumes. Each is read from the API server by name, not from a cache
+/// and without a LIST: this decides an upgrade. `Ok(n)` when all `n` are ready, else the
+/// first that is not, in words.
 pub async fn workloads_ready(
     client: &Client,
-    ns: &str,
-    found: &[fluxup_api::WorkloadReference],
-) -> kube::Result<bool> {
-    for w in found {
-        let ready = match w.kind.as_str() {
-            "StatefulSet" => {
-                let s = Api::<StatefulSet>::namespaced(client.clone(), ns)
-                    .get(&w.name)
-                    .await?;
-                let want = s.spec.and_then(|s| s.replicas).unwrap_or(1);
-                s.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-            }
-            _ => {
-                let d = Api::<Deployment>::namespaced(client.clone(), ns)
-                    .get(&w.name)
-                    .await?;
-                let want = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                d.status.and_then(|s| s.ready_replicas).unwrap_or(0) >= want
-            }
+    app: &ManagedApp,
+) -> kube::Result<Result<usize, String>> {
+    let app_ns = app.namespace().unwrap_or_default();
+    let listed = app.status.iter().flat_map(|s| &s.workloads).map(|w| {
+        let (ns, name) = w.name.split_once('/').unwrap_or((&app_ns, &w.name));
+        (w.kind.clone(), ns.to_string(), name.to_string())
+    });
+    let mounting = found_workloads(app)
+        .into_iter()
+        .map(|w| (w.kind, app_ns.clone(), w.name));
+    let mut all: Vec<(String, String, String)> = listed.chain(mounting).collect();
+    all.sort();
+    all.dedup();
+    let mut ready = 0;
+    for (kind, ns, name) in all {
+        let health = match kind.as_str() {
+            "StatefulSet" => Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .get_opt(&name)
+                .await?
+                .map(|s| workload_health::stateful_set(&s)),
+            _ => Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get_opt(&name)
+                .await?
+                .map(|d| workload_health::deployment(&d)),
         };
-        if !ready {
-            return Ok(false);
+        // One the new version no longer has is not waited for.
+        match health {
+            Some(h) if !h.is_ready() => return Ok(Err(h.describe())),
+            Some(_) => ready += 1,
+            None => {}
         }
     }
-    Ok(true)
+    Ok(Ok(ready))
 }

@@ -10,10 +10,11 @@ use crate::git::message::{OPERATION_TRAILER, RevertMessage};
 use crate::git::{self, GitBackend, GitError};
 use crate::metrics::{self, Operation};
 use crate::notify::{self, Kind, Notification};
+use crate::operation::health;
 use crate::operation::holds;
 use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
-use crate::operation::release;
+use crate::operation::release::{self, Release};
 use crate::operation::{
     self, Context, Error, app_of, complete, crash, found_workloads, refetch_if_missed, since,
     steps, who, workloads,
@@ -317,8 +318,11 @@ async fn observe(
             .get(&src.app.spec.helm_release_ref.name)
             .await?;
         seen.release = release::state(&hr, &src.plan);
-        seen.healthy =
-            release::workloads_ready(&ctx.client, &ns, &found_workloads(&src.app)).await?;
+        if seen.release == Release::ReadyAtTarget {
+            let checks = health::of_app(&ctx.client, &src.app).await?;
+            seen.unhealthy = health::failed(&checks);
+            seen.healthy = seen.unhealthy.is_empty();
+        }
     }
     Ok(seen)
 }

@@ -61,8 +61,10 @@ pub struct Observed {
     pub commit: Option<String>,
     /// The HelmRelease with respect to the versions restored.
     pub release: Release,
-    /// The app's workloads are ready.
+    /// The app's health checks pass (its workloads ready, its HTTP check).
     pub healthy: bool,
+    /// The checks that do not pass, in words.
+    pub unhealthy: Vec<String>,
     pub in_phase: Duration,
     pub health_timeout: Duration,
 }
@@ -288,7 +290,13 @@ fn next(spec: &RollbackRequestSpec, status: &RollbackRequestStatus, seen: &Obser
             },
             Release::ReadyAtTarget if seen.workloads_held => Step::RestartWorkloads,
             Release::ReadyAtTarget if seen.healthy => Step::Succeed,
-            Release::ReadyAtTarget => wait("waiting for the app to be healthy", 10),
+            Release::ReadyAtTarget => wait(
+                format!(
+                    "waiting for the app to be healthy: {}",
+                    seen.unhealthy.join("; ")
+                ),
+                10,
+            ),
             Release::NotYet => wait("waiting for Flux to roll out the previous version", 10),
         },
         Succeeded | Failed if missing.is_some() => Step::CreateClaim(missing.unwrap_or_default()),

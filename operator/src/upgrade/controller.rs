@@ -12,18 +12,19 @@ use crate::notify::{self, Kind, Notification};
 use crate::operation::holds::{self, Holder};
 use crate::operation::plan::{self, Plan, version_edits};
 use crate::operation::queue::{self, Member};
-use crate::operation::release;
 use crate::operation::{
     self, Context, Error, app_of, complete, crash, found_workloads, refetch_if_missed, since,
     steps, who, workloads,
 };
+use crate::operation::{health, release};
 use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::HelmRelease;
 use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{
-    DryRunResult, Hold, LastUpgrade, ManagedApp, PreflightCheck, RollbackRequest, SnapshotRecord,
-    Time, UpgradePhase, UpgradeRecord, UpgradeRequest, UpgradeRequestStatus, condition,
+    DryRunResult, HealthCheckResult, Hold, LastUpgrade, ManagedApp, PreflightCheck,
+    RollbackRequest, SnapshotRecord, Time, UpgradePhase, UpgradeRecord, UpgradeRequest,
+    UpgradeRequestStatus, condition,
 };
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -93,9 +94,21 @@ async fn reconcile(req: Arc<UpgradeRequest>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Deleted mid-way: what the request holds is released, from what it recorded alone (the
-/// ManagedApp may be gone too); nothing else is touched.
+/// ManagedApp may be gone too), and its open pull request is closed; nothing else is touched.
 async fn cleanup(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let status = req.status.clone().unwrap_or_default();
+    // A pull request left open would roll out, unsnapshotted, whenever someone merged it.
+    if status
+        .pull_request
+        .as_ref()
+        .is_some_and(|p| p.state == "open" && p.merge_commit.is_none())
+        && let Some(app) =
+            Api::<ManagedApp>::namespaced(ctx.client.clone(), &req.namespace().unwrap_or_default())
+                .get_opt(&req.spec.managed_app_ref.name)
+                .await?
+    {
+        super::pull_request::close(ctx, req, &app, &status).await?;
+    }
     steps::release_all(ctx, req, &status.holds, &status.stopped_workloads).await?;
     Ok(Action::await_change())
 }
@@ -167,6 +180,33 @@ async fn observe(
         in_phase: since(status.phase_started_at.as_ref()),
         ..Default::default()
     };
+    let pull_request = app
+        .and_then(|a| a.spec.git.as_ref())
+        .and_then(|g| g.pull_request.as_ref());
+    seen.pull_request_mode = pull_request.is_some();
+    seen.branch_mode = app
+        .and_then(|a| a.spec.git.as_ref())
+        .is_some_and(|g| g.branch.is_some());
+    seen.merge_timeout = crate::duration::or(
+        pull_request.and_then(|p| p.timeout.as_deref()),
+        Duration::from_secs(24 * 3600),
+    );
+    // The forge is asked only while the answer can change what happens: waiting for the merge,
+    // or cleaning up after a failure with the pull request still open.
+    if let (Some(record), Some(app)) = (&status.pull_request, app)
+        && record.state == "open"
+        && matches!(phase, UpgradePhase::AwaitingMerge | UpgradePhase::Failed)
+    {
+        seen.pull_request = Some(super::pull_request::observe(ctx, app, record).await?);
+    }
+    // Branch mode: whether the pushed commit reached the branch Flux follows.
+    if let (Some(pushed), Some(app)) = (&status.pushed, app)
+        && pushed.reached_as.is_none()
+        && pushed.revert_commit.is_none()
+        && matches!(phase, UpgradePhase::AwaitingMerge | UpgradePhase::Failed)
+    {
+        seen.reached = super::pull_request::reached(ctx, req, app).await?;
+    }
 
     if phase == UpgradePhase::Pending {
         seen.holds_to_record = app.map(holds::of_app).unwrap_or_default();
@@ -234,10 +274,106 @@ async fn observe(
             .get(&app.spec.helm_release_ref.name)
             .await?;
         seen.release = release::state(&hr, plan);
-        seen.healthy = seen.release == Release::ReadyAtTarget
-            && release::workloads_ready(&ctx.client, &ns, &found_workloads(app)).await?;
+        if phase == UpgradePhase::HealthChecking {
+            let version = plan.chart.as_deref().unwrap_or("the new images");
+            let ready = seen.release == Release::ReadyAtTarget;
+            let words = if ready {
+                "is Ready at"
+            } else {
+                "is not Ready at"
+            };
+            seen.health = vec![health::check(
+                health::RELEASE,
+                ready,
+                format!("HelmRelease {hr_ns}/{} {words} {version}", hr.name_any()),
+            )];
+            // The others only once the new version is Ready: before, they would check the old.
+            if ready {
+                seen.health.extend(health::of_app(&ctx.client, app).await?);
+            }
+            seen.healthy = seen.health.iter().all(|c| c.passed);
+            seen.soak = crate::duration::or(
+                app.spec
+                    .health_check
+                    .as_ref()
+                    .and_then(|h| h.soak.as_deref()),
+                Duration::ZERO,
+            );
+            seen.healthy_for = status
+                .health_check
+                .as_ref()
+                .and_then(|h| h.healthy_since.as_ref())
+                .map(|t| since(Some(t)));
+        }
     }
     Ok(seen)
+}
+
+/// `status.healthCheck` for the checks as seen now: the soak counts from the first time all
+/// passed, and a failure during it keeps that time (the next step fails the upgrade on it).
+fn health_record(
+    status: &UpgradeRequestStatus,
+    seen: &Observed,
+    app: Option<&ManagedApp>,
+) -> HealthCheckResult {
+    let since = status
+        .health_check
+        .as_ref()
+        .and_then(|h| h.healthy_since.clone());
+    let healthy_since = match since {
+        Some(t) => Some(t),
+        None if seen.healthy => Some(events::now_time()),
+        None => None,
+    };
+    let failed = health::failed(&seen.health);
+    let (state, message) = match () {
+        _ if !failed.is_empty() => ("Pending", failed.join("; ")),
+        _ if !seen.soak.is_zero() => ("Soaking", "every check passes; soaking".to_string()),
+        _ => ("Passed", "every check passes".to_string()),
+    };
+    HealthCheckResult {
+        status: state.into(),
+        checked_at: Some(events::now_time()),
+        message: Some(message),
+        healthy_since,
+        soak: app
+            .and_then(|a| a.spec.health_check.as_ref())
+            .and_then(|h| h.soak.clone()),
+        checks: seen.health.clone(),
+    }
+}
+
+/// The commit message of the request's version bump (the pull request's title and text in
+/// pull-request mode).
+pub(super) fn bump_message(
+    app: &ManagedApp,
+    plan: &Plan,
+    status: &UpgradeRequestStatus,
+    request: &str,
+    me: &str,
+) -> String {
+    let current = app
+        .status
+        .as_ref()
+        .and_then(|s| s.current_version.clone())
+        .unwrap_or_default();
+    BumpMessage {
+        app: app.name_any(),
+        changes: plan
+            .edits
+            .iter()
+            .map(|e| (e.what.clone(), e.value.clone()))
+            .collect(),
+        previous_version: current.chart,
+        snapshots: status
+            .snapshot
+            .as_ref()
+            .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
+            .unwrap_or_default(),
+        request: request.to_string(),
+        operation: me.to_string(),
+    }
+    .render()
 }
 
 /// The preflight checks, and the diff of the version bump.
@@ -269,10 +405,11 @@ async fn preflight(
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY))
         .cloned();
-    // A failing release does not block: moving to another version is how it is fixed.
+    // A failing release (or workload) does not block: moving to another version is how it is
+    // fixed.
     let release_failing = ready
         .as_ref()
-        .is_some_and(|c| c.reason == "HelmReleaseNotReady");
+        .is_some_and(|c| c.reason == "HelmReleaseNotReady" || c.reason == "WorkloadsNotReady");
     checks.push(PreflightCheck {
         name: "app".into(),
         passed: ready
@@ -340,11 +477,9 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
     let status: UpgradeRequestStatus = req.status.clone().unwrap_or_default();
     let plan = app.as_ref().map(|a| plan::for_request(req, a));
     let seen = observe(req, app.as_ref(), plan.as_ref(), ctx).await?;
-    let pvcs: Vec<String> = app
+    let pvcs = app
         .as_ref()
-        .and_then(|a| a.spec.volume_snapshots.as_ref())
-        .filter(|v| v.enabled)
-        .map(|v| v.pvcs.iter().map(|p| p.name.clone()).collect())
+        .map(operation::snapshot_claims)
         .unwrap_or_default();
     let mut spec = req.spec.clone();
     spec.skip_snapshot |= pvcs.is_empty();
@@ -401,6 +536,10 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             }
             let mut s = serde_json::json!({"phase": phase, "phaseStartedAt": events::now_time(), "observedGeneration": gen_,
                 "message": format!("{phase:?}"), "queue": null});
+            // Leaving Snapshotting means every snapshot is ready: since when, for the record.
+            if status.phase == Some(UpgradePhase::Snapshotting) && status.snapshot.is_some() {
+                s["snapshot"] = serde_json::json!({"readyAt": events::now_time()});
+            }
             if phase == UpgradePhase::Preflight
                 && let (Some(app), Some(plan)) = (&app, &plan)
             {
@@ -484,28 +623,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
             let (git, branch) = git::cluster::for_app(&ctx.client, app).await?;
-            let current = app
-                .status
-                .as_ref()
-                .and_then(|s| s.current_version.clone())
-                .unwrap_or_default();
-            let message = BumpMessage {
-                app: app_name.clone(),
-                changes: plan
-                    .edits
-                    .iter()
-                    .map(|e| (e.what.clone(), e.value.clone()))
-                    .collect(),
-                previous_version: current.chart,
-                snapshots: status
-                    .snapshot
-                    .as_ref()
-                    .map(|s| s.pvcs.iter().map(|p| p.snapshot_name.clone()).collect())
-                    .unwrap_or_default(),
-                request: request.clone(),
-                operation: me.clone(),
-            }
-            .render();
+            let message = bump_message(app, plan, &status, &request, &me);
             let outcome =
                 match commit_version_bump(&git, &branch, &version_edits(plan), &message, &me).await
                 {
@@ -533,12 +651,50 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             record_commit(ctx, req, &status, sha).await
         }
         Step::RecordCommit(sha) => record_commit(ctx, req, &status, Some(sha)).await,
+        Step::OpenPullRequest => {
+            let (Some(app), Some(plan)) = (&app, &plan) else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            super::pull_request::open(ctx, req, app, plan, &status).await
+        }
+        Step::PushToBranch => {
+            let (Some(app), Some(plan)) = (&app, &plan) else {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            };
+            let branch = app
+                .spec
+                .git
+                .as_ref()
+                .and_then(|g| g.branch.clone())
+                .unwrap_or_default();
+            super::pull_request::push_to_branch(ctx, req, app, plan, &status, &branch).await
+        }
+        Step::RecordMerge(sha) => super::pull_request::record_merge(ctx, req, &status, sha).await,
+        Step::ClosePullRequest => match &app {
+            Some(app) => super::pull_request::close(ctx, req, app, &status).await,
+            None => Ok(Action::requeue(Duration::from_secs(1))),
+        },
+        Step::RevertMerge => match &app {
+            Some(app) => super::pull_request::revert(ctx, req, app, &status).await,
+            None => Ok(Action::requeue(Duration::from_secs(1))),
+        },
         // Before Flux applies again, its source fetches the commit.
         Step::Release(hold) => {
             let fetch_for = app.as_ref().filter(|_| phase == UpgradePhase::Reconciling);
             steps::release(ctx, req, &hold, fetch_for).await
         }
         Step::RestartWorkloads => steps::restart(ctx, req, &status.stopped_workloads).await,
+        Step::RecordHealth => {
+            let record = health_record(&status, &seen, app.as_ref());
+            steps::record(
+                ctx,
+                req,
+                "record-health",
+                serde_json::json!({"healthCheck": record}),
+            )
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
         Step::DeleteUnreadySnapshots => {
             let names: Vec<String> = status
                 .snapshot
@@ -573,7 +729,21 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
             }
             steps::wait(ctx, req, why, recheck).await
         }
-        Step::Fail { reason, message } => fail(ctx, req, reason, message).await,
+        Step::Fail { reason, message } => {
+            if reason == "HealthCheckFailed" {
+                let mut record = health_record(&status, &seen, app.as_ref());
+                record.status = "Failed".into();
+                record.message = Some(message.clone());
+                steps::record(
+                    ctx,
+                    req,
+                    "record-health",
+                    serde_json::json!({"healthCheck": record}),
+                )
+                .await?;
+            }
+            fail(ctx, req, reason, message).await
+        }
         Step::RequestRollback => request_rollback(ctx, req, &status).await,
         Step::Succeed => {
             let mut upgrade = status.upgrade.clone().unwrap_or_default();
@@ -585,7 +755,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                     .unwrap_or_else(|| "the new images".into())
             );
             steps::record(ctx, req, "succeed", serde_json::json!({"phase": UpgradePhase::Succeeded, "message": message, "upgrade": upgrade,
-                "healthCheck": {"status": "Healthy", "checkedAt": events::now_time()},
+                "healthCheck": {"status": "Passed", "checkedAt": events::now_time()},
                 "conditions": [complete("True", "Succeeded", &message, gen_)]}))
             .await?;
             if let Some(app) = &app {
@@ -612,7 +782,7 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Records the commit (found after a crash, pushed late, or made now) and enters Reconciling.
-async fn record_commit(
+pub(super) async fn record_commit(
     ctx: &Context,
     req: &UpgradeRequest,
     status: &UpgradeRequestStatus,
@@ -708,7 +878,7 @@ async fn request_rollback(
 }
 
 /// Records `Failed` with a reason and what a person can do; the clean-up steps follow.
-async fn fail(
+pub(super) async fn fail(
     ctx: &Context,
     req: &UpgradeRequest,
     reason: &str,

@@ -7,8 +7,11 @@
 //! status and what is observed now, a controller restarted at any instant picks up where the
 //! last one stopped.
 
+use crate::git::gitea::{PullRequest, PullState};
 use crate::operation::holds::{self, Holder};
-use fluxup_api::{Hold, QueuePosition, UpgradePhase, UpgradeRequestSpec, UpgradeRequestStatus};
+use fluxup_api::{
+    Hold, PreflightCheck, QueuePosition, UpgradePhase, UpgradeRequestSpec, UpgradeRequestStatus,
+};
 use std::time::Duration;
 
 pub use crate::operation::release::Release;
@@ -37,8 +40,14 @@ pub struct Observed {
     /// A commit with this request's trailer is on the branch.
     pub commit: Option<String>,
     pub release: Release,
-    /// The app's workloads (and the optional HTTP check) are healthy.
+    /// Every health check passes (the release, its workloads, the optional HTTP check).
     pub healthy: bool,
+    /// While HealthChecking: each check as seen now, the release's first.
+    pub health: Vec<PreflightCheck>,
+    /// How long the app must stay healthy before the upgrade succeeds (`healthCheck.soak`).
+    pub soak: Duration,
+    /// How long it has been healthy, from `status.healthCheck.healthySince`.
+    pub healthy_for: Option<Duration>,
     /// Time spent in the current phase.
     pub in_phase: Duration,
     /// The ManagedApp stops workloads for snapshots (its `stopWorkloads`, default true).
@@ -51,6 +60,16 @@ pub struct Observed {
     pub auto_rollback: bool,
     /// Some of this request's VolumeSnapshots exist but will not become ready (after a failure).
     pub unready_snapshots: bool,
+    /// The ManagedApp proposes its upgrades as pull requests (`spec.git.pullRequest`).
+    pub pull_request_mode: bool,
+    /// The pull request recorded in status, as the forge reports it now.
+    pub pull_request: Option<PullRequest>,
+    /// How long the ManagedApp waits for a merge.
+    pub merge_timeout: Duration,
+    /// The ManagedApp pushes its bumps to another branch (`spec.git.branch`).
+    pub branch_mode: bool,
+    /// Branch mode: the head of the branch Flux follows, once the pushed commit is on it.
+    pub reached: Option<String>,
 }
 
 /// The one thing to do next.
@@ -71,6 +90,21 @@ pub enum Step {
     StopWorkloads,
     CreateSnapshots,
     CommitVersionBump,
+    /// Pull-request mode: push the bump to the request's own branch and open the pull request
+    /// (or find the one opened before a restart), and record it.
+    OpenPullRequest,
+    /// Branch mode: commit the bump to `spec.git.branch` (once), and record it.
+    PushToBranch,
+    /// The pull request was merged (or, in branch mode, the pushed commit reached the branch
+    /// Flux follows): record the commit Flux will roll out.
+    RecordMerge(String),
+    /// Close this failed request's pull request, so a later merge cannot roll out a version
+    /// no snapshot was taken for.
+    ClosePullRequest,
+    /// The pull request was merged but the upgrade failed before Flux rolled it out: commit
+    /// the previous versions back, so resuming Flux does not roll out an upgrade without its
+    /// snapshots.
+    RevertMerge,
     /// A commit of this request is on the branch (made before a crash, or pushed late): record
     /// it, then roll it out.
     RecordCommit(String),
@@ -79,6 +113,9 @@ pub enum Step {
     Release(Hold),
     /// Scale the workloads this request stopped back to their recorded replicas.
     RestartWorkloads,
+    /// Record the health checks as seen now in `status.healthCheck` (and, when all pass for
+    /// the first time, since when: the soak time counts from there).
+    RecordHealth,
     /// Nothing to do until something changes (the controllers watch what the steps wait for);
     /// look again after `recheck` at the latest.
     Wait {
@@ -107,7 +144,11 @@ impl Step {
     fn is_progress(&self) -> bool {
         matches!(
             self,
-            Step::Enter(_) | Step::RecordCommit(_) | Step::Succeed | Step::Fail { .. }
+            Step::Enter(_)
+                | Step::RecordCommit(_)
+                | Step::RecordMerge(_)
+                | Step::Succeed
+                | Step::Fail { .. }
         )
     }
 }
@@ -118,9 +159,11 @@ pub fn timeout(phase: UpgradePhase, seen: &Observed) -> Duration {
         UpgradePhase::Preflight | UpgradePhase::Suspending | UpgradePhase::Committing => {
             Duration::from_secs(120)
         }
+        UpgradePhase::AwaitingMerge => seen.merge_timeout,
         UpgradePhase::Quiescing => Duration::from_secs(300),
         UpgradePhase::Snapshotting => seen.snapshot_timeout,
-        UpgradePhase::Reconciling | UpgradePhase::HealthChecking => seen.health_timeout,
+        UpgradePhase::Reconciling => seen.health_timeout,
+        UpgradePhase::HealthChecking => seen.health_timeout.saturating_add(seen.soak),
         _ => Duration::MAX,
     }
 }
@@ -130,6 +173,25 @@ fn wait(why: impl Into<String>, seconds: u64) -> Step {
         why: why.into(),
         recheck: Duration::from_secs(seconds),
     }
+}
+
+/// The health checks that do not pass, in words.
+fn failed_checks(seen: &Observed) -> String {
+    let failed = crate::operation::health::failed(&seen.health);
+    if failed.is_empty() {
+        "no check was seen".into()
+    } else {
+        failed.join("; ")
+    }
+}
+
+/// Whether status says something other than what is seen now: another result of a check, or
+/// all passing without `healthySince` (the soak's start) recorded.
+fn health_changed(status: &UpgradeRequestStatus, seen: &Observed) -> bool {
+    let recorded = status.health_check.as_ref();
+    let checks = recorded.map_or(&[][..], |h| &h.checks[..]);
+    checks != seen.health.as_slice()
+        || (seen.healthy && !seen.soak.is_zero() && seen.healthy_for.is_none())
 }
 
 pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observed) -> Step {
@@ -143,8 +205,18 @@ pub fn decide(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &O
         && !step.is_progress()
     {
         let limit = timeout(phase, seen).as_secs();
+        if phase == HealthChecking {
+            return Step::Fail {
+                reason: "HealthCheckFailed",
+                message: format!(
+                    "the app was not healthy within {limit} s: {}; a rollback restores the data taken before",
+                    failed_checks(seen)
+                ),
+            };
+        }
         let hint = match phase {
             Snapshotting => "check the VolumeSnapshots' events and the CSI driver",
+            AwaitingMerge => "nobody merged the pull request; FluxUp closes it and resumes Flux",
             Reconciling | HealthChecking => {
                 "check the HelmRelease and the app's pods; a rollback restores the data taken before"
             }
@@ -208,9 +280,48 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
         Suspending => match holds::next_to_take(&seen.holders) {
             Some(Ok(hold)) => Step::Take(hold),
             Some(Err(why)) => wait(format!("waiting: {why}"), 3),
-            None if skip_snapshot => Step::Enter(Committing),
-            None if seen.stop_workloads && seen.workloads_to_stop > 0 => Step::Enter(Quiescing),
-            None => Step::Enter(Snapshotting),
+            // Flux is held, so the merge rolls nothing out until the snapshots are taken.
+            None if seen.pull_request_mode || seen.branch_mode => Step::Enter(AwaitingMerge),
+            None => before_snapshots(skip_snapshot, seen),
+        },
+        AwaitingMerge if seen.branch_mode => match (&status.pushed, &seen.reached) {
+            (None, _) => Step::PushToBranch,
+            (Some(p), _) if p.reached_as.is_some() => before_snapshots(skip_snapshot, seen),
+            (Some(_), Some(head)) => Step::RecordMerge(head.clone()),
+            (Some(p), None) => wait(
+                format!(
+                    "waiting for commit {} on branch {} to reach the branch Flux follows",
+                    short(&p.commit),
+                    p.branch
+                ),
+                15,
+            ),
+        },
+        AwaitingMerge => match (&status.pull_request, &seen.pull_request) {
+            (None, _) => Step::OpenPullRequest,
+            (Some(pr), _) if pr.merge_commit.is_some() => before_snapshots(skip_snapshot, seen),
+            (Some(_), Some(live)) if live.state == PullState::Merged => match &live.merge_commit {
+                Some(sha) => Step::RecordMerge(sha.clone()),
+                None => wait(
+                    "the pull request is merged; waiting for its merge commit",
+                    5,
+                ),
+            },
+            (Some(pr), Some(live)) if live.state == PullState::Closed => Step::Fail {
+                reason: "PullRequestClosed",
+                message: format!(
+                    "pull request #{} was closed without being merged; nothing was committed \
+                     to the branch Flux follows",
+                    pr.number
+                ),
+            },
+            (Some(pr), _) => wait(
+                format!(
+                    "waiting for a person to merge pull request #{} ({})",
+                    pr.number, pr.url
+                ),
+                15,
+            ),
         },
         // Idempotent: records what is not recorded yet, marks and scales what is not at zero.
         // (With nothing left to stop it enters Snapshotting itself.)
@@ -225,6 +336,17 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
                 message: format!("a snapshot failed, so nothing was committed: {why}"),
             },
             Snapshots::Ready => Step::Enter(Committing),
+        },
+        // The merge made the commit; a person's merge of FluxUp's branch is the bump.
+        Committing if merge_commit(status).is_some() => {
+            Step::RecordCommit(merge_commit(status).unwrap_or_default())
+        }
+        Committing if seen.pull_request_mode || seen.branch_mode => Step::Fail {
+            reason: "GitFailed",
+            message: "the app proposes upgrades as pull requests (or on another branch), but \
+                      this upgrade's bump has not reached the branch Flux follows; nothing was \
+                      committed to it"
+                .into(),
         },
         Committing => match &seen.commit {
             Some(sha) => Step::RecordCommit(sha.clone()),
@@ -248,12 +370,57 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
             _ => wait("waiting for Flux to roll out the new version", 10),
         },
         HealthChecking if seen.workloads_held => Step::RestartWorkloads,
-        HealthChecking if seen.healthy => Step::Succeed,
-        HealthChecking => wait("waiting for the app to be healthy", 10),
+        HealthChecking if health_changed(status, seen) => Step::RecordHealth,
+        HealthChecking => match seen.healthy_for {
+            _ if seen.healthy && seen.soak.is_zero() => Step::Succeed,
+            Some(healthy) if seen.healthy && healthy >= seen.soak => Step::Succeed,
+            Some(healthy) if seen.healthy => Step::Wait {
+                why: format!(
+                    "healthy; soaking for {} s more before the upgrade counts",
+                    (seen.soak - healthy).as_secs()
+                ),
+                recheck: (seen.soak - healthy).min(Duration::from_secs(10)),
+            },
+            // The soak began: a check that fails now fails the upgrade.
+            Some(healthy) if !seen.soak.is_zero() => Step::Fail {
+                reason: "HealthCheckFailed",
+                message: format!(
+                    "the app was healthy for {} s of its {} s soak, then: {}; a rollback restores the data taken before",
+                    healthy.as_secs(),
+                    seen.soak.as_secs(),
+                    failed_checks(seen)
+                ),
+            },
+            _ => wait(
+                format!("waiting for the app to be healthy: {}", failed_checks(seen)),
+                10,
+            ),
+        },
         // Whatever ended the request, nothing it holds stays held — and nothing else is
         // touched. First, as it needs nothing but the request: a snapshot still being taken
         // keeps its claim from being deleted, which a rollback may need.
         Failed if seen.unready_snapshots => Step::DeleteUnreadySnapshots,
+        // Before Flux is resumed: an open pull request is closed, and a merged one that was
+        // never rolled out is reverted.
+        Failed
+            if seen
+                .pull_request
+                .as_ref()
+                .is_some_and(|p| p.state == PullState::Open) =>
+        {
+            Step::ClosePullRequest
+        }
+        Failed
+            if merged(status, seen)
+                && !seen.app_missing
+                && status
+                    .upgrade
+                    .as_ref()
+                    .is_none_or(|u| u.git_commit.is_none())
+                && !reverted(status) =>
+        {
+            Step::RevertMerge
+        }
         Failed | Succeeded | RolledBack if holds::next_to_release(&seen.holders).is_some() => {
             Step::Release(holds::next_to_release(&seen.holders).unwrap_or_default())
         }
@@ -271,6 +438,55 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
         }
         Failed | Succeeded | RolledBack => Step::Done,
     }
+}
+
+/// After the holds (and, in pull-request mode, the merge): stop the workloads and take the
+/// snapshots, or go straight to the commit when there are none.
+fn before_snapshots(skip_snapshot: bool, seen: &Observed) -> Step {
+    use UpgradePhase::*;
+    if skip_snapshot {
+        Step::Enter(Committing)
+    } else if seen.stop_workloads && seen.workloads_to_stop > 0 {
+        Step::Enter(Quiescing)
+    } else {
+        Step::Enter(Snapshotting)
+    }
+}
+
+/// The commit the merge of the request's pull request made (in branch mode: the head of the
+/// branch Flux follows once the pushed commit reached it), as recorded.
+fn merge_commit(status: &UpgradeRequestStatus) -> Option<String> {
+    status
+        .pull_request
+        .as_ref()
+        .and_then(|p| p.merge_commit.clone())
+        .or_else(|| status.pushed.as_ref().and_then(|p| p.reached_as.clone()))
+}
+
+/// Whether the request's bump reached the branch Flux follows, as recorded or as seen now.
+fn merged(status: &UpgradeRequestStatus, seen: &Observed) -> bool {
+    merge_commit(status).is_some()
+        || seen.reached.is_some()
+        || seen
+            .pull_request
+            .as_ref()
+            .is_some_and(|p| p.state == PullState::Merged)
+}
+
+/// Whether the previous versions were committed back after a merge that was never rolled out.
+fn reverted(status: &UpgradeRequestStatus) -> bool {
+    status
+        .pull_request
+        .as_ref()
+        .is_some_and(|p| p.revert_commit.is_some())
+        || status
+            .pushed
+            .as_ref()
+            .is_some_and(|p| p.revert_commit.is_some())
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }
 
 #[cfg(test)]
@@ -334,6 +550,92 @@ mod tests {
 
     /// (phase, workloads stopped by this request, adjust what is observed, expected step)
     type Row = (UpgradePhase, bool, fn(&mut Observed), Step);
+
+    #[test]
+    fn health_is_recorded_check_by_check_then_soaked_before_it_succeeds() {
+        use crate::operation::health::check;
+        let spec = UpgradeRequestSpec::default();
+        let release = check("release", true, "HelmRelease web/web is Ready at 1.1.0");
+        let answered = |code: u16| {
+            check(
+                "http",
+                code == 200,
+                format!("GET /healthz on Service web/web:80 answered {code}"),
+            )
+        };
+        let seeing = |http: u16, soak: u64, healthy_for: Option<u64>| {
+            let mut o = seen();
+            o.release = Release::ReadyAtTarget;
+            o.health = vec![release.clone(), answered(http)];
+            o.healthy = http == 200;
+            o.soak = Duration::from_secs(soak);
+            o.healthy_for = healthy_for.map(Duration::from_secs);
+            o
+        };
+        let recorded = |http: u16| {
+            let mut s = status(HealthChecking, false);
+            s.health_check = Some(fluxup_api::HealthCheckResult {
+                checks: vec![release.clone(), answered(http)],
+                ..Default::default()
+            });
+            s
+        };
+        let d = |s: &UpgradeRequestStatus, o: &Observed| decide(&spec, s, o);
+
+        // What is seen is recorded first, so the page shows each check.
+        assert_eq!(
+            d(&status(HealthChecking, false), &seeing(500, 0, None)),
+            Step::RecordHealth
+        );
+        assert_eq!(
+            d(&recorded(500), &seeing(500, 0, None)),
+            wait(
+                "waiting for the app to be healthy: GET /healthz on Service web/web:80 answered 500",
+                10
+            )
+        );
+        // Not healthy within the timeout: failed, saying which check and what it saw.
+        let mut late = seeing(500, 0, None);
+        late.in_phase = Duration::from_secs(301);
+        let Step::Fail { reason, message } = d(&recorded(500), &late) else {
+            panic!("a late health check fails the upgrade");
+        };
+        assert_eq!(reason, "HealthCheckFailed");
+        assert!(
+            message.contains(
+                "not healthy within 300 s: GET /healthz on Service web/web:80 answered 500"
+            ),
+            "{message}"
+        );
+
+        // Without a soak, healthy is done; with one, its start is recorded, then it is waited.
+        assert_eq!(d(&recorded(200), &seeing(200, 0, None)), Step::Succeed);
+        assert_eq!(
+            d(&recorded(200), &seeing(200, 60, None)),
+            Step::RecordHealth
+        );
+        let soaking = d(&recorded(200), &seeing(200, 60, Some(20)));
+        assert!(
+            matches!(&soaking, Step::Wait { why, recheck } if why.contains("40 s more") && *recheck == Duration::from_secs(10)),
+            "{soaking:?}"
+        );
+        assert_eq!(d(&recorded(200), &seeing(200, 60, Some(60))), Step::Succeed);
+        // The soak extends the phase's time: past the health timeout, within it plus the soak.
+        let mut long = seeing(200, 120, Some(100));
+        long.in_phase = Duration::from_secs(350);
+        assert!(matches!(d(&recorded(200), &long), Step::Wait { .. }));
+
+        // A check that fails during the soak is recorded, then fails the upgrade at once.
+        assert_eq!(
+            d(&recorded(200), &seeing(500, 60, Some(20))),
+            Step::RecordHealth
+        );
+        let Step::Fail { reason, message } = d(&recorded(500), &seeing(500, 60, Some(20))) else {
+            panic!("a failure during the soak fails the upgrade");
+        };
+        assert_eq!(reason, "HealthCheckFailed");
+        assert!(message.contains("healthy for 20 s of its 60 s soak, then: GET /healthz on Service web/web:80 answered 500"), "{message}");
+    }
 
     #[test]
     fn each_phase_moves_on_only_when_its_work_is_done() {
@@ -705,5 +1007,185 @@ mod tests {
             decide(&dry, &status(Preflight, false), &seen()),
             Step::FinishDryRun
         );
+    }
+
+    fn live(state: PullState, merge_commit: Option<&str>) -> Option<PullRequest> {
+        Some(PullRequest {
+            number: 7,
+            url: "https://git.example.com/fleet/pulls/7".into(),
+            state,
+            merge_commit: merge_commit.map(str::to_string),
+        })
+    }
+
+    fn with_pr(phase: UpgradePhase, merge_commit: Option<&str>) -> UpgradeRequestStatus {
+        UpgradeRequestStatus {
+            pull_request: Some(fluxup_api::PullRequestRecord {
+                number: 7,
+                url: "https://git.example.com/fleet/pulls/7".into(),
+                branch: "fluxup/web-1-abcd".into(),
+                state: "open".into(),
+                merge_commit: merge_commit.map(str::to_string),
+                revert_commit: None,
+            }),
+            ..status(phase, false)
+        }
+    }
+
+    #[test]
+    fn a_pull_request_is_merged_before_the_snapshots_and_its_merge_is_what_rolls_out() {
+        let spec = UpgradeRequestSpec::default();
+        let mut o = seen();
+        held(&mut o);
+        o.pull_request_mode = true;
+        // Flux is held first, so the merge rolls nothing out yet; nothing is stopped.
+        assert_eq!(
+            decide(&spec, &status(Suspending, false), &o),
+            Step::Enter(AwaitingMerge)
+        );
+        assert_eq!(
+            decide(&spec, &status(AwaitingMerge, false), &o),
+            Step::OpenPullRequest
+        );
+        o.pull_request = live(PullState::Open, None);
+        assert!(matches!(
+            decide(&spec, &with_pr(AwaitingMerge, None), &o),
+            Step::Wait { why, .. } if why.contains("merge pull request #7")
+        ));
+        // Merged: the merge commit is recorded, then the workloads stop and snapshots are taken.
+        o.pull_request = live(PullState::Merged, Some("m1"));
+        assert_eq!(
+            decide(&spec, &with_pr(AwaitingMerge, None), &o),
+            Step::RecordMerge("m1".into())
+        );
+        assert_eq!(
+            decide(&spec, &with_pr(AwaitingMerge, Some("m1")), &o),
+            Step::Enter(Quiescing)
+        );
+        // After the snapshots, the merge commit is the upgrade's commit: FluxUp pushes none.
+        assert_eq!(
+            decide(&spec, &with_pr(Committing, Some("m1")), &o),
+            Step::RecordCommit("m1".into())
+        );
+        assert!(matches!(
+            decide(&spec, &status(Committing, false), &o),
+            Step::Fail {
+                reason: "GitFailed",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_pull_request_closed_unmerged_or_never_merged_fails_and_is_closed_before_flux_resumes() {
+        let spec = UpgradeRequestSpec::default();
+        let mut o = seen();
+        held(&mut o);
+        o.pull_request_mode = true;
+        o.merge_timeout = Duration::from_secs(3600);
+        o.pull_request = live(PullState::Closed, None);
+        assert!(matches!(
+            decide(&spec, &with_pr(AwaitingMerge, None), &o),
+            Step::Fail {
+                reason: "PullRequestClosed",
+                ..
+            }
+        ));
+        // Nobody merged in time: the upgrade fails, the pull request is closed, then Flux is
+        // resumed.
+        o.pull_request = live(PullState::Open, None);
+        o.in_phase = Duration::from_secs(3601);
+        assert!(matches!(
+            decide(&spec, &with_pr(AwaitingMerge, None), &o),
+            Step::Fail {
+                reason: "Timeout",
+                ..
+            }
+        ));
+        o.in_phase = Duration::ZERO;
+        assert_eq!(
+            decide(&spec, &with_pr(Failed, None), &o),
+            Step::ClosePullRequest
+        );
+        o.pull_request = live(PullState::Closed, None);
+        assert_eq!(
+            decide(&spec, &with_pr(Failed, None), &o),
+            Step::Release(hold("Kustomization"))
+        );
+    }
+
+    #[test]
+    fn a_merge_never_rolled_out_is_reverted_before_flux_resumes() {
+        let spec = UpgradeRequestSpec::default();
+        let mut o = seen();
+        held(&mut o);
+        o.pull_request_mode = true;
+        // Merged, then the snapshot failed: Git holds a version with no snapshot behind it.
+        o.pull_request = live(PullState::Merged, Some("m1"));
+        let mut failed = with_pr(Failed, Some("m1"));
+        assert_eq!(decide(&spec, &failed, &o), Step::RevertMerge);
+        if let Some(pr) = failed.pull_request.as_mut() {
+            pr.revert_commit = Some("r1".into());
+        }
+        assert_eq!(
+            decide(&spec, &failed, &o),
+            Step::Release(hold("Kustomization"))
+        );
+        // Rolled out (the merge is the upgrade's commit): a failure then is a rollback's to
+        // undo, not a revert's.
+        let mut rolled_out = with_pr(Failed, Some("m1"));
+        rolled_out.upgrade = Some(fluxup_api::UpgradeRecord {
+            git_commit: Some("m1".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            decide(&spec, &rolled_out, &o),
+            Step::Release(hold("Kustomization"))
+        );
+    }
+
+    #[test]
+    fn in_branch_mode_the_bump_rolls_out_once_it_reaches_the_branch_flux_follows() {
+        let spec = UpgradeRequestSpec::default();
+        let mut o = seen();
+        held(&mut o);
+        o.branch_mode = true;
+        assert_eq!(
+            decide(&spec, &status(Suspending, false), &o),
+            Step::Enter(AwaitingMerge)
+        );
+        assert_eq!(
+            decide(&spec, &status(AwaitingMerge, false), &o),
+            Step::PushToBranch
+        );
+        let mut pushed = UpgradeRequestStatus {
+            pushed: Some(fluxup_api::PushedCommit {
+                branch: "staging".into(),
+                commit: "c0ffee0123456789".into(),
+                ..Default::default()
+            }),
+            ..status(AwaitingMerge, false)
+        };
+        assert!(matches!(
+            decide(&spec, &pushed, &o),
+            Step::Wait { why, .. } if why.contains("c0ffee012345 on branch staging")
+        ));
+        o.reached = Some("head1".into());
+        assert_eq!(
+            decide(&spec, &pushed, &o),
+            Step::RecordMerge("head1".into())
+        );
+        if let Some(p) = pushed.pushed.as_mut() {
+            p.reached_as = Some("head1".into());
+        }
+        assert_eq!(decide(&spec, &pushed, &o), Step::Enter(Quiescing));
+        pushed.phase = Some(Committing);
+        assert_eq!(
+            decide(&spec, &pushed, &o),
+            Step::RecordCommit("head1".into())
+        );
+        // Failed after it reached the branch and before the rollout: put the versions back.
+        pushed.phase = Some(Failed);
+        assert_eq!(decide(&spec, &pushed, &o), Step::RevertMerge);
     }
 }

@@ -5,3 +5,4 @@
 pub mod controller;
 pub mod decide;
 pub mod preflight;
+pub mod pull_request;

@@ -2,9 +2,11 @@
 //! with a timeline of their phases, and checking what a person would check afterwards.
 #![allow(dead_code)] // each test file uses part of it
 
+pub mod radarr;
+
 use anyhow::Context as _;
 use fluxup_api::flux::{HelmRelease, Kustomization};
-use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
+use fluxup_api::{ManagedApp, RollbackPhase, RollbackRequest, UpgradePhase, UpgradeRequest};
 use fluxup_operator::managed_app::resolve::without_flux_digest;
 use fluxup_operator::{Scope, upgrade};
 use fluxup_sandbox::{Sandbox, eventually};
@@ -545,4 +547,84 @@ pub fn write_data(dir: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("db"))?;
     std::fs::write(dir.join("db/rows.txt"), text)?;
     Ok(())
+}
+
+/// Creates RollbackRequest `namespace/name` undoing UpgradeRequest `upgrade`.
+pub async fn create_rollback(
+    sb: &Sandbox,
+    namespace: &str,
+    name: &str,
+    upgrade: &str,
+) -> anyhow::Result<()> {
+    let req: RollbackRequest = serde_json::from_value(json!({
+        "apiVersion": "fluxup.dev/v1alpha1", "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": {"upgradeRequestRef": {"name": upgrade}},
+    }))?;
+    Api::<RollbackRequest>::namespaced(sb.client.clone(), namespace)
+        .create(&PostParams::default(), &req)
+        .await?;
+    Ok(())
+}
+
+pub async fn rollback_phase(
+    sb: &Sandbox,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<RollbackRequest> {
+    Ok(
+        Api::<RollbackRequest>::namespaced(sb.client.clone(), namespace)
+            .get(name)
+            .await?,
+    )
+}
+
+/// Follows RollbackRequest `namespace/name` to its end; returns it and its phase timeline.
+pub async fn follow_rollback(
+    sb: &Sandbox,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<(RollbackRequest, Vec<(RollbackPhase, Duration)>)> {
+    let started = Instant::now();
+    let mut timeline: Vec<(RollbackPhase, Duration)> = Vec::new();
+    loop {
+        let req = rollback_phase(sb, namespace, name).await?;
+        let phase = req
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        if timeline.last().map(|(p, _)| *p) != Some(phase) {
+            timeline.push((phase, started.elapsed()));
+        }
+        if phase.is_terminal() {
+            return Ok((req, timeline));
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "rollback {name} stuck in {phase:?}: {:?}",
+            req.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn rollback_timeline_text(timeline: &[(RollbackPhase, Duration)]) -> String {
+    timeline
+        .iter()
+        .map(|(p, t)| format!("{p:?} {:.1} s", t.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A client acting as `user` (impersonated by the harness's admin), as the API server sees a
+/// person who logged in.
+pub async fn as_person(sb: &Sandbox, user: &str) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig = Kubeconfig::read_from(sb.env("KUBECONFIG")?)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.auth_info.impersonate = Some(user.into());
+    config.auth_info.impersonate_groups = Some(vec!["system:authenticated".into()]);
+    Ok(kube::Client::try_from(config)?)
 }
