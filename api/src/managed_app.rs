@@ -207,6 +207,32 @@ pub struct ChartPolicy {
     pub git: Option<GitLocation>,
 }
 
+/// How far a person pins a part from the dashboard ("stay on this major/minor").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Stay {
+    Major,
+    Minor,
+}
+
+/// The constraint that keeps a part on the major or minor of `current`, in Helm's wildcard form
+/// (`12.x`, `12.4.x`), or `None` when `current` does not start with a version (`latest`).
+pub fn stay_on(current: &str, stay: Stay) -> Option<String> {
+    let core = current.trim().trim_start_matches(['v', 'V']);
+    let core = core.split(['-', '+']).next().unwrap_or_default();
+    let mut parts = core.split('.');
+    let number = |p: Option<&str>| {
+        p.filter(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u64>().ok())
+    };
+    let major = number(parts.next())?;
+    let minor = number(parts.next()).unwrap_or(0);
+    Some(match stay {
+        Stay::Major => format!("{major}.x"),
+        Stay::Minor => format!("{major}.{minor}.x"),
+    })
+}
+
 /// Rules for one container image.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

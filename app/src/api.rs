@@ -139,18 +139,21 @@ pub async fn create_app(namespace: String, name: String) -> Result<AppRow, Serve
         .map_err(|r| ServerFnError::new(r.message))
 }
 
-/// Skips `version` of `part` (`chart` or an image) for app `namespace/name`: it is held back from
-/// then on (`spec.versionPolicy…skip`), as the person.
-#[server(endpoint = "skip_version")]
-pub async fn skip_version(
+/// Changes the version policy of `part` (`chart` or an image) for app `namespace/name` as the
+/// person: `change` is a [`crate::model::PolicyChange`] in JSON (skip, unskip, stay on a major
+/// or minor, unpin), stored in `spec.versionPolicy`.
+#[server(endpoint = "change_version_policy")]
+pub async fn change_version_policy(
     namespace: String,
     name: String,
     part: String,
-    version: String,
+    change: String,
 ) -> Result<(), ServerFnError> {
     let (backend, viewer) = context()?;
+    let change: crate::model::PolicyChange =
+        serde_json::from_str(&change).map_err(|e| ServerFnError::new(e.to_string()))?;
     backend
-        .skip_version(&viewer, &namespace, &name, &part, &version)
+        .change_policy(&viewer, &namespace, &name, &part, &change)
         .await
         .map_err(|r| ServerFnError::new(r.message))
 }

@@ -701,44 +701,80 @@ impl Backend {
         Ok(AppRow::from(&created))
     }
 
-    /// Adds `version` to the skip list of `part` (`chart` or an image's name) in ManagedApp
+    /// Changes the version policy of `part` (`chart` or a running image's name) in ManagedApp
     /// `namespace/app`, as the person: kubectl shows it in the spec, and the controller holds
-    /// that version back from then on. A concurrent change of the app is refused, not merged.
-    pub async fn skip_version(
+    /// back what it excludes from then on. A concurrent change of the app is refused, not merged.
+    pub async fn change_policy(
         &self,
         viewer: &Viewer,
         namespace: &str,
         app: &str,
         part: &str,
-        version: &str,
+        change: &crate::model::PolicyChange,
     ) -> Result<(), Refusal> {
-        if version.trim().is_empty() || version.len() > 128 {
-            return Err(Refusal::new(422, "no version to skip"));
+        use crate::model::PolicyChange;
+        if let PolicyChange::Skip { version } | PolicyChange::Unskip { version } = change
+            && (version.trim().is_empty() || version.len() > 128)
+        {
+            return Err(Refusal::new(422, "no version given"));
         }
         let api = Api::<ManagedApp>::namespaced(self.client_for(viewer)?, namespace);
         let mut current = api.get(app).await?;
+        let running = current
+            .status
+            .as_ref()
+            .and_then(|s| s.current_version.clone())
+            .unwrap_or_default();
         let policy = current
             .spec
             .version_policy
             .get_or_insert_with(Default::default);
-        let skip = if part == "chart" {
-            &mut policy.chart.get_or_insert_with(Default::default).skip
+        let (running, constraint, skip) = if part == "chart" {
+            let chart = policy.chart.get_or_insert_with(Default::default);
+            (running.chart, &mut chart.constraint, &mut chart.skip)
         } else {
+            // Only an image the app runs or already has rules for: the name is the person's
+            // input, and the spec is no place for made-up entries.
+            let tag = running
+                .images
+                .iter()
+                .find(|i| i.name == part)
+                .map(|i| i.tag.clone());
+            if tag.is_none() && !policy.images.iter().any(|i| i.name == part) {
+                return Err(Refusal::new(422, format!("the app runs no image {part:?}")));
+            }
             if !policy.images.iter().any(|i| i.name == part) {
                 policy.images.push(fluxup_api::ImagePolicy {
                     name: part.to_string(),
                     ..Default::default()
                 });
             }
-            &mut policy
+            let rule = policy
                 .images
                 .iter_mut()
                 .find(|i| i.name == part)
-                .ok_or_else(|| Refusal::new(422, "no such image"))?
-                .skip
+                .ok_or_else(|| Refusal::new(422, "no such image"))?;
+            (tag.flatten(), &mut rule.constraint, &mut rule.skip)
         };
-        if !skip.iter().any(|v| v == version) {
-            skip.push(version.to_string());
+        match change {
+            PolicyChange::Skip { version } => {
+                if !skip.iter().any(|v| v == version) {
+                    skip.push(version.to_string());
+                }
+            }
+            PolicyChange::Unskip { version } => skip.retain(|v| v != version),
+            PolicyChange::StayOn { on } => {
+                let running = running.ok_or_else(|| {
+                    Refusal::new(409, "FluxUp has not read the version running now yet")
+                })?;
+                *constraint = Some(fluxup_api::stay_on(&running, *on).ok_or_else(|| {
+                    Refusal::new(
+                        422,
+                        format!("{running:?} is not a version a range can keep it on"),
+                    )
+                })?);
+            }
+            PolicyChange::Unpin => *constraint = None,
         }
         api.replace(app, &PostParams::default(), &current).await?;
         Ok(())

@@ -3,7 +3,7 @@
 //! types, and unit-tested) and sent to the browser by server functions and the live feed.
 
 use fluxup_api::{
-    ManagedApp, RollbackPhase, RollbackRequest, UpdateType, UpgradePhase, UpgradeRequest,
+    ManagedApp, RollbackPhase, RollbackRequest, Stay, UpdateType, UpgradePhase, UpgradeRequest,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
@@ -105,12 +105,16 @@ pub fn state_words(state: &str) -> String {
 /// Why an update is held back, in the page's words: the policy's field names are kubectl's
 /// (`a minor update; autoUpdate is patch`).
 pub fn held_back_words(reason: &str) -> String {
-    match reason.split_once("; autoUpdate is ") {
-        Some((jump, allowed)) => {
-            format!("{jump}, larger than the version policy allows (up to {allowed})")
-        }
-        None => reason.to_string(),
+    if let Some((jump, allowed)) = reason.split_once("; autoUpdate is ") {
+        return format!("{jump}, larger than the version policy allows (up to {allowed})");
     }
+    if let Some(range) = reason.strip_prefix("outside the constraint ") {
+        return format!(
+            "outside the range it is pinned to ({})",
+            range.trim_matches('"')
+        );
+    }
+    reason.to_string()
 }
 
 /// What a condition of the app means, as a question the page answers yes or no.
@@ -340,6 +344,8 @@ pub struct AppDetail {
     pub changelog_url: Option<String>,
     pub source_url: Option<String>,
     pub held_back: Vec<HeldBack>,
+    /// What a person pinned or skipped, per part (the chart first, then each image).
+    pub policy: Vec<PartPolicy>,
     pub conditions: Vec<ConditionLine>,
     /// The release's workloads, each with how many replicas are ready, in words.
     pub workloads: Vec<WorkloadLine>,
@@ -358,6 +364,36 @@ pub struct ImageLine {
     pub available: Option<String>,
     /// The size of the jump to `available`.
     pub update_type: Option<String>,
+}
+
+/// One part's pin and skips, from the ManagedApp's `versionPolicy`, with the ranges the page
+/// offers to pin it to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PartPolicy {
+    /// `chart`, or an image's name.
+    pub part: String,
+    /// The range it must stay in (`versionPolicy…constraint`).
+    pub constraint: Option<String>,
+    /// Versions a person skipped.
+    pub skip: Vec<String>,
+    /// "Stay on 12.x" and "Stay on 12.4.x" for the version running now, where it is one.
+    pub stay_major: Option<String>,
+    pub stay_minor: Option<String>,
+}
+
+/// A change a person makes to one part's version policy, from the page or `POST
+/// /api/v1/apps/{namespace}/{name}/policy`; stored in the ManagedApp's spec, as the person.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum PolicyChange {
+    /// Never offer this version.
+    Skip { version: String },
+    /// Offer a skipped version again.
+    Unskip { version: String },
+    /// Offer only versions on the running version's major (`12.x`) or minor (`12.4.x`).
+    StayOn { on: Stay },
+    /// Offer any version again (removes the range).
+    Unpin,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -440,6 +476,7 @@ impl AppDetail {
                     reason: held_back_words(&h.reason),
                 })
                 .collect(),
+            policy: part_policies(app),
             conditions: status
                 .conditions
                 .iter()
@@ -464,6 +501,37 @@ impl AppDetail {
             can_roll_back: false,
         }
     }
+}
+
+/// The chart's and each running image's pins and skips (a part with none is listed too, so the
+/// page can offer to pin it).
+fn part_policies(app: &ManagedApp) -> Vec<PartPolicy> {
+    let policy = app.spec.version_policy.clone().unwrap_or_default();
+    let current = app
+        .status
+        .as_ref()
+        .and_then(|s| s.current_version.clone())
+        .unwrap_or_default();
+    let chart = policy.chart.unwrap_or_default();
+    let stay = |v: Option<&str>, on| v.and_then(|v| fluxup_api::stay_on(v, on));
+    let mut out = vec![PartPolicy {
+        part: "chart".into(),
+        constraint: chart.constraint,
+        skip: chart.skip,
+        stay_major: stay(current.chart.as_deref(), Stay::Major),
+        stay_minor: stay(current.chart.as_deref(), Stay::Minor),
+    }];
+    for image in &current.images {
+        let rule = policy.images.iter().find(|p| p.name == image.name);
+        out.push(PartPolicy {
+            part: image.name.clone(),
+            constraint: rule.and_then(|r| r.constraint.clone()),
+            skip: rule.map(|r| r.skip.clone()).unwrap_or_default(),
+            stay_major: stay(image.tag.as_deref(), Stay::Major),
+            stay_minor: stay(image.tag.as_deref(), Stay::Minor),
+        });
+    }
+    out
 }
 
 /// The versions the picker offers: the policy's best first, then every other version of the
@@ -1098,6 +1166,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_page_shows_each_parts_pin_and_skips_and_offers_ranges_of_what_runs() {
+        let app: ManagedApp = serde_json::from_value(json!({
+            "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"helmReleaseRef": {"name": "web"}, "kustomizationRef": {"name": "web"},
+                     "versionPolicy": {"chart": {"skip": ["12.5.0"]},
+                                       "images": [{"name": "nginx", "constraint": ">=1.21.0"}]}},
+            "status": {"currentVersion": {"chart": "12.4.1", "images": [
+                {"name": "nginx", "tag": "1.21.5"}, {"name": "sidecar", "tag": "latest"}]}},
+        }))
+        .unwrap();
+        let parts = part_policies(&app);
+        let got: Vec<_> = parts
+            .iter()
+            .map(|p| {
+                (
+                    p.part.as_str(),
+                    p.constraint.as_deref(),
+                    p.skip.clone(),
+                    p.stay_major.as_deref(),
+                    p.stay_minor.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "chart",
+                    None,
+                    vec!["12.5.0".to_string()],
+                    Some("12.x"),
+                    Some("12.4.x")
+                ),
+                (
+                    "nginx",
+                    Some(">=1.21.0"),
+                    vec![],
+                    Some("1.x"),
+                    Some("1.21.x")
+                ),
+                // A tag that is not a version cannot be kept on a major.
+                ("sidecar", None, vec![], None, None),
+            ]
+        );
+        let change: PolicyChange =
+            serde_json::from_value(json!({"action": "stayOn", "on": "minor"})).unwrap();
+        assert_eq!(change, PolicyChange::StayOn { on: Stay::Minor });
+    }
+
     fn row_of(status: serde_json::Value) -> AppRow {
         let app: ManagedApp = serde_json::from_value(json!({
             "apiVersion": "fluxup.dev/v1alpha1", "kind": "ManagedApp",
@@ -1184,8 +1303,8 @@ mod tests {
             "a minor update, larger than the version policy allows (up to patch)"
         );
         assert_eq!(
-            held_back_words("outside the constraint \">=2\""),
-            "outside the constraint \">=2\""
+            held_back_words("outside the constraint \"1.0.x\""),
+            "outside the range it is pinned to (1.0.x)"
         );
     }
 

@@ -164,6 +164,28 @@ test('without a login: pages send to the login, APIs answer 401, nothing is crea
   assert.equal(call.status, 401);
   assert.equal(await wsStatus({ origin: server.url }), 401);
   assert.equal(upgradeCount(), before, 'nothing created');
+
+  // The version policy, as the caller: a viewer and bad bodies are refused with the spec unchanged.
+  const policyOf = () => JSON.stringify(JSON.parse(kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'json'])).spec.versionPolicy ?? {});
+  const policy = (token, body) => fetch(`${api}/apps/${NS}/${APP}/policy`, { method: 'POST', headers: as(token), body: JSON.stringify(body) });
+  const untouched = policyOf();
+  for (const [res, status] of [
+    [await policy(await idToken(sandbox.VIEWER_USER), { part: 'chart', action: 'skip', version: '9.9.9' }), 403],
+    [await policy(operatorToken, { part: 'chart', action: 'forget' }), 422],
+    [await policy(operatorToken, { part: 'chart', action: 'skip', version: ' ' }), 422],
+    [await policy(operatorToken, { part: 'example.com/not-an-image-it-runs', action: 'skip', version: '1.0.0' }), 422],
+  ]) {
+    assert.equal(res.status, status, `${JSON.stringify(status)}: ${await res.clone().text()}`);
+    assert.equal(typeof (await res.json()).error, 'string');
+  }
+  assert.equal(policyOf(), untouched, 'refused changes leave the spec as it was');
+  const skipped = await policy(operatorToken, { part: 'chart', action: 'skip', version: '9.9.9' });
+  assert.equal(skipped.status, 200, await skipped.clone().text());
+  assert.deepEqual((await skipped.json()).find((p) => p.part === 'chart').skip, ['9.9.9']);
+  assert.deepEqual(JSON.parse(policyOf()).chart.skip, ['9.9.9'], 'kubectl sees it in the spec');
+  const restored = await policy(operatorToken, { part: 'chart', action: 'unskip', version: '9.9.9' });
+  assert.equal(restored.status, 200, await restored.clone().text());
+  assert.deepEqual((await restored.json()).find((p) => p.part === 'chart').skip, []);
 });
 
 test('a user whose RBAC forbids upgrades sees the app, no upgrade button, and is refused', async () => {
@@ -506,51 +528,70 @@ test('health counts the workloads Flux installed, and the app page lists each', 
   await page.close();
 });
 
-test('skip this version: stored in the spec, held back in status and on the page', async () => {
+test('skip and pin: stored in the spec, held back in status and on the page, and undone there', async () => {
   const get = () => JSON.parse(kubectl(['get', 'managedapp', '-n', NS, APP, '-o', 'json']));
   const current = await until('the app to know its chart', async () => {
     const v = get().status?.currentVersion;
     return { ok: Boolean(v?.chart), value: v };
   });
-  const next = { '1.0.0': '1.0.1', '1.0.1': '1.1.0', '1.1.0': '2.0.0' };
+  // A version outside the running minor, so that "stay on" this minor holds it back.
+  const next = { '1.0.0': '1.1.0', '1.0.1': '1.1.0', '1.1.0': '2.0.0' };
   const target = next[current.chart] ?? assert.fail(`no demo chart after ${current.chart}`);
+  const [major, minor] = current.chart.split('.');
   const patch = (detected) => kubectl(['patch', 'managedapp', '-n', NS, APP, '--subresource=status',
     '--type=merge', '-p', JSON.stringify({ status: { detected } })]);
   patch({ source: 'dashboard-test', updates: [{ name: 'chart', current: current.chart, version: target }] });
-  try {
-    await until('the operator to offer the chart update', async () => {
-      const u = get().status?.availableUpdate;
-      return { ok: u?.chart === target, value: u };
-    });
-    const page = await operator.newPage();
-    await until('the page to offer it', async () => {
-      await page.goto(`${server.url}/apps/${NS}/${APP}`);
-      await page.waitForSelector('[data-hydrated="true"]');
-      const text = await page.locator('#available-version').textContent();
-      return { ok: text.includes(target), value: text };
-    });
-    // The page reloads itself once the version is skipped.
+  const page = await operator.newPage();
+  const open = async () => {
+    await page.goto(`${server.url}/apps/${NS}/${APP}`);
+    await page.waitForSelector('[data-hydrated="true"]');
+  };
+  // Each button stores the change and the page reloads itself.
+  const press = async (selector) => {
     const reloaded = page.waitForEvent('load');
-    await page.click('#skip-version');
+    await page.click(selector);
     await reloaded;
-    // kubectl sees what the person chose, in the spec, and the controller holds it back.
-    const skipped = await until('the version to be held back', async () => {
-      const app = get();
-      const held = (app.status?.heldBack ?? []).find((h) => h.name === 'chart' && h.version === target);
-      return { ok: Boolean(held) && !app.status?.availableUpdate?.chart, value: { spec: app.spec.versionPolicy, held } };
-    });
+  };
+  const offered = (what) => until(`the operator and the page to offer ${target} ${what}`, async () => {
+    const u = get().status?.availableUpdate;
+    if (u?.chart !== target) return { ok: false, value: u };
+    await open();
+    const text = await page.locator('#available-version').textContent();
+    return { ok: text.includes(target), value: text };
+  });
+  const heldBack = (why, words) => until(`${target} to be held back (${why})`, async () => {
+    const app = get();
+    const held = (app.status?.heldBack ?? []).find((h) => h.name === 'chart' && h.version === target);
+    if (!held || app.status?.availableUpdate?.chart) return { ok: false, value: app.status?.heldBack };
+    await open();
+    const line = await page.locator(`#held-back [data-held="chart ${target}"]`).textContent().catch(() => '');
+    const available = await page.locator('#available-version').textContent();
+    return { ok: line.includes(words) && available.includes('up to date'), value: { held, line, spec: app.spec.versionPolicy } };
+  });
+  try {
+    await offered('at first');
+
+    // Skip: kubectl sees what the person chose, in the spec, and the controller holds it back.
+    await press('#skip-version');
+    const skipped = await heldBack('skipped', 'skipped by a person');
     assert.deepEqual(skipped.spec.chart.skip, [target]);
-    assert.match(skipped.held.reason, /skipped by a person/);
-    await until('the page to show it held back', async () => {
-      await page.goto(`${server.url}/apps/${NS}/${APP}`);
-      await page.waitForSelector('[data-hydrated="true"]');
-      const text = await page.locator('main').textContent();
-      return { ok: text.includes('skipped by a person') && (await page.locator('#available-version').textContent()).includes('up to date'), value: text.slice(0, 400) };
-    });
-    await page.close();
+    await press(`#held-back [data-held="chart ${target}"] [data-action=unskip]`);
+    await offered('once offered again');
+    assert.deepEqual(get().spec.versionPolicy?.chart?.skip ?? [], []);
+
+    // Stay on this minor: a range in the spec, the update held back as outside it.
+    assert.equal(await page.locator('#chart-pin [data-action=stay-minor]').textContent(), `Stay on ${major}.${minor}.x`);
+    await press('#chart-pin [data-action=stay-minor]');
+    const pinned = await heldBack('pinned', `outside the range it is pinned to (${major}.${minor}.x)`);
+    assert.equal(pinned.spec.chart.constraint, `${major}.${minor}.x`);
+    assert.equal(await page.locator('#chart-pin [data-field=range]').textContent(), `${major}.${minor}.x`);
+    await press('#chart-pin [data-action=unpin]');
+    await offered('once unpinned');
+    assert.equal(get().spec.versionPolicy?.chart?.constraint, undefined);
   } finally {
-    kubectl(['patch', 'managedapp', '-n', NS, APP, '--type=json', '-p',
-      JSON.stringify([{ op: 'remove', path: '/spec/versionPolicy/chart/skip' }])]);
+    await page.close();
+    kubectl(['patch', 'managedapp', '-n', NS, APP, '--type=merge', '-p',
+      JSON.stringify({ spec: { versionPolicy: { chart: { skip: null, constraint: null } } } })]);
     patch(null);
   }
 });

@@ -427,6 +427,29 @@ fn auto_update_word(auto_update: AutoUpdate) -> &'static str {
 mod tests {
     use super::*;
 
+    #[test]
+    fn staying_on_a_major_or_minor_offers_what_it_says_and_nothing_else() {
+        // The dashboard's ranges, read by the same parser that filters the versions.
+        use fluxup_api::{Stay, stay_on};
+        let major = Constraint::parse(&stay_on("12.4.1", Stay::Major).unwrap()).unwrap();
+        let minor = Constraint::parse(&stay_on("v12.4.1", Stay::Minor).unwrap()).unwrap();
+        assert_eq!(stay_on("12.4.1", Stay::Major).as_deref(), Some("12.x"));
+        assert_eq!(stay_on("v12.4.1", Stay::Minor).as_deref(), Some("12.4.x"));
+        let v = |s: &str| parse_version(s).unwrap();
+        for (version, in_major, in_minor) in [
+            ("12.4.2", true, true),
+            ("12.5.0", true, false),
+            ("12.99.9", true, false),
+            ("13.0.0", false, false),
+            ("11.9.0", false, false),
+            ("12.3.9", true, false),
+        ] {
+            assert_eq!(major.matches(&v(version)), in_major, "{version} in 12.x");
+            assert_eq!(minor.matches(&v(version)), in_minor, "{version} in 12.4.x");
+        }
+        assert_eq!(stay_on("latest", Stay::Major), None);
+    }
+
     fn v(s: &str) -> Version {
         parse_version(s).unwrap()
     }

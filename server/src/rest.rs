@@ -12,13 +12,14 @@ use fluxup_app::model::OperationKind;
 use serde::Deserialize;
 
 /// Every route of the API, as `docs/api-v1.yaml` lists them (a test keeps the two the same).
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("get", "/apps"),
     ("post", "/apps"),
     ("get", "/apps/{namespace}/{name}"),
     ("get", "/apps/{namespace}/{name}/updates"),
     ("post", "/apps/{namespace}/{name}/upgrade"),
     ("post", "/apps/{namespace}/{name}/rollback"),
+    ("post", "/apps/{namespace}/{name}/policy"),
     ("get", "/upgrades"),
     ("get", "/upgrades/{namespace}/{name}"),
     ("get", "/rollbacks/{namespace}/{name}"),
@@ -52,6 +53,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Option<Backend>> {
         ("get", "/apps/{namespace}/{name}/updates") => get(updates),
         ("post", "/apps/{namespace}/{name}/upgrade") => post(upgrade),
         ("post", "/apps/{namespace}/{name}/rollback") => post(rollback),
+        ("post", "/apps/{namespace}/{name}/policy") => post(change_policy),
         ("get", "/upgrades") => get(operations),
         ("get", "/upgrades/{namespace}/{name}") => get(upgrade_status),
         ("get", "/rollbacks/{namespace}/{name}") => get(rollback_status),
@@ -130,6 +132,38 @@ async fn create_app(
         .await?;
     let row = backend.create_app(&viewer, &proposal).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
+}
+
+/// `{"part": "chart" | "<image>", "action": "skip" | "unskip" | "stayOn" | "unpin", …}`.
+#[derive(Deserialize)]
+struct PolicyBody {
+    part: String,
+    #[serde(flatten)]
+    change: fluxup_app::model::PolicyChange,
+}
+
+async fn change_policy(
+    State(backend): State<Option<Backend>>,
+    Extension(viewer): Extension<Viewer>,
+    Path((namespace, name)): Path<(String, String)>,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let backend = connected(backend)?;
+    let request: PolicyBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the body must be {{\"part\": \"chart\", \"action\": \"skip\", \"version\": \"1.2.3\"}} \
+                 (actions: skip, unskip, stayOn with \"on\": \"major\"|\"minor\", unpin): {e}"
+            ),
+        )
+    })?;
+    backend
+        .change_policy(&viewer, &namespace, &name, &request.part, &request.change)
+        .await?;
+    backend.ready().await;
+    let detail = backend.detail(&viewer, &namespace, &name).await?;
+    Ok(Json(detail.policy).into_response())
 }
 
 async fn app(

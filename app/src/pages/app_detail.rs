@@ -6,7 +6,8 @@ use super::Layout;
 use super::widgets::{ErrorNote, HealthBadge, OperationProgress, StateBadge, UpdateBadge};
 use crate::api::{get_app, list_versions, request_rollback, request_upgrade};
 use crate::live::use_live;
-use crate::model::{AppDetail, Operation, OperationKind};
+use crate::model::{AppDetail, Operation, OperationKind, PartPolicy, PolicyChange};
+use fluxup_api::Stay;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
@@ -77,22 +78,33 @@ fn Card(title: &'static str, children: Children) -> impl IntoView {
     }
 }
 
-/// "Skip this version": the version is held back from then on (stored in the app's spec).
+/// A button that changes the part's version policy (skip, unskip, stay on, unpin); the change is
+/// stored in the app's spec, and the page reloads to show what the controller then holds back.
 #[component]
-fn SkipButton(namespace: String, app: String, part: String, version: String) -> impl IntoView {
-    let label = format!("Skip {version}");
-    let skip = Action::new(move |_: &()| {
-        let (namespace, app, part, version) = (
-            namespace.clone(),
-            app.clone(),
-            part.clone(),
-            version.clone(),
-        );
-        async move { crate::api::skip_version(namespace, app, part, version).await }
+fn PolicyButton(
+    namespace: String,
+    app: String,
+    part: String,
+    change: PolicyChange,
+    label: String,
+    title: &'static str,
+    #[prop(optional)] id: Option<&'static str>,
+) -> impl IntoView {
+    let action_name = match &change {
+        PolicyChange::Skip { .. } => "skip",
+        PolicyChange::Unskip { .. } => "unskip",
+        PolicyChange::StayOn { on: Stay::Major } => "stay-major",
+        PolicyChange::StayOn { on: Stay::Minor } => "stay-minor",
+        PolicyChange::Unpin => "unpin",
+    };
+    let send = Action::new(move |_: &()| {
+        let (namespace, app, part) = (namespace.clone(), app.clone(), part.clone());
+        let change = serde_json::to_string(&change).unwrap_or_default();
+        async move { crate::api::change_version_policy(namespace, app, part, change).await }
     });
     Effect::new(move |_| {
-        if let Some(Ok(())) = skip.value().get() {
-            // The controller holds the version back within moments; show it.
+        if let Some(Ok(())) = send.value().get() {
+            // The controller applies the policy within moments; show it.
             #[cfg(feature = "hydrate")]
             let _ = leptos::prelude::window().location().reload();
         }
@@ -100,15 +112,45 @@ fn SkipButton(namespace: String, app: String, part: String, version: String) -> 
     view! {
         <button
             type="button"
-            id="skip-version"
+            id=id
+            data-action=action_name
             class="rounded border border-slate-300 px-2 py-0.5 text-xs hover:bg-slate-100 disabled:opacity-50 dark:border-slate-600 dark:hover:bg-slate-700"
-            title="Never offer this version (stored in the ManagedApp's versionPolicy)"
-            disabled=move || skip.pending().get()
-            on:click=move |_| { skip.dispatch(()); }
+            title=title
+            disabled=move || send.pending().get()
+            on:click=move |_| { send.dispatch(()); }
         >
             {label}
         </button>
-        {move || skip.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+        {move || send.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+    }
+}
+
+/// The part's pin: the range it stays in with a way to lift it, or buttons to keep it on the
+/// running version's major or minor.
+#[component]
+fn PinControls(namespace: String, app: String, policy: PartPolicy) -> impl IntoView {
+    let part = policy.part.clone();
+    let button = {
+        let (namespace, app, part) = (namespace.clone(), app.clone(), part.clone());
+        move |change: PolicyChange, label: String, title: &'static str| {
+            view! {
+                <PolicyButton namespace=namespace.clone() app=app.clone() part=part.clone() change label title/>
+            }
+        }
+    };
+    view! {
+        <span class="inline-flex flex-wrap items-center gap-2" data-pin=policy.part.clone()>
+            {match policy.constraint {
+                Some(range) => view! {
+                    <span>"stays in "<span class="font-mono" data-field="range">{range}</span></span>
+                    {button(PolicyChange::Unpin, "Allow any version".into(), "Remove the range from the ManagedApp's versionPolicy")}
+                }.into_any(),
+                None => view! {
+                    {policy.stay_major.map(|r| button(PolicyChange::StayOn { on: Stay::Major }, format!("Stay on {r}"), "Offer only versions of this major (stored in the ManagedApp's versionPolicy)"))}
+                    {policy.stay_minor.map(|r| button(PolicyChange::StayOn { on: Stay::Minor }, format!("Stay on {r}"), "Offer only versions of this minor (stored in the ManagedApp's versionPolicy)"))}
+                }.into_any(),
+            }}
+        </span>
     }
 }
 
@@ -119,6 +161,22 @@ fn Versions(detail: AppDetail) -> impl IntoView {
     let parts = usize::from(row.available.is_some()) + row.also.len();
     let largest = row.update_type.clone().filter(|_| parts > 1);
     let available_largest = largest.is_some() && row.available_type == largest;
+    let (namespace, app) = (row.namespace.clone(), row.name.clone());
+    let policy_of = |part: &str| detail.policy.iter().find(|p| p.part == part).cloned();
+    let chart_policy = policy_of("chart");
+    let skipped = |part: &str, version: &str| {
+        policy_of(part).is_some_and(|p| p.skip.iter().any(|v| v == version))
+    };
+    let held_back: Vec<_> = detail
+        .held_back
+        .iter()
+        .map(|h| (h.clone(), skipped(&h.name, &h.version)))
+        .collect();
+    let images: Vec<_> = detail
+        .images
+        .iter()
+        .map(|i| (i.clone(), policy_of(&i.name)))
+        .collect();
     view! {
         <Card title="Versions">
             <dl class="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
@@ -131,11 +189,17 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                     {match row.available {
                         Some(v) => view! {
                             <span class="font-mono">{v.clone()}</span>" "<UpdateBadge kind=row.available_type largest=available_largest/>" "
-                            <SkipButton namespace=row.namespace.clone() app=row.name.clone() part="chart".to_string() version=v/>
+                            <PolicyButton namespace=row.namespace.clone() app=row.name.clone() part="chart".to_string()
+                                change=PolicyChange::Skip { version: v.clone() } label=format!("Skip {v}")
+                                title="Never offer this version (stored in the ManagedApp's versionPolicy)" id="skip-version"/>
                         }.into_any(),
                         None => view! { "up to date" }.into_any(),
                     }}
                 </dd>
+                {chart_policy.map(|policy| view! {
+                    <dt class="text-slate-500 dark:text-slate-400">"Pinned"</dt>
+                    <dd id="chart-pin"><PinControls namespace=namespace.clone() app=app.clone() policy/></dd>
+                })}
                 {detail.app_version.map(|v| view! {
                     <dt class="text-slate-500 dark:text-slate-400">"App version"</dt>
                     <dd class="font-mono">{v}</dd>
@@ -145,18 +209,23 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                     <dd>{row.released_ago.map(|ago| format!("{ago}, "))}{r}</dd>
                 })}
             </dl>
-            {(!detail.images.is_empty()).then(|| view! {
+            {(!images.is_empty()).then(|| view! {
                 <h3 class="mt-4 text-sm font-medium">"Images"</h3>
                 <ul class="mt-1 space-y-1 text-sm">
-                    {detail.images.into_iter().map(|i| {
+                    {images.into_iter().map(|(i, policy)| {
                         let is_largest = !available_largest && largest.is_some() && i.update_type == largest;
+                        let (namespace, app, part) = (namespace.clone(), app.clone(), i.name.clone());
                         view! {
-                            <li class="font-mono" data-image=i.name.clone()>
-                                {i.name.clone()}":"{i.current.unwrap_or_default()}
+                            <li class="flex flex-wrap items-center gap-2" data-image=i.name.clone()>
+                                <span class="font-mono">{i.name.clone()}":"{i.current.unwrap_or_default()}</span>
                                 {i.available.map(|a| view! {
-                                    <span class="text-sky-700 dark:text-sky-300">" → "{a}</span>" "
+                                    <span class="font-mono text-sky-700 dark:text-sky-300">" → "{a.clone()}</span>
                                     <UpdateBadge kind=i.update_type.clone() largest=is_largest/>
+                                    <PolicyButton namespace=namespace.clone() app=app.clone() part=part.clone()
+                                        change=PolicyChange::Skip { version: a.clone() } label=format!("Skip {a}")
+                                        title="Never offer this tag (stored in the ManagedApp's versionPolicy)"/>
                                 })}
+                                {policy.map(|policy| view! { <PinControls namespace=namespace.clone() app=app.clone() policy/> })}
                             </li>
                         }
                     }).collect_view()}
@@ -167,11 +236,18 @@ fn Versions(detail: AppDetail) -> impl IntoView {
                 {detail.changelog_url.as_deref().and_then(crate::model::web_link).map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Release notes"</a> })}
                 {detail.source_url.as_deref().and_then(crate::model::web_link).map(|u| view! { <a class="text-sky-700 underline dark:text-sky-300" href=u rel="noopener noreferrer" target="_blank">"Source"</a> })}
             </p>
-            {(!detail.held_back.is_empty()).then(|| view! {
+            {(!held_back.is_empty()).then(|| view! {
                 <h3 class="mt-4 text-sm font-medium">"Held back"</h3>
-                <ul class="mt-1 space-y-1 text-sm">
-                    {detail.held_back.into_iter().map(|h| view! {
-                        <li><span class="font-mono">{h.name}" "{h.version}</span>": "{h.reason}</li>
+                <ul class="mt-1 space-y-1 text-sm" id="held-back">
+                    {held_back.into_iter().map(|(h, skipped)| view! {
+                        <li data-held=format!("{} {}", h.name, h.version)>
+                            <span class="font-mono">{h.name.clone()}" "{h.version.clone()}</span>": "{h.reason}
+                            {skipped.then(|| view! {
+                                " "<PolicyButton namespace=namespace.clone() app=app.clone() part=h.name.clone()
+                                    change=PolicyChange::Unskip { version: h.version.clone() } label="Offer again".to_string()
+                                    title="Remove this version from the skipped ones"/>
+                            })}
+                        </li>
                     }).collect_view()}
                 </ul>
             })}
