@@ -295,6 +295,28 @@ pub struct HealthCheck {
     /// when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<HttpHealthCheck>,
+
+    /// A Job that verifies the app after the rollout, made from a CronJob of the ManagedApp's
+    /// namespace (as `kubectl create job --from=cronjob/<name>` makes one) once every other
+    /// check passes and the soak is over. The upgrade succeeds only when the Job completes; a
+    /// Job that fails fails the upgrade (and `autoRollback` rolls it back). It must finish
+    /// within `timeout` too. Not run after a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+}
+
+/// Where the verification Job comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// CronJob in the ManagedApp's namespace whose job template verifies the app; keep it
+    /// `suspend: true` so it runs only for upgrades. FluxUp creates the Job only when the person
+    /// who last wrote the ManagedApp may create Jobs in that namespace.
+    #[schemars(
+        length(min = 1, max = 52),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub cron_job: String,
 }
 
 /// An HTTP health probe against a Service of the app.

@@ -111,6 +111,11 @@ pub fn controller_cluster_role() -> ClusterRole {
             // API server's service proxy, which forwards only to the Service's pods.
             rule(&[""], &["services"], &["get"]),
             rule(&[""], &["services/proxy"], &["get"]),
+            // The verification Job (`healthCheck.verification`): created from a CronJob of the
+            // app's namespace, only when the ManagedApp's writer may create Jobs there, and read
+            // by name.
+            rule(&["batch"], &["cronjobs"], &["get"]),
+            rule(&["batch"], &["jobs"], &["get", "create"]),
             // Git credentials (the GitRepository's secretRef) and notification secrets, each
             // read by name when used: no list, no watch.
             rule(&[""], &["secrets"], &["get"]),

@@ -185,6 +185,23 @@ pub async fn may_read_secret(
     may(client, person, "get", &target).await
 }
 
+/// Whether `person` may create Jobs in `namespace`: FluxUp creates a verification Job from a
+/// CronJob a ManagedApp names only then.
+pub async fn may_create_jobs(
+    client: &Client,
+    person: &Person,
+    namespace: &str,
+) -> kube::Result<bool> {
+    let target = Target {
+        kind: "Job",
+        group: "batch",
+        resource: "jobs",
+        namespace: namespace.into(),
+        name: String::new(),
+    };
+    may(client, person, "create", &target).await
+}
+
 async fn may(client: &Client, person: &Person, verb: &str, target: &Target) -> kube::Result<bool> {
     let review = SubjectAccessReview {
         spec: SubjectAccessReviewSpec {

@@ -1,7 +1,9 @@
 //! Scenario: health beyond Ready, with real Flux and the API server's service proxy. An app's
 //! HTTP check (`healthCheck.httpGet`) that answers 500 fails the upgrade, naming the answer,
 //! with Flux resumed; one that answers 200 passes only once the soak time is over; one that
-//! starts failing during the soak fails the upgrade at once.
+//! starts failing during the soak fails the upgrade at once. A verification Job made from the
+//! app's CronJob decides after the soak: one that completes passes, one that fails fails the
+//! upgrade and the auto-rollback restores the version before.
 //!
 //! kwok's pods have addresses nothing routes, so the Service checked here is this test's HTTP
 //! server: a selectorless Service whose Endpoints name a pod that carries this machine's
@@ -11,12 +13,13 @@ mod common;
 
 use anyhow::Context as _;
 use common::*;
-use fluxup_api::{ManagedApp, UpgradePhase, UpgradeRequest};
-use fluxup_operator::operation::health;
+use fluxup_api::{ManagedApp, RollbackPhase, UpgradePhase, UpgradeRequest};
+use fluxup_operator::operation::{health, verification};
 use fluxup_sandbox::{Sandbox, eventually, seed_demo};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -164,6 +167,7 @@ async fn http_checks_and_the_soak_decide_the_upgrade() -> anyhow::Result<()> {
     let _stop = stop.clone().drop_guard();
     start_app_controller(&sb, &stop);
     let _upgrader = start_upgrader(&sb, &stop);
+    let _rollbacker = start_rollbacker(&sb, &stop);
     delete_requests(&sb, NS).await?;
     let run = sb.ns().rsplit('-').next().unwrap_or("run").to_string();
 
@@ -309,6 +313,117 @@ async fn http_checks_and_the_soak_decide_the_upgrade() -> anyhow::Result<()> {
         "the soak was not waited out: a failure ends it"
     );
     nothing_held(&sb, "webapp").await?;
+
+    // 4. A verification Job made from a CronJob of the app's namespace: one that completes
+    //    passes the upgrade; one whose pod fails fails it, and autoRollback rolls that back.
+    let cron_jobs: Api<CronJob> = Api::namespaced(sb.client.clone(), NS);
+    for (name, fails) in [("verify-ok", false), ("verify-fails", true)] {
+        // kwok completes a Job's pods, or fails those labelled so (sandbox/sandbox, start_kwok).
+        let labels = if fails {
+            json!({"sandbox.fluxup.dev/fail": "true"})
+        } else {
+            json!({})
+        };
+        cron_jobs
+            .patch(
+                name,
+                &PatchParams::apply("health-checks-test").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+                    "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": {"spec": {
+                        "backoffLimit": 0,
+                        "template": {"metadata": {"labels": labels}, "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "smoke", "image": "smoke.invalid/curl:1"}]}}}}},
+                })),
+            )
+            .await?;
+    }
+    let verified_by = |cron: &str| {
+        let mut check = http_check(None);
+        check["verification"] = json!({ "cronJob": cron });
+        check
+    };
+    checked_app(&sb, verified_by("verify-ok")).await?;
+    let passing = format!("webapp-{run}-verified");
+    let ended = run_request(&sb, NS, "webapp-checked", &passing, chart(other), false).await?;
+    let status = ended.status();
+    println!("verification passes: [{}]", ended.timeline_text());
+    assert_eq!(
+        ended.phase(),
+        UpgradePhase::Succeeded,
+        "{:?}",
+        status.message
+    );
+    let health = status.health_check.context("no health check recorded")?;
+    let last = health.checks.last().context("no check recorded")?;
+    assert_eq!(
+        (last.name.as_str(), last.passed),
+        (verification::CHECK, true),
+        "{:?}",
+        health.checks
+    );
+    let jobs: Api<Job> = Api::namespaced(sb.client.clone(), NS);
+    let job = jobs.get(&verification::job_name(&ended.request)).await?;
+    assert_eq!(
+        job.owner_references().first().map(|o| o.uid.clone()),
+        ended.request.uid(),
+        "the Job is the upgrade's"
+    );
+
+    apply_app(
+        &sb,
+        app_copy(
+            "webapp-checked",
+            "webapp",
+            "apps/webapp/helmrelease.yaml",
+            json!({"healthCheck": verified_by("verify-fails"), "autoRollback": true}),
+        ),
+    )
+    .await?;
+    wait_resolved(&sb, NS, "webapp-checked").await?;
+    let failing = format!("webapp-{run}-verification-fails");
+    let ended = run_request(&sb, NS, "webapp-checked", &failing, chart(&before), false).await?;
+    let status = ended.status();
+    let message = status.message.clone().unwrap_or_default();
+    println!("verification fails: {message} [{}]", ended.timeline_text());
+    assert_eq!(ended.phase(), UpgradePhase::Failed, "{message}");
+    assert_eq!(
+        status.conditions[0].reason, "HealthCheckFailed",
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "verification Job {NS}/{} failed",
+            verification::job_name(&ended.request)
+        )),
+        "{message}"
+    );
+    let upgrades: Api<UpgradeRequest> = Api::namespaced(sb.client.clone(), NS);
+    let rollback = eventually("the auto-rollback", Duration::from_secs(30), || async {
+        let status = upgrades.get(&failing).await?.status.unwrap_or_default();
+        Ok(status
+            .rollback_ref
+            .map(|r| r.name)
+            .ok_or_else(|| "not linked yet".to_string()))
+    })
+    .await?;
+    let (rolled_back, _) = follow_rollback(&sb, NS, &rollback).await?;
+    assert_eq!(
+        rolled_back.status.as_ref().and_then(|s| s.phase),
+        Some(RollbackPhase::Succeeded),
+        "{:?}",
+        rolled_back.status.and_then(|s| s.message)
+    );
+    assert_eq!(
+        deployed(&sb, "webapp").await?,
+        other,
+        "rolled back to the version the failed verification upgraded from"
+    );
+    nothing_held(&sb, "webapp").await?;
+    for name in ["verify-ok", "verify-fails"] {
+        cron_jobs.delete(name, &DeleteParams::default()).await?;
+    }
 
     // Back where the demo was, and nothing of this test left behind.
     answer.store(200, Ordering::SeqCst);

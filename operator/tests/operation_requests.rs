@@ -182,6 +182,12 @@ async fn an_upgrade_and_a_rollback_make_no_list_request() -> anyhow::Result<()> 
 /// Grants an upgrade and a rollback of the datastore do not use, and where they are used.
 const ELSEWHERE: &[(&str, &str, &str)] = &[
     (
+        "cronjobs",
+        "get",
+        "the CronJob a verification Job is made from (health_checks)",
+    ),
+    ("jobs", "create", "a verification Job (health_checks)"),
+    (
         "services",
         "get",
         "an app's HTTP health check (health_checks)",

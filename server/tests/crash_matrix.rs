@@ -16,7 +16,8 @@ use fluxup_api::snapshot::VolumeSnapshot;
 use fluxup_api::{RollbackPhase, RollbackRequest, UpgradePhase, UpgradeRequest};
 use fluxup_operator::snapshots::OPERATION_LABEL;
 use fluxup_sandbox::{Sandbox, repo_root, seed_demo};
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use std::path::Path;
@@ -26,6 +27,8 @@ use support::{sigkill, start_operator};
 const NS: &str = "datastore";
 const APP: &str = "datastore-crash";
 const CLAIM: &str = "data-datastore-0";
+/// The CronJob the upgrade's verification Job is made from.
+const VERIFY: &str = "datastore-verify";
 
 /// Starts FluxUp again and again with its crash points armed until `done` says the operation
 /// has ended and released what it held. Returns the points it died at, in order.
@@ -93,6 +96,20 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         .delete_collection(&Default::default(), &Default::default())
         .await?;
     delete_requests(&sb, NS).await?;
+    // The upgrade ends with a verification Job (kwok completes its pod), so that creating it
+    // is a crash point too.
+    Api::<CronJob>::namespaced(sb.client.clone(), NS)
+        .patch(
+            VERIFY,
+            &PatchParams::apply("crash-matrix").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": VERIFY},
+                "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": {"spec": {
+                    "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+                        "containers": [{"name": "verify", "image": "verify.invalid/verify:1"}]}}}}},
+            })),
+        )
+        .await?;
     apply_app(
         &sb,
         app_copy(
@@ -100,7 +117,8 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
             NS,
             "apps/datastore/ocirepository.yaml",
             json!({"volumeSnapshots": {"volumeSnapshotClassName": "csi-snapclass",
-                                       "pvcs": [{"name": CLAIM}]}}),
+                                       "pvcs": [{"name": CLAIM}]},
+                   "healthCheck": {"timeout": "90s", "verification": {"cronJob": VERIFY}}}),
         ),
     )
     .await?;
@@ -146,6 +164,13 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         .list(&ListParams::default().labels(&format!("{OPERATION_LABEL}={uid}")))
         .await?;
     assert_eq!(snapshots.items.len(), 1, "one snapshot");
+    let verifications = Api::<Job>::namespaced(sb.client.clone(), NS)
+        .list(&ListParams::default().labels(&format!(
+            "{}={up}",
+            fluxup_operator::operation::verification::UPGRADE_LABEL
+        )))
+        .await?;
+    assert_eq!(verifications.items.len(), 1, "one verification Job");
     nothing_held(&sb, NS).await?;
 
     // The new version "migrates" the data; the rollback brings back what was there before.
@@ -209,6 +234,7 @@ async fn every_crash_point_of_an_upgrade_and_its_rollback_converges() -> anyhow:
         "upgrade.push",
         "upgrade.release.HelmRelease",
         "upgrade.record-health",
+        "upgrade.start-verification",
         "upgrade.workload.unmark",
         "rollback.delete-claim",
         "rollback.create-claim",

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod queue;
 pub mod release;
 pub mod steps;
+pub mod verification;
 pub mod workloads;
 
 use crate::events;

@@ -16,7 +16,7 @@ use crate::operation::{
     self, Context, Error, app_of, complete, crash, found_workloads, refetch_if_missed, since,
     steps, who, workloads,
 };
-use crate::operation::{health, release};
+use crate::operation::{health, release, verification};
 use crate::snapshots;
 use crate::{Scope, events};
 use fluxup_api::flux::HelmRelease;
@@ -292,6 +292,11 @@ async fn observe(
                 seen.health.extend(health::of_app(&ctx.client, app).await?);
             }
             seen.healthy = seen.health.iter().all(|c| c.passed);
+            if ready && verification::cron_job(app).is_some() {
+                let state = verification::observe(&ctx.client, app, req).await?;
+                seen.health.push(state.check());
+                seen.verification = Some(state);
+            }
             seen.soak = crate::duration::or(
                 app.spec
                     .health_check
@@ -326,9 +331,12 @@ fn health_record(
         None => None,
     };
     let failed = health::failed(&seen.health);
+    let soaked = seen.soak.is_zero() || seen.healthy_for.is_some_and(|h| h >= seen.soak);
     let (state, message) = match () {
+        // The verification Job waits for the others and the soak: until then, it is soaking.
+        _ if !seen.healthy => ("Pending", failed.join("; ")),
+        _ if !soaked => ("Soaking", "every check passes; soaking".to_string()),
         _ if !failed.is_empty() => ("Pending", failed.join("; ")),
-        _ if !seen.soak.is_zero() => ("Soaking", "every check passes; soaking".to_string()),
         _ => ("Passed", "every check passes".to_string()),
     };
     HealthCheckResult {
@@ -693,6 +701,22 @@ async fn step(req: &UpgradeRequest, ctx: &Context) -> Result<Action, Error> {
                 serde_json::json!({"healthCheck": record}),
             )
             .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Step::StartVerification => {
+            let refused = match &app {
+                Some(app) => verification::start(&ctx.client, app, req).await?,
+                None => None,
+            };
+            if let Some(why) = refused {
+                return fail(
+                    ctx,
+                    req,
+                    "HealthCheckFailed",
+                    format!("the verification could not start: {why}"),
+                )
+                .await;
+            }
             Ok(Action::requeue(Duration::from_secs(1)))
         }
         Step::DeleteUnreadySnapshots => {

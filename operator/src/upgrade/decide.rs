@@ -9,6 +9,7 @@
 
 use crate::git::gitea::{PullRequest, PullState};
 use crate::operation::holds::{self, Holder};
+use crate::operation::verification::State as Verification;
 use fluxup_api::{
     Hold, PreflightCheck, QueuePosition, UpgradePhase, UpgradeRequestSpec, UpgradeRequestStatus,
 };
@@ -48,6 +49,9 @@ pub struct Observed {
     pub soak: Duration,
     /// How long it has been healthy, from `status.healthCheck.healthySince`.
     pub healthy_for: Option<Duration>,
+    /// The verification Job, when the app asks for one (`healthCheck.verification`) and the
+    /// new version is Ready. Its check is in `health`, not in `healthy`: it runs after those.
+    pub verification: Option<Verification>,
     /// Time spent in the current phase.
     pub in_phase: Duration,
     /// The ManagedApp stops workloads for snapshots (its `stopWorkloads`, default true).
@@ -116,6 +120,8 @@ pub enum Step {
     /// Record the health checks as seen now in `status.healthCheck` (and, when all pass for
     /// the first time, since when: the soak time counts from there).
     RecordHealth,
+    /// Healthy and soaked: create the verification Job from the app's CronJob.
+    StartVerification,
     /// Nothing to do until something changes (the controllers watch what the steps wait for);
     /// look again after `recheck` at the latest.
     Wait {
@@ -163,7 +169,17 @@ pub fn timeout(phase: UpgradePhase, seen: &Observed) -> Duration {
         UpgradePhase::Quiescing => Duration::from_secs(300),
         UpgradePhase::Snapshotting => seen.snapshot_timeout,
         UpgradePhase::Reconciling => seen.health_timeout,
-        UpgradePhase::HealthChecking => seen.health_timeout.saturating_add(seen.soak),
+        // The verification Job has a timeout of its own after the soak.
+        UpgradePhase::HealthChecking => {
+            let verifying = if seen.verification.is_some() {
+                seen.health_timeout
+            } else {
+                Duration::ZERO
+            };
+            seen.health_timeout
+                .saturating_add(seen.soak)
+                .saturating_add(verifying)
+        }
         _ => Duration::MAX,
     }
 }
@@ -182,6 +198,19 @@ fn failed_checks(seen: &Observed) -> String {
         "no check was seen".into()
     } else {
         failed.join("; ")
+    }
+}
+
+/// Healthy (and soaked): the verification Job decides, when the app has one.
+fn verified(seen: &Observed) -> Step {
+    match &seen.verification {
+        None | Some(Verification::Passed(_)) => Step::Succeed,
+        Some(Verification::NotStarted) => Step::StartVerification,
+        Some(Verification::Running(what)) => wait(format!("healthy; {what}"), 10),
+        Some(Verification::Failed(why)) => Step::Fail {
+            reason: "HealthCheckFailed",
+            message: format!("{why}; a rollback restores the data taken before"),
+        },
     }
 }
 
@@ -372,8 +401,8 @@ fn next(spec: &UpgradeRequestSpec, status: &UpgradeRequestStatus, seen: &Observe
         HealthChecking if seen.workloads_held => Step::RestartWorkloads,
         HealthChecking if health_changed(status, seen) => Step::RecordHealth,
         HealthChecking => match seen.healthy_for {
-            _ if seen.healthy && seen.soak.is_zero() => Step::Succeed,
-            Some(healthy) if seen.healthy && healthy >= seen.soak => Step::Succeed,
+            _ if seen.healthy && seen.soak.is_zero() => verified(seen),
+            Some(healthy) if seen.healthy && healthy >= seen.soak => verified(seen),
             Some(healthy) if seen.healthy => Step::Wait {
                 why: format!(
                     "healthy; soaking for {} s more before the upgrade counts",
@@ -550,6 +579,68 @@ mod tests {
 
     /// (phase, workloads stopped by this request, adjust what is observed, expected step)
     type Row = (UpgradePhase, bool, fn(&mut Observed), Step);
+
+    #[test]
+    fn the_verification_job_runs_after_the_soak_and_decides_the_upgrade() {
+        use crate::operation::health::check;
+        let spec = UpgradeRequestSpec::default();
+        let release = check("release", true, "HelmRelease web/web is Ready at 1.1.0");
+        let seeing = |verification: Verification, healthy_for: Option<u64>| {
+            let mut o = seen();
+            o.release = Release::ReadyAtTarget;
+            o.health = vec![release.clone(), verification.check()];
+            o.healthy = true;
+            o.soak = Duration::from_secs(30);
+            o.healthy_for = healthy_for.map(Duration::from_secs);
+            o.verification = Some(verification);
+            o
+        };
+        let recorded = |o: &Observed| {
+            let mut s = status(HealthChecking, false);
+            s.health_check = Some(fluxup_api::HealthCheckResult {
+                checks: o.health.clone(),
+                ..Default::default()
+            });
+            s
+        };
+        let d = |o: &Observed| decide(&spec, &recorded(o), o);
+        // Not before the soak is over.
+        assert!(
+            matches!(d(&seeing(Verification::NotStarted, Some(10))), Step::Wait { why, .. } if why.contains("soaking"))
+        );
+        assert_eq!(
+            d(&seeing(Verification::NotStarted, Some(30))),
+            Step::StartVerification
+        );
+        let running = Verification::Running("verification Job web/v is running".into());
+        assert_eq!(
+            d(&seeing(running.clone(), Some(40))),
+            wait("healthy; verification Job web/v is running", 10)
+        );
+        assert_eq!(
+            d(&seeing(Verification::Passed("completed".into()), Some(50))),
+            Step::Succeed
+        );
+        let Step::Fail { reason, message } = d(&seeing(
+            Verification::Failed("verification Job web/v failed: exit 1".into()),
+            Some(50),
+        )) else {
+            panic!("a failed verification fails the upgrade");
+        };
+        assert_eq!(reason, "HealthCheckFailed");
+        assert!(
+            message.starts_with("verification Job web/v failed: exit 1"),
+            "{message}"
+        );
+        // The Job gets a timeout of its own after the soak, then fails the upgrade naming it.
+        let mut late = seeing(running, Some(300));
+        late.in_phase = Duration::from_secs(300 + 30 + 299);
+        assert!(matches!(d(&late), Step::Wait { .. }));
+        late.in_phase = Duration::from_secs(300 + 30 + 301);
+        assert!(
+            matches!(d(&late), Step::Fail { message, .. } if message.contains("verification Job web/v is running"))
+        );
+    }
 
     #[test]
     fn health_is_recorded_check_by_check_then_soaked_before_it_succeeds() {
