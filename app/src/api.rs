@@ -158,6 +158,33 @@ pub async fn change_version_policy(
         .map_err(|r| ServerFnError::new(r.message))
 }
 
+/// Sets which events and namespaces notification sink `name` gets, each comma-separated
+/// (empty: all), as the person; the settings as they then stand.
+#[server(endpoint = "change_sink")]
+pub async fn change_sink(
+    name: String,
+    events: String,
+    namespaces: String,
+) -> Result<crate::model::Settings, ServerFnError> {
+    let (backend, viewer) = context()?;
+    let list = |text: &str| -> Vec<String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let change = fluxup_operator::notify::settings::Filters {
+        name,
+        events: list(&events),
+        namespaces: list(&namespaces),
+    };
+    backend
+        .change_sinks(&viewer, &[change])
+        .await
+        .map_err(|r| ServerFnError::new(r.message))
+}
+
 /// Every snapshot FluxUp took that the person may see, with its namespace.
 #[server(endpoint = "list_snapshots")]
 pub async fn list_snapshots() -> Result<Vec<(String, crate::model::SnapshotLine)>, ServerFnError> {

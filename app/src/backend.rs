@@ -780,6 +780,36 @@ impl Backend {
         Ok(())
     }
 
+    /// Changes which events and namespaces notification sinks get, in the ConfigMap, as the
+    /// person: RBAC on that ConfigMap decides who may. Addresses and Secrets are not touched; a
+    /// concurrent change is refused, not merged.
+    pub async fn change_sinks(
+        &self,
+        viewer: &Viewer,
+        changes: &[fluxup_operator::notify::settings::Filters],
+    ) -> Result<Settings, Refusal> {
+        use fluxup_api::ownership::{NOTIFICATIONS_CONFIG_MAP, NOTIFICATIONS_KEY};
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let namespace = fluxup_operator::leader::lease_namespace();
+        let api = Api::<ConfigMap>::namespaced(self.client_for(viewer)?, &namespace);
+        let Some(mut config) = api.get_opt(NOTIFICATIONS_CONFIG_MAP).await? else {
+            return Err(Refusal::new(
+                404,
+                format!(
+                    "there is no ConfigMap {namespace}/{NOTIFICATIONS_CONFIG_MAP}: sinks are added there"
+                ),
+            ));
+        };
+        let data = config.data.get_or_insert_with(Default::default);
+        let text = data.get(NOTIFICATIONS_KEY).cloned().unwrap_or_default();
+        let changed = fluxup_operator::notify::settings::set_filters(&text, changes)
+            .map_err(|why| Refusal::new(422, why))?;
+        data.insert(NOTIFICATIONS_KEY.to_string(), changed);
+        api.replace(NOTIFICATIONS_CONFIG_MAP, &PostParams::default(), &config)
+            .await?;
+        Ok(self.settings(viewer).await)
+    }
+
     /// The settings page: `viewer` and the notification sinks (names, kinds and filters only).
     pub async fn settings(&self, viewer: &Viewer) -> Settings {
         use fluxup_api::ownership::{NOTIFICATIONS_CONFIG_MAP, NOTIFICATIONS_KEY};
@@ -794,6 +824,10 @@ impl Backend {
                 "none (--no-auth): everyone acts as FluxUp itself".into()
             },
             notifications_source: format!("{namespace}/{NOTIFICATIONS_CONFIG_MAP}"),
+            events: fluxup_operator::notify::Kind::ALL
+                .iter()
+                .map(|k| k.reason().to_string())
+                .collect(),
             ..Default::default()
         };
         let text = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(

@@ -614,6 +614,8 @@ pub struct Settings {
     /// Why the notification settings cannot be used, if so.
     pub notifications_error: Option<String>,
     pub sinks: Vec<SinkLine>,
+    /// Every event a sink can be sent, for the page's choices.
+    pub events: Vec<String>,
 }
 
 /// A notification sink, without its address or keys.

@@ -405,9 +405,53 @@ test('settings: who you are, how logins work, and the notification sinks without
     assert.match(sinks, /slack/);
     assert.match(sinks, /UpgradeFailed/);
     assert.doesNotMatch(await page.content(), /secret-path/, 'addresses are never shown');
+
+    // Changing a sink's filters is done as the person: without rights on the ConfigMap, refused.
+    const sinksText = () => JSON.parse(kubectl(['get', 'configmap', '-n', 'fluxup-system', 'fluxup-notifications', '-o', 'json'])).data['sinks.yaml'];
+    const untouched = sinksText();
+    const row = '#sinks [data-sink="team-chat"]';
+    const change = async () => {
+      await page.locator(`${row} summary`).click();
+      await page.locator(`${row} input[data-event="UpgradeSucceeded"]`).check();
+      await page.locator(`${row} input[name="namespaces"]`).fill('webapp');
+      await page.locator(`${row} button.save-sink`).click();
+    };
+    await change();
+    await page.waitForSelector(`${row} [role="alert"]`);
+    assert.match(await page.locator(`${row} [role="alert"]`).textContent(), /forbidden|may not/i);
+    assert.equal(sinksText(), untouched, 'nothing written');
+    const api = `${server.url}/api/v1/settings`;
+    const as = (token) => ({ authorization: `Bearer ${token}`, 'content-type': 'application/json' });
+    const refused = await fetch(api, { method: 'PUT', headers: as(await idToken(sandbox.VIEWER_USER)),
+      body: JSON.stringify({ sinks: [{ name: 'team-chat', events: [] }] }) });
+    assert.equal(refused.status, 403, await refused.clone().text());
+
+    // Given update on that ConfigMap, the same person changes it; the address stays as it was.
+    const user = kubernetesUser(sandbox.DEMO_USER);
+    kubectl(['apply', '--server-side', '--force-conflicts', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name: 'notifications-editor', namespace: 'fluxup-system' },
+        rules: [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['fluxup-notifications'], verbs: ['get', 'update'] }] },
+      { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name: 'notifications-editor', namespace: 'fluxup-system' },
+        roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'notifications-editor' },
+        subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: user }] },
+    ] }));
+    const bad = await fetch(api, { method: 'PUT', headers: as(await idToken(sandbox.DEMO_USER)),
+      body: JSON.stringify({ sinks: [{ name: 'team-chat', events: ['Everything'] }] }) });
+    assert.equal(bad.status, 422, await bad.clone().text());
+    assert.equal(sinksText(), untouched, 'a refused change writes nothing');
+    await page.goto(`${server.url}/settings`);
+    await page.waitForSelector('[data-hydrated="true"]');
+    const reloaded = page.waitForEvent('load');
+    await change();
+    await reloaded;
+    await page.waitForSelector('#sinks');
+    assert.equal(await page.locator(`${row} [data-field="events"]`).textContent(), 'UpgradeFailed, UpgradeSucceeded');
+    assert.equal(await page.locator(`${row} [data-field="namespaces"]`).textContent(), 'webapp');
+    assert.match(sinksText(), /secret-path/, 'the address is kept');
     await page.close();
   } finally {
     kubectl(['delete', 'configmap', '-n', 'fluxup-system', 'fluxup-notifications', '--ignore-not-found']);
+    kubectl(['delete', 'role,rolebinding', '-n', 'fluxup-system', 'notifications-editor', '--ignore-not-found']);
   }
 });
 

@@ -5,14 +5,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json, Router};
 use fluxup_app::backend::{Backend, Refusal, Viewer};
 use fluxup_app::model::OperationKind;
 use serde::Deserialize;
 
 /// Every route of the API, as `docs/api-v1.yaml` lists them (a test keeps the two the same).
-pub const ROUTES: [(&str, &str); 12] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("get", "/apps"),
     ("post", "/apps"),
     ("get", "/apps/{namespace}/{name}"),
@@ -25,6 +25,7 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("get", "/rollbacks/{namespace}/{name}"),
     ("get", "/snapshots/{namespace}"),
     ("delete", "/snapshots/{namespace}/{name}"),
+    ("put", "/settings"),
 ];
 
 /// The API's routes under `/api/v1`, built from [`ROUTES`].
@@ -59,6 +60,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Option<Backend>> {
         ("get", "/rollbacks/{namespace}/{name}") => get(rollback_status),
         ("get", "/snapshots/{namespace}") => get(snapshots),
         ("delete", "/snapshots/{namespace}/{name}") => delete(delete_snapshot),
+        ("put", "/settings") => put(change_settings),
         other => unreachable!("no handler for {other:?}"),
     }
 }
@@ -132,6 +134,31 @@ async fn create_app(
         .await?;
     let row = backend.create_app(&viewer, &proposal).await?;
     Ok((StatusCode::CREATED, Json(row)).into_response())
+}
+
+/// `{"sinks": [{"name": "<sink>", "events": [...], "namespaces": [...]}]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    sinks: Vec<fluxup_operator::notify::settings::Filters>,
+}
+
+async fn change_settings(
+    State(backend): State<Option<Backend>>,
+    Extension(viewer): Extension<Viewer>,
+    bytes: axum::body::Bytes,
+) -> Result<Response> {
+    let backend = connected(backend)?;
+    let request: SettingsBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "the body must be {{\"sinks\": [{{\"name\": \"<sink>\", \"events\": [\"UpgradeFailed\"], \"namespaces\": []}}]}}: {e}"
+            ),
+        )
+    })?;
+    let settings = backend.change_sinks(&viewer, &request.sinks).await?;
+    Ok(Json(settings).into_response())
 }
 
 /// `{"part": "chart" | "<image>", "action": "skip" | "unskip" | "stayOn" | "unpin", …}`.

@@ -1,10 +1,12 @@
 //! Settings: who you are to FluxUp and Kubernetes, how logins work here, and where notifications
 //! go (read from the `fluxup-notifications` ConfigMap; addresses and keys are never shown).
-//! Everything here is configured in the cluster, so the page says where, instead of editing it.
+//! A sink's events and namespaces can be changed here, as the person (RBAC on the ConfigMap
+//! decides); its type, address and keys are only ever changed in the cluster.
 
 use super::Layout;
 use super::widgets::ErrorNote;
-use crate::api::get_settings;
+use crate::api::{change_sink, get_settings};
+use crate::model::SinkLine;
 use leptos::prelude::*;
 
 #[component]
@@ -40,16 +42,21 @@ pub fn SettingsPage() -> impl IntoView {
                                 view! {
                                     <table class="mt-2 w-full text-left text-sm" id="sinks">
                                         <thead class="text-xs uppercase text-slate-500 dark:text-slate-400">
-                                            <tr><th scope="col">"Sink"</th><th scope="col">"Type"</th><th scope="col">"Events"</th><th scope="col">"Namespaces"</th></tr>
+                                            <tr><th scope="col">"Sink"</th><th scope="col">"Type"</th><th scope="col">"Events"</th><th scope="col">"Namespaces"</th><th scope="col">"Change"</th></tr>
                                         </thead>
                                         <tbody>
-                                            {s.sinks.into_iter().map(|sink| view! {
-                                                <tr>
-                                                    <td class="py-1">{sink.name}</td>
-                                                    <td>{sink.kind}</td>
-                                                    <td>{if sink.events.is_empty() { "all".to_string() } else { sink.events.join(", ") }}</td>
-                                                    <td>{if sink.namespaces.is_empty() { "all".to_string() } else { sink.namespaces.join(", ") }}</td>
-                                                </tr>
+                                            {s.sinks.into_iter().map(|sink| {
+                                                let editor = view! { <SinkEditor sink=sink.clone() events=s.events.clone()/> };
+                                                let row = sink.name.clone();
+                                                view! {
+                                                    <tr data-sink=row>
+                                                        <td class="py-1">{sink.name}</td>
+                                                        <td>{sink.kind}</td>
+                                                        <td data-field="events">{if sink.events.is_empty() { "all".to_string() } else { sink.events.join(", ") }}</td>
+                                                        <td data-field="namespaces">{if sink.namespaces.is_empty() { "all".to_string() } else { sink.namespaces.join(", ") }}</td>
+                                                        <td>{editor}</td>
+                                                    </tr>
+                                                }
                                             }).collect_view()}
                                         </tbody>
                                     </table>
@@ -60,5 +67,61 @@ pub fn SettingsPage() -> impl IntoView {
                 })}
             </Transition>
         </Layout>
+    }
+}
+
+/// Which events and namespaces one sink gets, changed as the person; the page reloads to show
+/// the ConfigMap as it then stands.
+#[component]
+fn SinkEditor(sink: SinkLine, events: Vec<String>) -> impl IntoView {
+    let chosen = RwSignal::new(sink.events.clone());
+    let namespaces = RwSignal::new(sink.namespaces.join(", "));
+    let name = sink.name.clone();
+    let save = Action::new(move |_: &()| {
+        let (name, events, namespaces) = (
+            name.clone(),
+            chosen.get_untracked().join(","),
+            namespaces.get_untracked(),
+        );
+        async move { change_sink(name, events, namespaces).await }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = save.value().get() {
+            #[cfg(feature = "hydrate")]
+            let _ = leptos::prelude::window().location().reload();
+        }
+    });
+    view! {
+        <details>
+            <summary class="cursor-pointer text-sky-700 underline dark:text-sky-300">"Change"</summary>
+            <fieldset class="mt-2 space-y-1">
+                <legend class="text-xs text-slate-500 dark:text-slate-400">"Events (none checked: all)"</legend>
+                {events.into_iter().map(|event| {
+                    let (on, toggle) = (event.clone(), event.clone());
+                    view! {
+                        <label class="mr-3 inline-flex items-center gap-1">
+                            <input type="checkbox" data-event=event.clone()
+                                prop:checked=move || chosen.with(|c| c.contains(&on))
+                                on:change=move |_| chosen.update(|c| {
+                                    if let Some(i) = c.iter().position(|e| *e == toggle) { c.remove(i); } else { c.push(toggle.clone()); }
+                                })/>
+                            {event}
+                        </label>
+                    }
+                }).collect_view()}
+            </fieldset>
+            <label class="mt-2 block text-xs text-slate-500 dark:text-slate-400">
+                "Namespaces, comma-separated (empty: all)"
+                <input type="text" name="namespaces" class="mt-1 block w-full rounded border border-slate-300 px-2 py-1 text-sm text-slate-900 dark:border-slate-600 dark:bg-slate-900 dark:text-slate-100"
+                    prop:value=move || namespaces.get()
+                    on:input=move |ev| namespaces.set(event_target_value(&ev))/>
+            </label>
+            <button type="button" class="save-sink mt-2 rounded bg-sky-700 px-3 py-1 text-sm text-white hover:bg-sky-800 disabled:opacity-50"
+                disabled=move || save.pending().get()
+                on:click=move |_| { save.dispatch(()); }>
+                "Save"
+            </button>
+            {move || save.value().get().and_then(Result::err).map(|e| view! { <ErrorNote error=e.to_string()/> })}
+        </details>
     }
 }

@@ -35,6 +35,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every event, in the order a person reads them.
+    pub const ALL: [Kind; 7] = [
+        Kind::UpdateAvailable,
+        Kind::UpgradeStarted,
+        Kind::UpgradeSucceeded,
+        Kind::UpgradeFailed,
+        Kind::RollbackStarted,
+        Kind::RollbackSucceeded,
+        Kind::RollbackFailed,
+    ];
+
     /// The event's reason (Flux) and name (webhooks).
     pub fn reason(self) -> &'static str {
         match self {

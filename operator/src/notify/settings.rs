@@ -159,6 +159,73 @@ pub fn parse(text: &str) -> Result<Vec<Sink>, String> {
     Ok(sinks)
 }
 
+/// What a person may change about a sink from the dashboard: which events it gets and for which
+/// namespaces (empty: all). Its type, address and Secret stay where they are written.
+#[derive(Deserialize, serde::Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    pub name: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+/// The settings text with each named sink's filters set as `changes` say and everything else
+/// as it was; the result is checked as FluxUp reads it. Sinks are added and removed in the
+/// ConfigMap itself, where their addresses and keys are written.
+pub fn set_filters(text: &str, changes: &[Filters]) -> Result<String, String> {
+    use serde_yaml::Value;
+    parse(text)?;
+    let mut doc: Value = if text.trim().is_empty() {
+        Value::Sequence(Vec::new())
+    } else {
+        serde_yaml::from_str(text).map_err(|e| without_values(&e.to_string()))?
+    };
+    let sinks = doc
+        .as_sequence_mut()
+        .ok_or_else(|| format!("{KEY} is not a list of sinks"))?;
+    for change in changes {
+        let sink = sinks
+            .iter_mut()
+            .filter_map(Value::as_mapping_mut)
+            .find(|m| m.get("name").and_then(Value::as_str) == Some(change.name.as_str()))
+            .ok_or_else(|| {
+                format!(
+                    "there is no sink named {:?}: sinks are added in the ConfigMap, where their addresses live",
+                    change.name
+                )
+            })?;
+        for namespace in &change.namespaces {
+            let label = !namespace.is_empty()
+                && namespace.len() <= 63
+                && namespace
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !namespace.starts_with('-')
+                && !namespace.ends_with('-');
+            if !label {
+                return Err(format!("{namespace:?} is not a namespace name"));
+            }
+        }
+        for (key, list) in [
+            ("events", &change.events),
+            ("namespaces", &change.namespaces),
+        ] {
+            if list.is_empty() {
+                sink.remove(key);
+            } else {
+                let items = list.iter().map(|v| Value::String(v.clone())).collect();
+                sink.insert(Value::String(key.into()), Value::Sequence(items));
+            }
+        }
+    }
+    let out = serde_yaml::to_string(&doc).map_err(|e| e.to_string())?;
+    // An unknown event, for one, is refused here in FluxUp's own words.
+    parse(&out)?;
+    Ok(out)
+}
+
 /// An address must be an absolute http(s) URL. The error does not repeat it: it may be a
 /// credential.
 pub fn check_address(address: &str) -> Result<(), String> {
@@ -228,6 +295,70 @@ fn without_values(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_persons_change_sets_only_the_filters_of_the_sink_it_names() {
+        let text = "- {name: chat, type: slack, address: \"https://hooks.example/secret\", events: [UpgradeFailed]}\n\
+                    - {name: hook, type: webhook, secretRef: {name: hook-secret}}\n";
+        let changed = set_filters(
+            text,
+            &[Filters {
+                name: "chat".into(),
+                events: vec!["UpgradeFailed".into(), "RollbackFailed".into()],
+                namespaces: vec!["shop".into()],
+            }],
+        )
+        .unwrap();
+        let sinks = parse(&changed).unwrap();
+        assert_eq!(sinks[0].events, [Kind::UpgradeFailed, Kind::RollbackFailed]);
+        assert_eq!(sinks[0].namespaces, ["shop"]);
+        assert_eq!(
+            sinks[0].address.as_ref().map(Address::expose),
+            Some("https://hooks.example/secret"),
+            "the address stays"
+        );
+        assert_eq!(sinks[1], parse(text).unwrap()[1], "the other sink stays");
+        // Empty lists mean all: the keys go.
+        let all = set_filters(
+            &changed,
+            &[Filters {
+                name: "chat".into(),
+                ..Default::default()
+            }],
+        )
+        .unwrap();
+        assert!(parse(&all).unwrap()[0].events.is_empty());
+        assert!(!all.contains("namespaces"), "{all}");
+        // What is refused, with the text unchanged by the caller.
+        for (change, why) in [
+            (
+                Filters {
+                    name: "nobody".into(),
+                    ..Default::default()
+                },
+                "no sink named",
+            ),
+            (
+                Filters {
+                    name: "chat".into(),
+                    events: vec!["Everything".into()],
+                    ..Default::default()
+                },
+                "Everything",
+            ),
+            (
+                Filters {
+                    name: "chat".into(),
+                    namespaces: vec!["../etc".into()],
+                    ..Default::default()
+                },
+                "not a namespace",
+            ),
+        ] {
+            let err = set_filters(text, &[change]).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
 
     #[test]
     fn sinks_read_with_their_filters() {
