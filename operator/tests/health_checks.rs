@@ -316,6 +316,7 @@ async fn http_checks_and_the_soak_decide_the_upgrade() -> anyhow::Result<()> {
 
     // 4. A verification Job made from a CronJob of the app's namespace: one that completes
     //    passes the upgrade; one whose pod fails fails it, and autoRollback rolls that back.
+    answer.store(200, Ordering::SeqCst);
     let cron_jobs: Api<CronJob> = Api::namespaced(sb.client.clone(), NS);
     for (name, fails) in [("verify-ok", false), ("verify-fails", true)] {
         // kwok completes a Job's pods, or fails those labelled so (sandbox/sandbox, start_kwok).
