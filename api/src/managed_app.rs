@@ -267,7 +267,7 @@ pub struct ImagePolicy {
 }
 
 /// How FluxUp checks health after an upgrade or rollback.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     /// Once the HelmRelease is Ready at the new version, also wait for the app's Deployments
@@ -317,6 +317,29 @@ pub struct Verification {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
     pub cron_job: String,
+}
+
+/// An app without `healthCheck` gets what `healthCheck: {}` gives: its workloads are waited for.
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            wait_for_ready: true,
+            timeout: None,
+            soak: None,
+            http_get: None,
+            verification: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod health_check_tests {
+    #[test]
+    fn no_health_check_is_the_same_as_an_empty_one() {
+        let empty: super::HealthCheck = serde_json::from_str("{}").unwrap();
+        assert_eq!(super::HealthCheck::default(), empty);
+        assert!(empty.wait_for_ready);
+    }
 }
 
 /// An HTTP health probe against a Service of the app.

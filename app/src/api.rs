@@ -155,6 +155,7 @@ pub async fn change_version_policy(
     backend
         .change_policy(&viewer, &namespace, &name, &part, &change)
         .await
+        .map(|_| ())
         .map_err(|r| ServerFnError::new(r.message))
 }
 

@@ -711,7 +711,7 @@ impl Backend {
         app: &str,
         part: &str,
         change: &crate::model::PolicyChange,
-    ) -> Result<(), Refusal> {
+    ) -> Result<ManagedApp, Refusal> {
         use crate::model::PolicyChange;
         if let PolicyChange::Skip { version } | PolicyChange::Unskip { version } = change
             && (version.trim().is_empty() || version.len() > 128)
@@ -776,8 +776,7 @@ impl Backend {
             }
             PolicyChange::Unpin => *constraint = None,
         }
-        api.replace(app, &PostParams::default(), &current).await?;
-        Ok(())
+        Ok(api.replace(app, &PostParams::default(), &current).await?)
     }
 
     /// Changes which events and namespaces notification sinks get, in the ConfigMap, as the

@@ -505,7 +505,7 @@ impl AppDetail {
 
 /// The chart's and each running image's pins and skips (a part with none is listed too, so the
 /// page can offer to pin it).
-fn part_policies(app: &ManagedApp) -> Vec<PartPolicy> {
+pub fn part_policies(app: &ManagedApp) -> Vec<PartPolicy> {
     let policy = app.spec.version_policy.clone().unwrap_or_default();
     let current = app
         .status

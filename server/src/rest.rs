@@ -185,12 +185,11 @@ async fn change_policy(
             ),
         )
     })?;
-    backend
+    // From the object as written: the watch cache may not have it yet.
+    let updated = backend
         .change_policy(&viewer, &namespace, &name, &request.part, &request.change)
         .await?;
-    backend.ready().await;
-    let detail = backend.detail(&viewer, &namespace, &name).await?;
-    Ok(Json(detail.policy).into_response())
+    Ok(Json(fluxup_app::model::part_policies(&updated)).into_response())
 }
 
 async fn app(
